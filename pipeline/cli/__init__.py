@@ -1,0 +1,32 @@
+"""``jpipe``: the command-line interface (a thin Typer layer over plain functions)."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.cli._app import app, console
+from pipeline.errors import PipelineError
+
+# Importing a command module registers its commands on ``app``.
+from pipeline.cli import core  # noqa: E402,F401
+
+for _optional in ("vectors", "classify", "generate"):
+    try:
+        __import__(f"pipeline.cli.{_optional}")
+    except ModuleNotFoundError as exc:  # module not written yet in a partial checkout
+        if exc.name != f"pipeline.cli.{_optional}":
+            raise
+
+
+def main() -> None:
+    try:
+        app()
+    except PipelineError as exc:
+        err = console(stderr=True)
+        err.print(f"[bold red]Error:[/bold red] {exc.message}", highlight=False)
+        if exc.hint:
+            err.print(exc.hint, markup=False, highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console(stderr=True).print("Interrupted: outputs and jpipe.lock are as they were before the stage started.")
+        sys.exit(130)

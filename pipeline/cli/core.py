@@ -1,0 +1,157 @@
+"""Pipeline commands: run, status, config, corpus-stats, bench tokenize."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli._app import SetOption, app, bench_app, console, load_project_config, state
+from pipeline.stages import STAGE_NAMES
+
+logger = logging.getLogger("jpipe")
+
+
+def _stage_argument_help() -> str:
+    return "Stage to run (with any stale upstream). Omit to run every stale stage. One of: " + ", ".join(STAGE_NAMES) + "."
+
+
+@app.command()
+def run(
+    stage: Annotated[Optional[str], typer.Argument(help=_stage_argument_help(), show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Rerun STAGE (or, without STAGE, every stage) even if fresh.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Training stages continue from their last checkpoint after an interruption.")] = False,
+    source: Annotated[
+        Optional[str],
+        typer.Option("--source", help="KNBC source: the official URL, a local .tar.bz2 or an extracted directory (also $KNBC_SOURCE)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Run the stale stages of the pipeline, in dependency order.
+
+    Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
+    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
+    """
+    from pipeline.runner import Runner
+
+    config = load_project_config(overrides, source=source)
+    runner = Runner(state.project_dir, config)
+    out = console()
+    if dry_run:
+        plan = runner.plan(stage, force=force)
+        if not plan:
+            out.print("Everything is fresh: nothing to run.")
+        for name, reasons in plan:
+            out.print(f"would run [bold]{name}[/bold]: {'; '.join(reasons)}")
+        return
+
+    def started(name: str, reasons: list[str]) -> None:
+        out.print(f"[bold cyan]>[/bold cyan] [bold]{name}[/bold] ({'; '.join(reasons)})")
+
+    def finished(name: str, seconds: float, metrics: dict) -> None:
+        summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, (int, float, str)))[:160]
+        out.print(f"[green]done[/green] {name} in {seconds:.1f}s" + (f"  {summary}" if summary else ""))
+
+    ran = runner.run(stage, force=force, resume=resume, on_stage_start=started, on_stage_end=finished)
+    if not ran:
+        out.print("Everything is fresh: nothing to run.")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Show each stage as fresh or stale, with the reason (what `jpipe run` would do)."""
+    from pipeline.runner import Runner
+
+    config = load_project_config(overrides)
+    statuses = Runner(state.project_dir, config).status()
+    if as_json:
+        typer.echo(json.dumps({"project": str(state.project_dir), "stages": [s.to_json() for s in statuses]}, ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"jpipe status: {state.project_dir}", title_justify="left")
+    table.add_column("stage")
+    table.add_column("state")
+    table.add_column("last run")
+    table.add_column("reason")
+    for s in statuses:
+        mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
+        last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
+        table.add_row(s.name, mark, last, "; ".join(s.reasons) or "-")
+    console().print(table)
+
+
+@app.command("config")
+def show_config(
+    defaults: Annotated[bool, typer.Option("--defaults", help="Print the default config as commented TOML (a starting jpipe.toml).")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Print the effective config (defaults < jpipe.toml < --set)."""
+    from pipeline.config import SCHEMA, _toml_value, default_toml
+
+    if defaults:
+        typer.echo(default_toml())
+        return
+    config = load_project_config(overrides)
+    for section in SCHEMA:
+        typer.echo(f"[{section}]")
+        for key, value in config[section].items():
+            typer.echo(f"{key} = {_toml_value(value)}")
+        typer.echo("")
+
+
+@app.command("corpus-stats")
+def corpus_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Label distribution (theme, sentiment) per split, from the prepare stage."""
+    from pipeline.corpus.prepare import load_stats
+
+    stats = load_stats(state.project_dir)
+    if as_json:
+        typer.echo(json.dumps(stats, ensure_ascii=False, indent=2))
+        return
+    from rich.table import Table
+
+    out = console()
+    for label in ("theme", "sentiment"):
+        table = Table(title=f"{label} per split", title_justify="left")
+        classes = stats["labels"][label]
+        table.add_column("split")
+        table.add_column("articles", justify="right")
+        table.add_column("sentences", justify="right")
+        for name in classes:
+            table.add_column(name, justify="right")
+        for split, info in stats["splits"].items():
+            table.add_row(split, str(info["articles"]), str(info["sentences"]), *(str(info[label].get(c, 0)) for c in classes))
+        out.print(table)
+    out.print(f"sentences with both positive and negative annotations: {stats['mixed_polarity_sentences']}")
+
+
+@bench_app.command("tokenize")
+def bench_tokenize(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    split_mode: Annotated[Optional[str], typer.Option(help="Sudachi split mode A/B/C (default: tokenize.split_mode).")] = None,
+    full_limit: Annotated[int, typer.Option(help="Sentences for the slow full-GiNZA measurement.")] = 400,
+    overrides: SetOption = None,
+) -> None:
+    """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy."""
+    from pipeline.tokenize import benchmark_tokenizers
+
+    config = load_project_config(overrides)
+    mode = split_mode or config["tokenize"]["split_mode"]
+    result = benchmark_tokenizers(project_dir=state.project_dir, split_mode=mode, full_limit=full_limit)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    for name, info in result.items():
+        if isinstance(info, dict):
+            out.print(f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})")
+    out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")

@@ -1,0 +1,18 @@
+"""Label sets shared by every stage (no heavy imports)."""
+
+THEMES = ["Gourmet", "Keitai", "Kyoto", "Sports"]
+THEME_JA = {"Gourmet": "グルメ", "Keitai": "携帯電話", "Kyoto": "京都観光", "Sports": "スポーツ"}
+SENTIMENTS = ["negative", "neutral", "positive"]
+SPLITS = ["train", "dev", "test"]
+TASK_LABELS = {"topic": THEMES, "sentiment": SENTIMENTS}
+# The token-file column that holds each task's label.
+TASK_FIELD = {"topic": "theme", "sentiment": "sentiment"}
+
+
+def theme_from_name(name: str) -> str:
+    """Accept a theme as 'Gourmet', 'gourmet' or 'グルメ'; raise ValueError listing the valid ones."""
+    for theme in THEMES:
+        if name.lower() == theme.lower() or name == THEME_JA[theme]:
+            return theme
+    valid = ", ".join(f"{t} ({THEME_JA[t]})" for t in THEMES)
+    raise ValueError(f"Unknown theme '{name}'. Valid themes: {valid}.")

@@ -1,0 +1,157 @@
+"""The stage table: what each stage reads, writes, which config section it uses, and its version.
+
+Bump a stage's ``version`` when its code changes what it produces: every
+project that ran the old version then sees the stage as stale.
+
+Data flows one way: corpus -> prepare -> tokenize -> vectors -> models -> report.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Config
+from pipeline.runner import Stage
+
+CORPUS_DIR = "data/corpus/KNBC_v1.0_090925_utf8"
+CORPUS_MANIFEST = "data/corpus/manifest.json"
+SENTENCES = "data/prepared/sentences.jsonl"
+CORPUS_STATS = "data/prepared/stats.json"
+TOKENS = "data/tokens/knbc.jsonl"
+EXTRA_TOKENS = "data/tokens/extra.jsonl"
+TOKENS_META = "data/tokens/meta.json"
+VECTORS_DIR = "models/vectors"
+WORD2VEC_DIR = f"{VECTORS_DIR}/word2vec"
+SPACY_VECTORS_DIR = f"{VECTORS_DIR}/spacy"
+IMPORTED_VECTORS_DIR = f"{VECTORS_DIR}/imported"
+VECTOR_SOURCES = {"word2vec": WORD2VEC_DIR, "spacy": SPACY_VECTORS_DIR, "imported": IMPORTED_VECTORS_DIR}
+CLASSIFIER_DIRS = {"topic": "models/classifier/topic", "sentiment": "models/classifier/sentiment"}
+GENERATOR_DIR = "models/generator"
+REPORT_DIR = "models/report"
+VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
+VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
+CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
+CLASSIFIERS_FIGURES = f"{REPORT_DIR}/classifiers"
+GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
+METRICS = f"{REPORT_DIR}/metrics.json"
+
+
+def _tokenize_inputs(config: Config) -> list[str]:
+    return [SENTENCES, *config["tokenize"]["extra_corpora"]]
+
+
+def _word2vec_inputs(config: Config) -> list[str]:
+    return [TOKENS, EXTRA_TOKENS] if config["word2vec"]["use_extra_corpora"] else [TOKENS]
+
+
+def _vectors_input(source: str) -> list[str]:
+    return [] if source == "random" else [VECTOR_SOURCES[source]]
+
+
+def _classifier_inputs(task: str):
+    def inputs(config: Config) -> list[str]:
+        return [TOKENS, *_vectors_input(config[f"train_{task}"]["embedding_init"])]
+
+    return inputs
+
+
+def _generator_inputs(config: Config) -> list[str]:
+    return [TOKENS, *_vectors_input(config["train_generator"]["embedding_init"])]
+
+
+STAGES: list[Stage] = [
+    Stage(
+        name="corpus",
+        func="pipeline.corpus.fetch:corpus_stage",
+        outputs=(CORPUS_DIR, CORPUS_MANIFEST),
+        section="corpus",
+        help="Download or copy KNBC, extract it safely, verify 249 articles / 4,186 sentences.",
+    ),
+    Stage(
+        name="prepare",
+        func="pipeline.corpus.prepare:prepare_stage",
+        inputs=(CORPUS_MANIFEST,),
+        outputs=(SENTENCES, CORPUS_STATS),
+        section="prepare",
+        help="Parse corpus1 (KNP) and corpus2 (評判) into one sentence table with labels and article splits.",
+    ),
+    Stage(
+        name="tokenize",
+        func="pipeline.tokenize:tokenize_stage",
+        inputs=_tokenize_inputs,
+        outputs=(TOKENS, EXTRA_TOKENS, TOKENS_META),
+        section="tokenize",
+        help="GiNZA/Sudachi tokens (surface, lemma, normalized form, UD POS, Sudachi tag) for every sentence.",
+    ),
+    Stage(
+        name="word2vec",
+        func="pipeline.vectors.word2vec:word2vec_stage",
+        inputs=_word2vec_inputs,
+        outputs=(WORD2VEC_DIR,),
+        section="word2vec",
+        help="Train gensim Word2Vec on the tokens.",
+    ),
+    Stage(
+        name="spacy_vectors",
+        func="pipeline.vectors.spacy_vectors:spacy_vectors_stage",
+        inputs=(TOKENS,),
+        outputs=(SPACY_VECTORS_DIR,),
+        section="spacy_vectors",
+        help="Embedding table for the corpus vocabulary from ja_ginza's static vectors.",
+    ),
+    Stage(
+        name="evaluate_vectors",
+        func="pipeline.vectors.evaluate:evaluate_vectors_stage",
+        inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
+        outputs=(VECTORS_REPORT, VECTORS_MAP),
+        section="evaluate_vectors",
+        help="Synonym ROC-AUC, neighbour precision and coverage of each vector source; 2-D word map.",
+    ),
+    Stage(
+        name="train_topic",
+        func="pipeline.nn.train_classifier:train_topic_stage",
+        inputs=_classifier_inputs("topic"),
+        outputs=(CLASSIFIER_DIRS["topic"],),
+        section="train_topic",
+        help="BiLSTM + attention topic classifier (Gourmet / Keitai / Kyoto / Sports).",
+    ),
+    Stage(
+        name="train_sentiment",
+        func="pipeline.nn.train_classifier:train_sentiment_stage",
+        inputs=_classifier_inputs("sentiment"),
+        outputs=(CLASSIFIER_DIRS["sentiment"],),
+        section="train_sentiment",
+        help="BiLSTM + attention sentiment classifier (positive / negative / neutral).",
+    ),
+    Stage(
+        name="train_generator",
+        func="pipeline.nn.train_generator:train_generator_stage",
+        inputs=_generator_inputs,
+        outputs=(GENERATOR_DIR,),
+        section="train_generator",
+        help="LSTM language model for text generation.",
+    ),
+    Stage(
+        name="evaluate_classifiers",
+        func="pipeline.evaluate:evaluate_classifiers_stage",
+        inputs=(TOKENS, CLASSIFIER_DIRS["topic"], CLASSIFIER_DIRS["sentiment"]),
+        outputs=(CLASSIFIERS_REPORT, CLASSIFIERS_FIGURES),
+        section="evaluate_classifiers",
+        help="Test-split metrics of both classifiers against majority and TF-IDF baselines; plots.",
+    ),
+    Stage(
+        name="evaluate_generator",
+        func="pipeline.evaluate_generator:evaluate_generator_stage",
+        inputs=(TOKENS, GENERATOR_DIR),
+        outputs=(GENERATOR_REPORT,),
+        section="evaluate_generator",
+        help="Test perplexity of the LSTM against an n-gram baseline; samples.",
+    ),
+    Stage(
+        name="report",
+        func="pipeline.report:report_stage",
+        inputs=(VECTORS_REPORT, CLASSIFIERS_REPORT, GENERATOR_REPORT),
+        outputs=(METRICS,),
+        help="Merge every evaluation into models/report/metrics.json.",
+    ),
+]
+
+STAGE_NAMES = [stage.name for stage in STAGES]
