@@ -251,7 +251,7 @@ def _versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------ benchmark
 def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C", full_limit: int = 400) -> dict[str, Any]:
-    """Sentences/s of full ja_ginza, this pipeline's tokenizer and raw SudachiPy, in one process.
+    """Sentences/s of full ja_ginza, its tokenizer alone, this pipeline's tokenizer and raw SudachiPy, in one process.
 
     All three use the same split mode and the KNBC sentences of the prepare stage.
     Full ja_ginza (parser + NER) is slow, so it runs on the first ``full_limit`` sentences.
@@ -276,6 +276,8 @@ def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C
 
     nlp = spacy.load("ja_ginza", config={"nlp": {"tokenizer": {"split_mode": split_mode}}})
     full = measure(lambda sample: [None for _ in nlp.pipe(sample, batch_size=64)], texts[:full_limit])
+    # ja_ginza's tokenizer alone (spaCy Doc objects, sub-token lists), for reference.
+    ginza_tokenizer = measure(lambda sample: [nlp.tokenizer(t) for t in sample], texts)
     del nlp
 
     tokenizer = Tokenizer(split_mode)
@@ -291,6 +293,7 @@ def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C
     sudachipy = measure(raw, texts)
     return {
         "full_ginza": full,
+        "ginza_tokenizer_only": ginza_tokenizer,
         "pipeline": pipeline,
         "sudachipy": sudachipy,
         "pipeline_vs_sudachipy": round(pipeline["sentences_per_second"] / sudachipy["sentences_per_second"], 3),

@@ -1,0 +1,31 @@
+"""Stage ``report``: merge every evaluation into ``models/report/metrics.json``.
+
+Shape: ``{"topic": {...}, "sentiment": {...}, "generator": {...}, "vectors": {...}}``
+(the classifier tasks at top level, as users and the issue tracker expect).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.io import read_json, write_json
+
+
+def report_stage(ctx) -> dict[str, Any]:
+    from pipeline.stages import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT
+
+    metrics: dict[str, Any] = {}
+    metrics.update(read_json(ctx.input(CLASSIFIERS_REPORT)))
+    metrics["generator"] = read_json(ctx.input(GENERATOR_REPORT))
+    metrics["vectors"] = read_json(ctx.input(VECTORS_REPORT))
+    write_json(ctx.output(METRICS), metrics)
+    summary: dict[str, Any] = {}
+    for task in ("topic", "sentiment"):
+        model = metrics.get(task, {}).get("bilstm_attention", {})
+        if "macro_f1" in model:
+            summary[f"{task}_macro_f1"] = round(model["macro_f1"], 4)
+    for name in ("lstm", "ngram"):
+        value = metrics["generator"].get(name, {}).get("perplexity")
+        if value is not None:
+            summary[f"{name}_perplexity"] = round(value, 2)
+    return summary
