@@ -32,7 +32,7 @@ app.add_typer(vectors_app, name="vectors")
 
 SetOption = Annotated[
     Optional[list[str]],
-    typer.Option("--set", help="Override a config value: --set section.key=value (repeatable)."),
+    typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override a config value, e.g. --set tokenize.split_mode=A (repeatable)."),
 ]
 
 

@@ -20,12 +20,12 @@ def _stage_argument_help() -> str:
 
 @app.command()
 def run(
-    stage: Annotated[Optional[str], typer.Argument(help=_stage_argument_help(), show_default=False)] = None,
+    stage: Annotated[Optional[str], typer.Argument(metavar="STAGE", help=_stage_argument_help(), show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Rerun STAGE (or, without STAGE, every stage) even if fresh.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Training stages continue from their last checkpoint after an interruption.")] = False,
     source: Annotated[
         Optional[str],
-        typer.Option("--source", help="KNBC source: the official URL, a local .tar.bz2 or an extracted directory (also $KNBC_SOURCE)."),
+        typer.Option("--source", metavar="URL|PATH", help="KNBC source: the official URL, a local .tar.bz2 or an extracted directory (also $KNBC_SOURCE)."),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
     overrides: SetOption = None,
