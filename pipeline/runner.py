@@ -61,9 +61,24 @@ class Stage:
     section: str | None = None
     version: int = 1
     help: str = ""
+    # Inputs that may be absent (hashed when present): their appearing or changing makes the stage stale.
+    optional_inputs: tuple[str, ...] = ()
+    # Installed packages whose version is part of the fingerprint (a new dictionary or model changes the output).
+    packages: tuple[str, ...] = ()
 
     def input_paths(self, config: Config) -> list[str]:
         return list(self.inputs(config) if callable(self.inputs) else self.inputs)
+
+    def package_versions(self) -> dict[str, str | None]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        versions: dict[str, str | None] = {}
+        for package in self.packages:
+            try:
+                versions[package] = version(package)
+            except PackageNotFoundError:
+                versions[package] = None
+        return versions
 
     def load(self) -> Callable[[StageContext], dict | None]:
         module_name, func_name = self.func.split(":")
@@ -229,7 +244,7 @@ class Runner:
         self.lock["format"] = LOCK_FORMAT
         self.lock["jpipe_version"] = __version__
         # keep only cache entries for files a stage still references
-        referenced = {path for entry in self.lock["stages"].values() for part in ("inputs", "outputs") for path in entry.get(part, {})}
+        referenced = {path for entry in self.lock["stages"].values() for part in ("inputs", "optional_inputs", "outputs") for path in entry.get(part, {})}
         self.lock["file_cache"] = {path: value for path, value in self.hasher.cache.items() if path in referenced}
         write_json(self.lock_path, self.lock, indent=1)
 
@@ -250,19 +265,20 @@ class Runner:
             handle.close()
 
     # ---------------------------------------------------------------- status
-    def _current(self, name: str) -> tuple[dict, dict, dict]:
+    def _current(self, name: str) -> tuple[dict, dict, dict, dict, dict]:
         stage = self.stages[name]
         config_view = self.config.fingerprint_view(stage.section) if stage.section else {}
         inputs = {path: self.hasher.hash(path) for path in stage.input_paths(self.config)}
+        optional = {path: self.hasher.hash(path) for path in stage.optional_inputs}
         upstream = {up: self.lock["stages"].get(up, {}).get("fingerprint") for up in self.upstream(name)}
-        return config_view, inputs, upstream
+        return config_view, inputs, optional, upstream, stage.package_versions()
 
     def status(self) -> list[StageStatus]:
         statuses: dict[str, StageStatus] = {}
         for name in self.order:
             stage = self.stages[name]
             entry = self.lock["stages"].get(name)
-            config_view, inputs, upstream = self._current(name)
+            config_view, inputs, optional, upstream, packages = self._current(name)
             reasons: list[str] = []
             if entry is None:
                 reasons.append("never run")
@@ -285,6 +301,13 @@ class Runner:
                         reasons.append(f"input {path} missing")
                     elif digest != entry.get("inputs", {}).get(path) and path not in explained:
                         reasons.append(f"input {path} changed")
+                for path, digest in optional.items():
+                    if digest != entry.get("optional_inputs", {}).get(path):
+                        reasons.append(f"input {path} {'removed' if digest is None else 'changed'}")
+                for package, version in packages.items():
+                    old_version = entry.get("packages", {}).get(package)
+                    if version != old_version:
+                        reasons.append(f"package {package} changed ({old_version} -> {version})")
                 for path in stage.outputs:
                     digest = self.hasher.hash(path)
                     if digest is None:
@@ -336,7 +359,7 @@ class Runner:
 
     def _run_one(self, name: str, *, resume: bool) -> tuple[float, dict]:
         stage = self.stages[name]
-        config_view, _, upstream = self._current(name)
+        config_view, _, optional, upstream, packages = self._current(name)
         # Hash inputs as they are when the stage starts: what it read is what we record.
         inputs = {}
         for path in stage.input_paths(self.config):
@@ -370,10 +393,12 @@ class Runner:
         seconds = time.perf_counter() - started
         outputs = {path: self.hasher.hash(path) for path in stage.outputs}
         self.lock["stages"][name] = {
-            "fingerprint": _fingerprint(version=stage.version, config=config_view, inputs=inputs, upstream=upstream),
+            "fingerprint": _fingerprint(version=stage.version, config=config_view, inputs={**inputs, **optional, **packages}, upstream=upstream),
             "version": stage.version,
             "config": config_view,
             "inputs": inputs,
+            "optional_inputs": optional,
+            "packages": packages,
             "outputs": outputs,
             "upstream": upstream,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -79,6 +79,7 @@ STAGES: list[Stage] = [
         inputs=_tokenize_inputs,
         outputs=(TOKENS, EXTRA_TOKENS, TOKENS_META),
         section="tokenize",
+        packages=("sudachipy", "sudachidict-core", "spacy"),
         help="GiNZA/Sudachi tokens (surface, lemma, normalized form, UD POS, Sudachi tag) for every sentence.",
     ),
     Stage(
@@ -95,12 +96,14 @@ STAGES: list[Stage] = [
         inputs=(TOKENS,),
         outputs=(SPACY_VECTORS_DIR,),
         section="spacy_vectors",
+        packages=("ja-ginza",),
         help="Embedding table for the corpus vocabulary from ja_ginza's static vectors.",
     ),
     Stage(
         name="evaluate_vectors",
         func="pipeline.vectors.evaluate:evaluate_vectors_stage",
         inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
+        optional_inputs=(IMPORTED_VECTORS_DIR,),
         outputs=(VECTORS_REPORT, VECTORS_MAP),
         section="evaluate_vectors",
         help="Synonym ROC-AUC, neighbour precision and coverage of each vector source; 2-D word map.",

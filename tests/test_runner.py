@@ -145,3 +145,33 @@ def test_concurrent_run_is_refused(project):
         with pytest.raises(PipelineError, match="Another"):
             with make_runner(project).exclusive():
                 pass
+
+
+def test_optional_input_and_package_versions(project):
+    stages = [
+        Stage(name="first", func="tests.test_runner:first_stage", inputs=("in.txt",), optional_inputs=("extra/opt.txt",),
+              outputs=("out/first.txt",), section="tokenize", packages=("pytest",)),
+    ]
+    config = load_config(project)
+    Runner(project, config, stages=stages).run()
+    assert Runner(project, config, stages=stages).status()[0].fresh  # absent optional input is fine
+    (project / "extra").mkdir()
+    (project / "extra/opt.txt").write_text("x", encoding="utf-8")
+    assert Runner(project, config, stages=stages).status()[0].reasons == ["input extra/opt.txt changed"]
+    Runner(project, config, stages=stages).run()
+    (project / "extra/opt.txt").unlink()
+    assert Runner(project, config, stages=stages).status()[0].reasons == ["input extra/opt.txt removed"]
+    Runner(project, config, stages=stages).run()
+    lock = json.loads((project / LOCK_FILENAME).read_text(encoding="utf-8"))
+    lock["stages"]["first"]["packages"]["pytest"] = "0.0.1"
+    (project / LOCK_FILENAME).write_text(json.dumps(lock), encoding="utf-8")
+    (reason,) = Runner(project, config, stages=stages).status()[0].reasons
+    assert reason.startswith("package pytest changed (0.0.1 -> ")
+
+
+def test_atomic_writes_are_readable_like_plain_files(tmp_path):
+    from pipeline.io import write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    (tmp_path / "b.json").write_text("{}", encoding="utf-8")
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777
