@@ -1,0 +1,246 @@
+"""Word-vector commands: similar, similarity (incl. --pairs), analogy, vectors import/list, bench similar.
+
+Only typer, the standard library and light pipeline modules are imported here;
+numpy and SudachiPy are imported inside the commands, and torch, spaCy and
+gensim never are on the query path.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli._app import app, bench_app, handle, state, vectors_app
+from pipeline.errors import PipelineError
+
+SOURCES_HELP = "Vector source: word2vec, spacy or imported."
+VectorsOption = Annotated[str, typer.Option("--vectors", "-V", help=SOURCES_HELP)]
+TopnOption = Annotated[int, typer.Option("--topn", "-n", min=1, help="How many neighbours to show.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _width(text))
+
+
+def _engine(source: str):
+    from pipeline.vectors.query import QueryEngine
+
+    return QueryEngine.load(project_dir=state.project_dir, source=source)
+
+
+def _describe(query: dict) -> str:
+    keys = " + ".join(query["keys"])
+    if query["how"] == "averaged":
+        return f"{query['query']} -> average of {keys}"
+    return query["query"] if keys == query["query"] else f"{query['query']} -> {keys}"
+
+
+def _print_neighbours(neighbours: list[dict]) -> None:
+    width = max((_width(n["word"]) for n in neighbours), default=0)
+    for rank, item in enumerate(neighbours, start=1):
+        typer.echo(f"{rank:>3}  {_pad(item['word'], width)}  {item['score']:.4f}")
+    scores = [item["score"] for item in neighbours]
+    if len(set(scores)) < len(scores):
+        typer.echo("(equal scores: those words share one vector; ja_ginza maps ~480k words onto 20k rows)")
+
+
+@app.command()
+def similar(
+    word: Annotated[str, typer.Argument(help="A word in any inflected form (食べた), or several words (averaged).", show_default=False)],
+    topn: TopnOption = 10,
+    vectors: VectorsOption = "word2vec",
+    as_json: JsonOption = False,
+) -> None:
+    """Nearest neighbours of WORD by cosine similarity.
+
+    The word is normalized like the corpus (Sudachi normalized form by default:
+    食べた -> 食べる, おいしい -> 美味しい). Several content words are averaged.
+    Example: jpipe similar 京都 --topn 5 --vectors spacy
+    """
+    try:
+        result = _engine(vectors).similar(word, topn=topn)
+    except PipelineError as exc:
+        handle(exc)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    typer.echo(f"{_describe(result)}  ({vectors})")
+    _print_neighbours(result["neighbours"])
+
+
+@app.command()
+def similarity(
+    words: Annotated[Optional[list[str]], typer.Argument(help="Two words: W1 W2.", show_default=False)] = None,
+    pairs: Annotated[
+        Optional[str],
+        typer.Option("--pairs", help="Score a file of tab-separated word pairs ('-' = stdin): one output line per pair, null score when out of vocabulary."),
+    ] = None,
+    vectors: VectorsOption = "word2vec",
+    as_json: JsonOption = False,
+) -> None:
+    """Cosine similarity of two words, or of every pair in a file (--pairs FILE|-).
+
+    With --pairs --json each pair gives one JSON line {"w1": .., "w2": .., "score": float or null};
+    null means a word has no vector. Extra columns (such as a gold score) are ignored.
+    Example: printf '京都\\t大阪\\n' | jpipe similarity --pairs - --json
+    """
+    try:
+        if pairs is not None:
+            if words:
+                raise PipelineError("Give either two words or --pairs, not both.", hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs pairs.tsv --json")
+            _score_pairs(pairs, vectors=vectors, as_json=as_json)
+            return
+        if not words or len(words) != 2:
+            raise PipelineError(
+                f"similarity needs exactly two words, got {len(words or [])}.", hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs FILE|- --json"
+            )
+        result = _engine(vectors).similarity(words[0], words[1])
+    except PipelineError as exc:
+        handle(exc)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    left = _describe({"query": words[0], "keys": result["keys1"], "how": "averaged" if len(result["keys1"]) > 1 else "normalized"})
+    right = _describe({"query": words[1], "keys": result["keys2"], "how": "averaged" if len(result["keys2"]) > 1 else "normalized"})
+    typer.echo(f"{result['score']:.4f}  {left} ~ {right}  ({vectors})")
+
+
+def _score_pairs(pairs: str, *, vectors: str, as_json: bool) -> None:
+    from pipeline.vectors.query import read_pairs
+
+    if pairs == "-":
+        rows = read_pairs(sys.stdin, name="stdin")
+    else:
+        path = Path(pairs)
+        if not path.is_file():
+            raise PipelineError(f"Pairs file {path} does not exist.", hint="Give a file of WORD1<TAB>WORD2 lines, or - to read stdin.")
+        with open(path, encoding="utf-8") as handle_:
+            rows = read_pairs(handle_, name=str(path))
+    engine = _engine(vectors)
+    missing = 0
+    for w1, w2 in rows:
+        score = engine.pair_score(w1, w2)
+        missing += score is None
+        if as_json:
+            typer.echo(json.dumps({"w1": w1, "w2": w2, "score": score}, ensure_ascii=False))
+        else:
+            typer.echo(f"{w1}\t{w2}\t{'NA' if score is None else f'{score:.4f}'}")
+    typer.echo(f"{len(rows) - missing}/{len(rows)} pairs scored with {vectors}; {missing} out of vocabulary (score null).", err=True)
+
+
+@app.command()
+def analogy(
+    a: Annotated[str, typer.Argument(help="A", show_default=False)],
+    b: Annotated[str, typer.Argument(help="B (subtracted)", show_default=False)],
+    c: Annotated[str, typer.Argument(help="C", show_default=False)],
+    topn: TopnOption = 10,
+    vectors: VectorsOption = "word2vec",
+    as_json: JsonOption = False,
+) -> None:
+    """Words closest to A - B + C (A, B and C themselves are left out).
+
+    Example: jpipe analogy 京都 寺 神社  (what is to 神社 as 京都 is to 寺)
+    """
+    try:
+        result = _engine(vectors).analogy(a, b, c, topn=topn)
+    except PipelineError as exc:
+        handle(exc)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    keys = result["keys"]
+    typer.echo(f"{' + '.join(keys['a'])} - {' + '.join(keys['b'])} + {' + '.join(keys['c'])}  ({vectors})")
+    _print_neighbours(result["neighbours"])
+
+
+@vectors_app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="word2vec text (.txt/.vec, .gz ok) or binary (.bin) file, gensim KeyedVectors (.kv), or fastText .bin.", show_default=False)],
+    file_format: Annotated[str, typer.Option("--format", help="auto, text, binary, kv or fasttext.")] = "auto",
+    token_field: Annotated[str, typer.Option("--token-field", help="Which token field the keys are: norm (chiVe), surface (fastText cc.ja), lemma.")] = "norm",
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Keep only the first N words (files are sorted by frequency).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import external vectors (chiVe, fastText, your own) as the 'imported' source.
+
+    Written to models/vectors/imported/ atomically; use with --vectors imported,
+    and as embedding_init = "imported" for the classifiers and generator.
+    Example: jpipe vectors import chive-1.3-mc90.kv
+    """
+    from pipeline.vectors.store import import_vectors
+
+    try:
+        meta = import_vectors(project_dir=state.project_dir, path=path, file_format=file_format, token_field=token_field, limit=limit)
+    except PipelineError as exc:
+        handle(exc)
+    if as_json:
+        typer.echo(json.dumps(meta, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"imported {meta['vocab_size']:,} vectors of {meta['dim']} dimensions ({meta['format']}, keys = {meta['token_field']}) in {meta['import_seconds']:.1f}s")
+    coverage = meta.get("coverage")
+    if coverage:
+        typer.echo(f"corpus coverage: {100 * coverage['type_coverage']:.1f}% of word types, {100 * coverage['token_coverage']:.1f}% of tokens")
+
+
+@vectors_app.command("list")
+def list_command(as_json: JsonOption = False) -> None:
+    """The vector sources of the project with their size, dimensions and corpus coverage."""
+    from pipeline.io import read_json
+    from pipeline.vectors.store import META_FILENAME, source_dir, source_names
+
+    rows = {}
+    for name in source_names():
+        meta_path = source_dir(state.project_dir, name) / META_FILENAME
+        rows[name] = read_json(meta_path) if meta_path.exists() else None
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for name, meta in rows.items():
+        if meta is None:
+            typer.echo(f"{name:9s} -")
+            continue
+        coverage = meta.get("coverage", {})
+        text = f"{name:9s} {meta['vocab_size']:>8,} words x {meta['dim']:>3} dims  keys={meta.get('token_field')}"
+        if coverage:
+            text += f"  corpus coverage: types {100 * coverage['type_coverage']:.1f}%, tokens {100 * coverage['token_coverage']:.1f}%"
+        typer.echo(text)
+
+
+@bench_app.command("similar")
+def bench_similar(
+    vectors: VectorsOption = "word2vec",
+    word: Annotated[str, typer.Option("--word", help="Query of the cold runs.")] = "京都",
+    cold_runs: Annotated[int, typer.Option("--cold-runs", min=1, help="Fresh `python -m pipeline similar` processes to time.")] = 3,
+    warm_queries: Annotated[int, typer.Option("--warm-queries", min=1, help="Queries timed in one warm process.")] = 300,
+    as_json: JsonOption = False,
+) -> None:
+    """Latency of `jpipe similar`: cold (a new process) and warm (in-process), plus a 20k-word table.
+
+    Targets from the issue: cold <= 3 s, warm <= 5 ms for a 20k-word vocabulary.
+    """
+    from pipeline.vectors.query import benchmark_similar
+
+    try:
+        result = benchmark_similar(project_dir=state.project_dir, source=vectors, word=word, cold_runs=cold_runs, warm_queries=warm_queries)
+    except PipelineError as exc:
+        handle(exc)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    cold, warm, synthetic = result["cold"], result["warm"], result["synthetic_20k"]
+    typer.echo(f"source {result['source']}: {result['vocab_size']:,} words x {result['dim']} dims")
+    typer.echo(f"cold  `jpipe similar {word}`: median {cold['median_s']:.2f}s  (runs: {', '.join(f'{s:.2f}' for s in cold['runs_s'])})  target <= {result['targets']['cold_s']}s")
+    typer.echo(f"warm  key query:  median {warm['key']['median_ms']:.2f} ms, p95 {warm['key']['p95_ms']:.2f} ms")
+    typer.echo(f"warm  text query: median {warm['text']['median_ms']:.2f} ms, p95 {warm['text']['p95_ms']:.2f} ms (includes Sudachi)")
+    typer.echo(f"20k x {synthetic['dim']} table: median {synthetic['median_ms']:.2f} ms, p95 {synthetic['p95_ms']:.2f} ms  target <= {result['targets']['warm_ms']} ms")
+    typer.echo("meets targets: " + ("yes" if result["meets_targets"] else "NO"))

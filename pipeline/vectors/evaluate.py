@@ -1,0 +1,447 @@
+"""Stage ``evaluate_vectors``: intrinsic quality of every vector source, side by side, and a 2-D word map.
+
+Benchmark (not derived from KNBC): Sudachi's synonym dictionary. Each headword is
+run through the corpus tokenizer; a headword that is one token becomes that token's
+key (normalized form by default, so spelling variants such as あいまい / 曖昧 fall
+together), multi-token headwords are left out. Two keys are synonyms when they share
+a synonym group.
+
+* **ROC-AUC**: cosine of synonym pairs against random pairs. Each random pair keeps
+  one word of a synonym pair and draws the other from the benchmark words the
+  source covers (never one of its synonyms), so both sets have the same words on one side.
+* **Neighbour precision**: for each covered word with k covered synonyms, the share of
+  synonyms among its k nearest neighbours in the source's vocabulary (R-precision),
+  plus precision@1 and hit@10.
+
+Each source is scored on what it covers (with the coverage), and all sources on
+the *common* part (pairs and vocabulary that every source covers), which is the fair
+side-by-side comparison since coverage differs a lot between sources.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.io import open_text, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+# Form types of the synonym dictionary: 0 representative, 1 translation, 2 alias, 3 old name, 4 misuse.
+MISUSE_FORM = "4"
+# Words drawn in the map: UD content POS, without numerals and Sudachi's 非自立可能
+# (light verbs and formal nouns: する, ある, いる, なる, こと, もの, ...), which carry no theme.
+MAP_POS = ("NOUN", "PROPN", "VERB", "ADJ")
+# A word whose normalized theme share is below this is drawn as "mixed" (four themes: 0.25 is no preference).
+THEME_SHARE_MIN = 0.45
+IDENTICAL_COSINE = 0.9999
+MAP_COLOURS = {"Gourmet": "#d62728", "Keitai": "#1f77b4", "Kyoto": "#2ca02c", "Sports": "#ff7f0e", "mixed": "#9a9a9a"}
+
+
+# ------------------------------------------------------------------ synonyms
+def resolve_synonyms_path(setting: str, *, project_dir: str | os.PathLike) -> Path:
+    """The synonym dictionary: an absolute path, else relative to the project dir, else to the cwd."""
+    path = Path(setting).expanduser()
+    candidates = [path] if path.is_absolute() else [Path(project_dir) / path, Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise PipelineError(
+        f"Sudachi synonym dictionary not found (evaluate_vectors.synonyms_path = {setting!r}; tried {tried}).",
+        hint="Put the shared data at ../shared next to the project, or point to the file: "
+        "--set evaluate_vectors.synonyms_path=/path/to/synonyms.txt.gz",
+    )
+
+
+def read_synonym_groups(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
+    """``{group id: [(lexeme number, headword), ...]}``, misuse forms left out."""
+    groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    with open_text(path) as handle:
+        for row in csv.reader(handle):
+            if len(row) < 9 or not row[0].strip():
+                continue
+            group_id, lexeme, form_type, headword = row[0].strip(), row[3].strip(), row[4].strip(), row[8].strip()
+            if form_type == MISUSE_FORM or not headword:
+                continue
+            groups[group_id].append((lexeme, headword))
+    return dict(groups)
+
+
+@dataclass
+class SynonymBenchmark:
+    """Synonym groups as sets of token keys."""
+
+    groups: list[frozenset[str]]
+    synonyms: dict[str, set[str]]  # key -> every key it shares a group with
+    pairs: list[tuple[str, str]]  # distinct unordered synonym pairs, sorted
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, raw_groups: dict[str, list[tuple[str, str]]], *, tokenizer, token_field: str) -> "SynonymBenchmark":
+        headword_key: dict[str, str | None] = {}
+        single = multi = 0
+        groups: list[frozenset[str]] = []
+        for entries in raw_groups.values():
+            keys = set()
+            for _, headword in entries:
+                if headword not in headword_key:
+                    fields = tokenizer.tokenize(headword)
+                    headword_key[headword] = fields[token_field][0] if len(fields[token_field]) == 1 else None
+                    single += headword_key[headword] is not None
+                    multi += headword_key[headword] is None
+                if headword_key[headword]:
+                    keys.add(headword_key[headword])
+            if len(keys) >= 2:
+                groups.append(frozenset(keys))
+        synonyms: dict[str, set[str]] = defaultdict(set)
+        pairs = set()
+        for group in groups:
+            for a, b in combinations(sorted(group), 2):
+                pairs.add((a, b))
+                synonyms[a].add(b)
+                synonyms[b].add(a)
+        stats = {
+            "groups": len(raw_groups),
+            "headwords": len(headword_key),
+            "single_token_headwords": single,
+            "multi_token_headwords_dropped": multi,
+            "groups_with_2_or_more_keys": len(groups),
+            "benchmark_words": len(synonyms),
+            "synonym_pairs": len(pairs),
+        }
+        return cls(groups=groups, synonyms=dict(synonyms), pairs=sorted(pairs), stats=stats)
+
+
+# ------------------------------------------------------------------- scoring
+def _unit_rows(index, words: list[str]) -> np.ndarray:
+    """(len(words), dim) unit vectors of ``words`` (all in ``index``)."""
+    rows = np.asarray([index.key_to_index[w] for w in words], dtype=np.int64)
+    matrix = np.asarray(index.vectors[rows] if len(rows) else np.zeros((0, index.dim)), dtype=np.float32)
+    return matrix / index.norms[rows][:, None] if len(rows) else matrix
+
+
+def sample_negative_pairs(positives: list[tuple[str, str]], *, pool: list[str], synonyms: dict[str, set[str]], per_positive: int, rng) -> list[tuple[str, str]]:
+    """Random non-synonym pairs: one word of each positive pair, the other drawn from ``pool``."""
+    negatives = []
+    for a, b in positives:
+        for _ in range(per_positive):
+            keep = a if rng.random() < 0.5 else b
+            for _attempt in range(100):
+                other = pool[int(rng.integers(len(pool)))]
+                if other != keep and other not in synonyms.get(keep, ()):
+                    negatives.append((keep, other))
+                    break
+    return negatives
+
+
+def pair_scores(index, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """(len(pairs),) cosine of each pair."""
+    if not pairs:
+        return np.zeros(0, dtype=np.float32)
+    left = _unit_rows(index, [a for a, _ in pairs])
+    right = _unit_rows(index, [b for _, b in pairs])
+    return np.einsum("ij,ij->i", left, right)
+
+
+def roc_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float | None:
+    if len(positive_scores) == 0 or len(negative_scores) == 0:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.concatenate([np.ones(len(positive_scores)), np.zeros(len(negative_scores))])
+    return float(roc_auc_score(labels, np.concatenate([positive_scores, negative_scores])))
+
+
+def neighbour_precision(index, *, candidates: list[str], synonyms: dict[str, set[str]], block: int = 512) -> dict[str, Any]:
+    """R-precision, precision@1 and hit@10 of synonym retrieval among ``candidates``.
+
+    Queries are the candidates with at least one synonym among the candidates.
+    """
+    candidate_set = set(candidates)
+    position = {word: i for i, word in enumerate(candidates)}
+    queries = [w for w in candidates if synonyms.get(w, set()) & candidate_set]
+    if not queries:
+        return {"queries": 0, "r_precision": None, "precision_at_1": None, "hit_at_10": None}
+    unit = _unit_rows(index, candidates)  # (n, dim)
+    r_precisions, at_1, hit_10 = [], [], []
+    for start in range(0, len(queries), block):
+        chunk = queries[start : start + block]
+        scores = _unit_rows(index, chunk) @ unit.T  # (len(chunk), n)
+        for row, word in enumerate(chunk):
+            scores[row, position[word]] = -np.inf  # never your own neighbour
+            relevant = synonyms[word] & candidate_set
+            k = len(relevant)
+            depth = min(max(k, 10), len(candidates) - 1)
+            top = np.argpartition(-scores[row], depth - 1)[:depth]
+            top = top[np.argsort(-scores[row][top], kind="stable")]
+            hits = [candidates[i] in relevant for i in top]
+            r_precisions.append(sum(hits[:k]) / k)
+            at_1.append(hits[0])
+            hit_10.append(any(hits[:10]))
+    return {
+        "queries": len(queries),
+        "r_precision": round(float(np.mean(r_precisions)), 4),
+        "precision_at_1": round(float(np.mean(at_1)), 4),
+        "hit_at_10": round(float(np.mean(hit_10)), 4),
+    }
+
+
+def evaluate_synonyms(index, benchmark: SynonymBenchmark, *, pairs: list[tuple[str, str]], pool: list[str], candidates: list[str], per_positive: int, seed: int) -> dict[str, Any]:
+    """ROC-AUC of ``pairs`` (all covered by ``index``) against random pairs, and neighbour precision."""
+    rng = np.random.default_rng(seed)
+    negatives = sample_negative_pairs(pairs, pool=pool, synonyms=benchmark.synonyms, per_positive=per_positive, rng=rng)
+    positive_scores, negative_scores = pair_scores(index, pairs), pair_scores(index, negatives)
+    auc = roc_auc(positive_scores, negative_scores)
+    return {
+        "pairs": len(pairs),
+        "random_pairs": len(negatives),
+        "roc_auc": None if auc is None else round(auc, 4),
+        "mean_cosine_synonyms": round(float(positive_scores.mean()), 4) if len(pairs) else None,
+        "mean_cosine_random": round(float(negative_scores.mean()), 4) if len(negatives) else None,
+        # Pairs whose two words have the very same vector (ja_ginza's shared rows): cosine 1.0.
+        "synonym_pairs_identical_vectors": int((positive_scores >= IDENTICAL_COSINE).sum()),
+        "random_pairs_identical_vectors": int((negative_scores >= IDENTICAL_COSINE).sum()),
+        "neighbour_precision": neighbour_precision(index, candidates=candidates, synonyms=benchmark.synonyms),
+    }
+
+
+# ------------------------------------------------------------------------ map
+def theme_association(tokens_path: Path, *, token_field: str) -> tuple[Counter, dict[str, Counter], dict[str, int]]:
+    """Frequency of map-eligible words, their per-theme counts, and the tokens per theme."""
+    frequency: Counter = Counter()
+    per_theme: dict[str, Counter] = defaultdict(Counter)
+    theme_tokens: Counter = Counter()
+    for row in read_jsonl(tokens_path):
+        theme = row["theme"]
+        theme_tokens[theme] += len(row[token_field])
+        for word, pos, tag in zip(row[token_field], row["pos"], row["tag"]):
+            if pos in MAP_POS and "非自立可能" not in tag and "数詞" not in tag and not (len(word) == 1 and "\u3040" <= word <= "\u309f"):
+                frequency[word] += 1
+                per_theme[word][theme] += 1
+    return frequency, per_theme, dict(theme_tokens)
+
+
+def assign_themes(words: list[str], per_theme: dict[str, Counter], theme_tokens: dict[str, int]) -> list[tuple[str, float]]:
+    """(theme, share) per word: the theme with the highest rate per 1,000 tokens, normalized over themes."""
+    from pipeline.labels import THEMES
+
+    result = []
+    for word in words:
+        rates = np.asarray([per_theme[word][t] / max(1, theme_tokens.get(t, 0)) for t in THEMES])
+        shares = rates / rates.sum() if rates.sum() > 0 else np.full(len(THEMES), 1 / len(THEMES))
+        best = int(shares.argmax())
+        theme = THEMES[best] if shares[best] >= THEME_SHARE_MIN else "mixed"
+        result.append((theme, round(float(shares[best]), 3)))
+    return result
+
+
+def project_2d(vectors: np.ndarray, *, method: str, seed: int) -> np.ndarray:
+    """(n, 2) coordinates of (n, dim) unit vectors by t-SNE (cosine) or PCA."""
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(vectors)
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(5, (len(vectors) - 1) // 4)))
+    return TSNE(n_components=2, metric="cosine", init="pca", perplexity=perplexity, random_state=seed).fit_transform(vectors)
+
+
+def theme_purity(unit: np.ndarray, themes: list[str], *, k: int = 5) -> float | None:
+    """Share of each themed word's k nearest map words (cosine, full dimensions) that have its theme."""
+    themed = [i for i, t in enumerate(themes) if t != "mixed"]
+    if len(themes) <= k or not themed:
+        return None
+    scores = unit @ unit.T
+    np.fill_diagonal(scores, -np.inf)
+    agree = []
+    for i in themed:
+        top = np.argpartition(-scores[i], k - 1)[:k]
+        agree.append(np.mean([themes[j] == themes[i] for j in top]))
+    return round(float(np.mean(agree)), 4)
+
+
+def draw_map(path: Path, *, panels: list[tuple[str, np.ndarray]], words: list[str], themes: list[str], method: str) -> None:
+    """One scatter panel per source, labels in Japanese, colours by theme; written as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    with warnings.catch_warnings():  # japanize_matplotlib uses distutils' LooseVersion
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import japanize_matplotlib  # noqa: F401  (registers IPAexGothic: Japanese labels instead of boxes)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from pipeline.labels import THEME_JA
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 9), squeeze=False)
+    colours = [MAP_COLOURS[t] for t in themes]
+    for axis, (title, coords) in zip(axes[0], panels):
+        axis.scatter(coords[:, 0], coords[:, 1], c=colours, s=14, alpha=0.8, linewidths=0)
+        for (x, y), word, colour in zip(coords, words, colours):
+            axis.annotate(word, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=7.5, color=colour)
+        axis.set_title(title, fontsize=13)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=f"{t} ({THEME_JA.get(t, 'テーマ混在')})") for t, c in MAP_COLOURS.items()]
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=11, frameon=False)
+    figure.suptitle(f"{len(words)} most frequent content words ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by the theme they occur most in", fontsize=14)
+    figure.tight_layout(rect=(0, 0.04, 1, 0.96))
+    from pipeline.io import atomic_path
+
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------- stage
+def _source_summary(meta: dict[str, Any]) -> dict[str, Any]:
+    keys = ("vocab_size", "dim", "token_field", "algorithm", "params", "training_seconds", "training_tokens", "build_seconds", "model", "model_version", "origin", "format", "import_seconds")
+    return {key: meta[key] for key in keys if key in meta} | {"coverage": meta.get("coverage", {})}
+
+
+def evaluate_vectors_stage(ctx) -> dict[str, Any]:
+    """Synonym ROC-AUC / neighbour precision / coverage per source, neighbour examples, and the 2-D map."""
+    from pipeline.io import write_json
+    from pipeline.stages import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
+    from pipeline.tokenize import load_tokenizer, tokenized_split_mode
+    from pipeline.vectors.query import QueryEngine, VectorIndex
+    from pipeline.vectors.store import available_sources
+
+    section = ctx.section
+    seed = section["seed"]
+    started = time.perf_counter()
+    tokens_path = ctx.input(TOKENS)
+    # word2vec and spacy are declared inputs; imported is evaluated whenever it exists.
+    ctx.input(WORD2VEC_DIR)
+    ctx.input(SPACY_VECTORS_DIR)
+    sources = [name for name in ("word2vec", "spacy", "imported") if name in available_sources(ctx.project_dir)]
+    indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in sources}
+    split_mode = tokenized_split_mode(ctx.project_dir)
+    tokenizer = load_tokenizer(split_mode, with_pos=False)
+
+    synonyms_path = resolve_synonyms_path(section["synonyms_path"], project_dir=ctx.project_dir)
+    raw_groups = read_synonym_groups(synonyms_path)
+    benchmarks: dict[str, SynonymBenchmark] = {}
+
+    def benchmark_for(field_name: str) -> SynonymBenchmark:
+        if field_name not in benchmarks:
+            benchmarks[field_name] = SynonymBenchmark.build(raw_groups, tokenizer=tokenizer, token_field=field_name)
+            logger.info("synonym benchmark (%s): %s", field_name, benchmarks[field_name].stats)
+        return benchmarks[field_name]
+
+    report: dict[str, Any] = {
+        "benchmark": {
+            "name": "Sudachi synonym dictionary (SudachiDict synonyms, Apache-2.0)",
+            "path": str(synonyms_path),
+            "split_mode": split_mode,
+            "negative_pairs_per_positive": section["negative_pairs_per_positive"],
+            "seed": seed,
+            "by_token_field": {},
+        },
+        "sources": {},
+    }
+    per_source_words: dict[str, list[str]] = {}
+    for name, index in indexes.items():
+        benchmark = benchmark_for(index.token_field)
+        covered_pairs = [(a, b) for a, b in benchmark.pairs if a in index and b in index]
+        pool = sorted(w for w in benchmark.synonyms if w in index)
+        result = evaluate_synonyms(
+            index, benchmark, pairs=covered_pairs, pool=pool, candidates=list(index.words), per_positive=section["negative_pairs_per_positive"], seed=seed
+        )
+        result["pair_coverage"] = round(len(covered_pairs) / max(1, len(benchmark.pairs)), 5)
+        result["benchmark_words_covered"] = len(pool)
+        report["sources"][name] = {**_source_summary(index.meta), "synonyms": result}
+        per_source_words[name] = pool
+        logger.info("%s: ROC-AUC %s on %d synonym pairs, R-precision %s", name, result["roc_auc"], len(covered_pairs), result["neighbour_precision"]["r_precision"])
+    for field_name, benchmark in benchmarks.items():
+        report["benchmark"]["by_token_field"][field_name] = benchmark.stats
+
+    # The fair comparison: the same pairs and the same candidate vocabulary for every source.
+    fields = {index.token_field for index in indexes.values()}
+    if len(indexes) > 1 and len(fields) == 1:
+        benchmark = benchmark_for(fields.pop())
+        common_vocab = sorted(set.intersection(*(set(index.words) for index in indexes.values())))
+        common_set = set(common_vocab)
+        common_pairs = [(a, b) for a, b in benchmark.pairs if a in common_set and b in common_set]
+        common_pool = sorted(w for w in benchmark.synonyms if w in common_set)
+        report["common"] = {
+            "sources": list(indexes),
+            "vocab_size": len(common_vocab),
+            "pairs": len(common_pairs),
+            "results": {
+                name: evaluate_synonyms(index, benchmark, pairs=common_pairs, pool=common_pool, candidates=common_vocab, per_positive=section["negative_pairs_per_positive"], seed=seed)
+                for name, index in indexes.items()
+            },
+        }
+
+    # Nearest neighbours of the fixed word list, through the same normalization as `jpipe similar`.
+    for name, index in indexes.items():
+        engine = QueryEngine(index, split_mode=split_mode)
+        examples = {}
+        for word in section["neighbour_words"]:
+            try:
+                result = engine.similar(word, topn=section["neighbours_topn"])
+                examples[word] = {"keys": result["keys"], "neighbours": result["neighbours"]}
+            except PipelineError as exc:
+                examples[word] = {"oov": True, "message": exc.message}
+        report["sources"][name]["neighbours"] = examples
+    if "spacy" in indexes and "shared_rows" in indexes["spacy"].meta:
+        report["sources"]["spacy"]["shared_rows"] = indexes["spacy"].meta["shared_rows"]
+
+    report["map"] = _word_map(ctx, indexes=indexes, tokens_path=tokens_path, section=section)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(ctx.output(VECTORS_REPORT), report)
+
+    metrics: dict[str, Any] = {}
+    for name, info in report["sources"].items():
+        metrics[f"{name}_roc_auc"] = info["synonyms"]["roc_auc"]
+        metrics[f"{name}_r_precision"] = info["synonyms"]["neighbour_precision"]["r_precision"]
+        metrics[f"{name}_pairs"] = info["synonyms"]["pairs"]
+    for name, result in report.get("common", {}).get("results", {}).items():
+        metrics[f"common_{name}_roc_auc"] = result["roc_auc"]
+    return metrics
+
+
+def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[str, Any]:
+    """Draw the map for every source on the same words (the frequent ones every source has)."""
+    from pipeline.stages import VECTORS_MAP
+
+    field_name = indexes["word2vec"].token_field if "word2vec" in indexes else next(iter(indexes.values())).token_field
+    same_field = {name: index for name, index in indexes.items() if index.token_field == field_name}
+    frequency, per_theme, theme_tokens = theme_association(tokens_path, token_field=field_name)
+    words = [w for w, _ in frequency.most_common() if all(w in index for index in same_field.values())][: section["map_words"]]
+    assigned = assign_themes(words, per_theme, theme_tokens)
+    themes = [theme for theme, _ in assigned]
+    panels, purity = [], {}
+    for name, index in same_field.items():
+        unit = _unit_rows(index, words)
+        panels.append((f"{name} ({len(index):,} words x {index.dim} dims)", project_2d(unit, method=section["map_method"], seed=section["seed"])))
+        purity[name] = theme_purity(unit, themes)
+    path = ctx.output(VECTORS_MAP)
+    draw_map(path, panels=panels, words=words, themes=themes, method=section["map_method"])
+    return {
+        "path": VECTORS_MAP,
+        "method": section["map_method"],
+        "token_field": field_name,
+        "sources": list(same_field),
+        "words": len(words),
+        "theme_counts": dict(Counter(themes)),
+        "theme_share_min": THEME_SHARE_MIN,
+        "theme_purity_at_5": purity,
+        "theme_purity_note": "share of a themed word's 5 nearest map words (cosine, full vectors) with the same theme",
+        "word_themes": [{"word": w, "theme": t, "share": s} for w, (t, s) in zip(words, assigned)],
+    }

@@ -1,0 +1,136 @@
+"""Stage ``word2vec``: gensim Word2Vec on the tokenized corpus (and the tokenized extra corpora).
+
+The corpus is streamed from the tokens files on every pass (gensim makes one pass
+to build the vocabulary and one per epoch), so extra corpora of any size are
+never held in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import read_jsonl
+
+logger = logging.getLogger(__name__)
+
+# gensim's Cython routines truncate longer sentences (MAX_WORDS_IN_BATCH); cut documents instead.
+MAX_SENTENCE_TOKENS = 10000
+
+
+class TokenStream:
+    """A restartable iterable of token lists (one per sentence / document) from tokens JSONL files."""
+
+    def __init__(self, paths: list[Path], *, token_field: str) -> None:
+        self.paths = list(paths)
+        self.token_field = token_field
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for path in self.paths:
+            for row in read_jsonl(path):
+                # Whitespace tokens (Sudachi maps a few symbols to ' ') cannot be word2vec keys.
+                tokens = [token for token in row.get(self.token_field, ()) if token and not any(c.isspace() for c in token)]
+                for start in range(0, len(tokens), MAX_SENTENCE_TOKENS):
+                    yield tokens[start : start + MAX_SENTENCE_TOKENS]
+
+
+def train_word2vec(*, sentences: TokenStream, sg: int, vector_size: int, window: int, min_count: int, negative: int, sample: float, epochs: int, seed: int, workers: int):
+    """Train and return a gensim ``Word2Vec`` model; logs one line per epoch."""
+    from gensim.models import Word2Vec
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    from pipeline.vectors.store import quiet_gensim
+
+    quiet_gensim()
+
+    class EpochLogger(CallbackAny2Vec):
+        def __init__(self) -> None:
+            self.epoch = 0
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, model) -> None:
+            self.epoch += 1
+            if self.epoch == 1 or self.epoch % 5 == 0 or self.epoch == epochs:
+                logger.info("word2vec epoch %d/%d (%.1fs)", self.epoch, epochs, time.perf_counter() - self.started)
+
+    model = Word2Vec(
+        vector_size=vector_size,
+        window=window,
+        min_count=min_count,
+        sg=sg,
+        negative=negative,
+        sample=sample,
+        hs=0 if negative > 0 else 1,  # negative=0 needs hierarchical softmax to train at all
+        seed=seed,
+        workers=workers,
+        epochs=epochs,
+    )
+    model.build_vocab(corpus_iterable=sentences)
+    if not model.wv.index_to_key:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(
+            f"word2vec: no word occurs at least {min_count} times.", hint="Lower it with --set word2vec.min_count=1, or add text."
+        )
+    model.train(corpus_iterable=sentences, total_examples=model.corpus_count, total_words=model.corpus_total_words, epochs=model.epochs, callbacks=[EpochLogger()])
+    return model
+
+
+def word2vec_stage(ctx) -> dict[str, Any]:
+    """Train Word2Vec on ``ctx.section['token_field']`` of the KNBC tokens (+ extra corpora)."""
+    import gensim
+
+    from pipeline.stages import EXTRA_TOKENS, TOKENS, WORD2VEC_DIR
+    from pipeline.vectors.store import corpus_coverage, count_field, library_versions, write_vector_dir
+
+    section = ctx.section
+    field = section["token_field"]
+    paths = [ctx.input(TOKENS)]
+    if section["use_extra_corpora"]:
+        paths.append(ctx.input(EXTRA_TOKENS))
+    sentences = TokenStream(paths, token_field=field)
+    started = time.perf_counter()
+    model = train_word2vec(
+        sentences=sentences,
+        sg=section["sg"],
+        vector_size=section["vector_size"],
+        window=section["window"],
+        min_count=section["min_count"],
+        negative=section["negative"],
+        sample=section["sample"],
+        epochs=section["epochs"],
+        seed=section["seed"],
+        workers=section["workers"],
+    )
+    training_seconds = time.perf_counter() - started
+    keyed = model.wv
+    coverage = corpus_coverage(keyed.key_to_index, count_field(ctx.input(TOKENS), field))
+    meta = {
+        "source": "word2vec",
+        "token_field": field,
+        "algorithm": "skip-gram" if section["sg"] else "CBOW",
+        "params": {key: section[key] for key in ("sg", "vector_size", "window", "min_count", "negative", "sample", "epochs", "seed", "workers")},
+        "corpus_files": [str(Path(p).relative_to(ctx.project_dir)) if Path(p).is_relative_to(ctx.project_dir) else str(p) for p in paths],
+        "training_sentences": model.corpus_count,
+        "training_tokens": model.corpus_total_words,
+        "training_seconds": round(training_seconds, 3),
+        "coverage": coverage,
+        "versions": {**library_versions(), "gensim": gensim.__version__},
+    }
+    directory = ctx.output(WORD2VEC_DIR)
+    meta = write_vector_dir(directory, keyed_vectors=keyed, meta=meta)
+    logger.info(
+        "word2vec: %d words x %d dims from %d tokens in %.1fs; KNBC type coverage %.1f%%",
+        meta["vocab_size"], meta["dim"], model.corpus_total_words, training_seconds, 100 * coverage["type_coverage"],
+    )
+    return {
+        "vocab_size": meta["vocab_size"],
+        "dim": meta["dim"],
+        "training_seconds": round(training_seconds, 2),
+        "training_tokens": model.corpus_total_words,
+        "type_coverage": coverage["type_coverage"],
+        "token_coverage": coverage["token_coverage"],
+    }
