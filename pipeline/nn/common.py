@@ -140,18 +140,30 @@ def pick_device(preference: str = "auto"):
 
 
 def save_state_dict(module, path: str | os.PathLike) -> None:
-    """Write a module's weights as safetensors, atomically, always from CPU tensors."""
-    from safetensors.torch import save_file
+    """Write a module's weights as safetensors, atomically.
 
-    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
+    ``safetensors.torch.save_model`` stores a tensor shared by several parameters
+    (tied embeddings) once; load such a module with :func:`load_weights`.
+    """
+    from safetensors.torch import save_model
+
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        save_model(module, str(tmp))
 
 
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path), device=str(device))
+
+
+def load_weights(module, path: str | os.PathLike, device: str = "cpu") -> None:
+    """Load safetensors weights into ``module`` (restoring tensors that were saved once for several names)."""
+    from safetensors.torch import load_model
+
+    missing, unexpected = load_model(module, str(path), strict=True, device=str(device))
+    if missing or unexpected:  # strict=True raises first; kept for clarity
+        raise RuntimeError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
