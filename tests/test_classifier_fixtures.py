@@ -30,7 +30,8 @@ def make_rows(*, articles: int = 60, sentences_per_article: int = 6, seed: int =
     sentiments = list(SENTIMENT_WORDS)
     for article in range(articles):
         theme = themes[article % 4]
-        split = "train" if article % 10 < 7 else ("dev" if article % 10 < 9 else "test")
+        group = (article // 4) % 10  # four consecutive articles = one per theme, so every split has every theme
+        split = "train" if group < 7 else ("dev" if group < 9 else "test")
         for position in range(sentences_per_article):
             sentiment = sentiments[rng.randrange(3)]
             words = [rng.choice(THEME_WORDS[theme]), rng.choice(SENTIMENT_WORDS[sentiment])]
@@ -79,6 +80,9 @@ def write_tiny_project(directory: Path, *, vectors: bool = True, dim: int = 8) -
 
 # Settings that keep fixture trainings to a second or two on CPU.
 FAST_SETTINGS = [
+    "embedding_init=word2vec",  # the fixture's fake vectors
+    "freeze_embeddings=false",
+    "word_dropout=0.0",
     "hidden_size=16",
     "attention_size=8",
     "batch_size=16",
@@ -93,7 +97,7 @@ def fast_overrides(task: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def tiny_project(tmp_path: Path) -> Path:
+def clf_project(tmp_path: Path) -> Path:
     return write_tiny_project(tmp_path / "proj")
 
 

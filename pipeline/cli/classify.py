@@ -1,0 +1,217 @@
+"""Commands: classify, explain, bench train, bench classify.
+
+Only typer, the standard library and light pipeline modules are imported here;
+torch and the tokenizer load inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, state
+from pipeline.errors import PipelineError
+
+TASKS_HELP = "Comma-separated tasks: topic, sentiment (default both)."
+
+
+def _parse_tasks(text: str) -> tuple[str, ...]:
+    tasks = tuple(t.strip() for t in text.split(",") if t.strip())
+    valid = ("topic", "sentiment")
+    bad = [t for t in tasks if t not in valid]
+    if bad or not tasks:
+        raise PipelineError(f"Unknown task(s) in --task: {', '.join(bad) or '(empty)'}.", hint="Valid tasks: topic, sentiment (comma-separated).")
+    return tuple(dict.fromkeys(tasks))
+
+
+@app.command()
+def classify(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, or - for stdin (read as .txt unless --input-format).")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (.csv or .jsonl); default: stdout.")] = None,
+    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl).")] = None,
+    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
+    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column holding the review.")] = "text",
+    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the review.")] = "text",
+    id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV/TSV column or JSONL field used as the row id (default: the row / line number).")] = None,
+    input_format: Annotated[Optional[str], typer.Option("--input-format", help="txt, csv, tsv or jsonl (default: from the extension; stdin: txt).")] = None,
+    long_policy: Annotated[str, typer.Option("--long", help="Reviews longer than the model's max_tokens (200 tokens by default, train_<task>.max_tokens): 'aggregate' = classify every 200-token window and average the probabilities weighted by window length; 'truncate' = keep the first window only.")] = "aggregate",
+    max_chars: Annotated[int, typer.Option("--max-chars", help="Rows longer than this many characters are not classified: they get an 'over-long' error.", min=1)] = 10_000,
+    top_tokens: Annotated[int, typer.Option("--top-tokens", help="Most attended tokens listed per task.", min=0)] = 5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Reviews per batch.", min=1)] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "cpu",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (shown only on a terminal).")] = True,
+    threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
+) -> None:
+    """Classify reviews (topic and sentiment) with the trained models, streaming in batches.
+
+    Each input row is one review (a document of one or more sentences), tokenized
+    like the training data. Reviews longer than the model's max_tokens (200 tokens
+    by default) are aggregated over 200-token windows by default (--long).
+    Each output row has: id, text, and per task the label, the probability of every
+    class and the most attended tokens. Rows that cannot be classified (empty,
+    whitespace-only, not UTF-8, longer than --max-chars, missing column/field,
+    bad JSON) get an 'error' and the run goes on; the exit code is 1 only when no
+    row could be classified.
+
+    Examples: `jpipe classify reviews.txt -o out.csv`,
+    `jpipe classify reviews.csv --text-column body --task sentiment`,
+    `cat reviews.txt | jpipe classify - --format csv`.
+    """
+    from pipeline.classify import OUTPUT_FORMATS, ReviewClassifier, detect_input_format, read_records, run_classification
+    from pipeline.io import atomic_open
+
+    tasks = _parse_tasks(task)
+    if long_policy not in ("aggregate", "truncate"):
+        raise PipelineError(f"Unknown --long '{long_policy}'.", hint="Valid: aggregate, truncate.")
+    if output_format is None:
+        suffix = output.suffix.lower().lstrip(".") if output else ""
+        output_format = suffix if suffix in OUTPUT_FORMATS else "jsonl"
+    if output_format not in OUTPUT_FORMATS:
+        raise PipelineError(f"Unknown --format '{output_format}'.", hint=f"Valid formats: {', '.join(OUTPUT_FORMATS)}.")
+    kind = detect_input_format(input_path, input_format)
+    records = read_records(
+        input_path,
+        input_format=kind,
+        text_column=text_field if kind == "jsonl" else text_column,
+        id_column=id_column,
+        max_chars=max_chars,
+    )
+    _set_inference_threads(threads)
+    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=tasks, device=device, long_policy=long_policy, batch_size=batch_size)
+    show_progress = progress and sys.stderr.isatty()
+    if output is None:
+        summary = run_classification(records=records, classifier=classifier, handle=sys.stdout, output_format=output_format, top_tokens=top_tokens, progress=show_progress)
+        sys.stdout.flush()
+    else:
+        with atomic_open(output, newline="") as handle:
+            summary = run_classification(records=records, classifier=classifier, handle=handle, output_format=output_format, top_tokens=top_tokens, progress=show_progress)
+    err = console(stderr=True)
+    message = f"classified {summary.classified} of {summary.rows} rows"
+    if summary.errors:
+        message += f"; {summary.errors} with errors (see the 'error' field), e.g. " + "; ".join(summary.error_examples[:3])
+    if output is not None:
+        message += f" -> {output}"
+    if summary.classified == 0:
+        fail(f"No row could be classified ({summary.rows} rows read).", "Check the input format and --text-column / --text-field; the 'error' field of each output row says why.")
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _set_inference_threads(threads: int) -> int:
+    """Torch threads for inference: one core is left to the tokenizer thread by default."""
+    import os
+
+    import torch
+
+    chosen = threads if threads > 0 else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(chosen)
+    return chosen
+
+
+THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
+
+
+def _weight_style(weight: float, peak: float) -> str:
+    """White-to-red background for a weight relative to the review's largest weight."""
+    share = weight / peak if peak > 0 else 0.0
+    fade = int(255 - 200 * share)
+    return f"{'white' if share > 0.6 else 'black'} on rgb(255,{fade},{fade})"
+
+
+@app.command()
+def explain(
+    text: Annotated[str, typer.Argument(help="A review (Japanese text) to classify and explain.")],
+    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
+    html_dir: Annotated[Optional[Path], typer.Option("--html-dir", help="Where the HTML heatmaps go (one file per task, explain-<task>-<hash>.html). Default: models/report/explain/ in the project.")] = None,
+    html: Annotated[bool, typer.Option("--html/--no-html", help="Write the HTML heatmaps.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tokens, weights and probabilities as JSON.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+) -> None:
+    """Classify one review and show which tokens the attention looked at.
+
+    The terminal shows each task's label and probabilities, then the tokens on a
+    white-to-red background (red = high attention weight; weights sum to 1).
+    An HTML heatmap per task is written to --html-dir (default models/report/explain/).
+
+    Example: jpipe explain "駅前のラーメン屋はスープが美味しかった。"
+    """
+    from rich.text import Text
+
+    from pipeline.classify import ReviewClassifier, explain as explain_text, write_explanation_html
+
+    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=_parse_tasks(task), device=device)
+    result = explain_text(text, classifier)
+    paths = {}
+    if html:
+        from pipeline.stages import REPORT_DIR
+
+        target = html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain"
+        paths = write_explanation_html(result, target)
+    if as_json:
+        typer.echo(json.dumps({**result, "html": {task: str(path) for task, path in paths.items()}}, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    for name, info in result["tasks"].items():
+        probabilities = "  ".join(f"{label} {p:.3f}" for label, p in sorted(info["probabilities"].items(), key=lambda kv: -kv[1]))
+        out.print(Text.assemble((f"{name}: ", "bold"), (info["label"], "bold green"), f"   ({probabilities})"))
+        peak = max(info["weights"], default=0.0)
+        line = Text()
+        for token, weight in zip(info["tokens"], info["weights"]):
+            line.append(f" {token} ", style=_weight_style(weight, peak))
+            line.append(" ")
+        out.print(line)
+        ranked = sorted(zip(info["tokens"], info["weights"]), key=lambda tw: -tw[1])[:5]
+        out.print("  top: " + ", ".join(f"{token} {weight:.3f}" for token, weight in ranked), markup=False, highlight=False)
+        if name in paths:
+            out.print(f"  heatmap: {paths[name]}", markup=False, highlight=False)
+        out.print("")
+
+
+@bench_app.command("train")
+def bench_train(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    task: Annotated[str, typer.Option("--task", help="topic or sentiment (config section and batches used).")] = "topic",
+    steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after 5 warm-up steps).", min=1)] = 50,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences per batch (default: train_<task>.batch_size).", min=1)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default: train_<task>.device).")] = None,
+    overrides: SetOption = None,
+) -> None:
+    """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
+    from pipeline.nn.train_classifier import benchmark_training
+
+    if task not in ("topic", "sentiment"):
+        raise PipelineError(f"Unknown --task '{task}'.", hint="Valid tasks: topic, sentiment.")
+    config = load_project_config(overrides)
+    result = benchmark_training(project_dir=state.project_dir, section=config[f"train_{task}"], task=task, steps=steps, batch_size=batch_size, device=device)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"device {result['device']} (AMP {result['amp']}, {result['threads']} threads), batch {result['batch_size']}, {result['steps']} steps, {result['data']} batches of ~{result['mean_batch_tokens']} tokens")
+    out.print(f"classifier training step : {result['train_step']['sentences_per_second']:>10.1f} sentences/s")
+    out.print(f"bare RNN forward+backward: {result['bare_rnn_forward_backward']['sentences_per_second']:>10.1f} sentences/s")
+    out.print(f"ratio                    : {result['ratio']:.3f}")
+
+
+@bench_app.command("classify")
+def bench_classify(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    reviews: Annotated[int, typer.Option("--reviews", help="Short reviews to classify.", min=1)] = 20_000,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Reviews per batch.", min=1)] = 256,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+    threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
+) -> None:
+    """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
+    from pipeline.classify import benchmark_classify
+
+    _set_inference_threads(threads)
+    result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"{result['reviews_per_second']:.0f} reviews/s end to end ({result['reviews']} {result['source']}, mean {result['mean_characters']} characters, {result['threads']} threads)")
+    out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")

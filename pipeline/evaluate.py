@@ -1,0 +1,208 @@
+"""Stage ``evaluate_classifiers``: test-split metrics of both BiLSTM classifiers against baselines.
+
+For each task (topic, sentiment), on the test split of the fixed-seed article split:
+
+* ``bilstm_attention``: the trained model of ``models/classifier/<task>``;
+* ``majority``: always the most frequent training label;
+* ``tfidf_linear``: TF-IDF of character 1-3-grams of the raw sentence + a linear SVM
+  (scikit-learn ``LinearSVC``), trained on the same training split.
+
+Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support.
+Outputs: ``models/report/classifiers.json`` (shaped
+``{"topic": {"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}}, "sentiment": {...}}``)
+and ``models/report/classifiers/`` with a confusion-matrix PNG and a training-curve PNG per task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pipeline.labels import TASK_FIELD, TASK_LABELS
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("topic", "sentiment")
+MODEL_NAMES = ("bilstm_attention", "tfidf_linear", "majority")
+
+
+def classification_metrics(*, targets: list[int], predictions: list[int], labels: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and per-class precision / recall / F1 / support (zero when undefined)."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    indices = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(targets, predictions, labels=indices, zero_division=0)
+    return {
+        "accuracy": round(float(accuracy_score(targets, predictions)), 4),
+        "macro_f1": round(float(f1_score(targets, predictions, labels=indices, average="macro", zero_division=0)), 4),
+        "per_class": {
+            label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+        },
+        "test_sentences": len(targets),
+    }
+
+
+def tfidf_baseline(*, train_texts: list[str], train_targets: list[int], test_texts: list[str], c: float, class_weight: str, seed: int) -> list[int]:
+    """TF-IDF (char 1-3-grams, sublinear tf) + LinearSVC predictions for ``test_texts``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1),
+        LinearSVC(C=c, class_weight=None if class_weight == "none" else class_weight, random_state=seed),
+    )
+    model.fit(train_texts, train_targets)
+    return [int(p) for p in model.predict(test_texts)]
+
+
+def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of the three models on the test split, plus what the plots need."""
+    import numpy as np
+
+    from pipeline.nn.batching import encode_rows
+    from pipeline.nn.classifier import load_classifier
+    from pipeline.nn.common import pick_device
+    from pipeline.nn.train_classifier import predict_split
+
+    labels = list(TASK_LABELS[task])
+    field = TASK_FIELD[task]
+    index = {label: i for i, label in enumerate(labels)}
+    train = [row for row in rows if row["split"] == "train"]
+    test = [row for row in rows if row["split"] == "test"]
+    targets = [index[row[field]] for row in test]
+
+    loaded = load_classifier(model_dir, device=pick_device(device))
+    if loaded.labels != labels:
+        from pipeline.errors import PipelineError
+
+        raise PipelineError(f"{model_dir} predicts {loaded.labels}, expected {labels}.", hint=f"Retrain it: `jpipe run train_{task} --force`.")
+    encoded = encode_rows(test, loaded.vocab, token_field=loaded.token_field, label_field=field, labels=labels, max_tokens=loaded.max_tokens)
+    bilstm_predictions = predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist()
+
+    majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
+    majority_predictions = [index[majority_label]] * len(test)
+
+    tfidf_predictions = tfidf_baseline(
+        train_texts=[row["text"] for row in train],
+        train_targets=[index[row[field]] for row in train],
+        test_texts=[row["text"] for row in test],
+        c=section["svm_c"],
+        class_weight=section["svm_class_weight"],
+        seed=section["seed"],
+    )
+    result = {
+        "bilstm_attention": {
+            **classification_metrics(targets=targets, predictions=bilstm_predictions, labels=labels),
+            "dev_macro_f1": loaded.metrics.get("dev_macro_f1"),
+            "best_epoch": loaded.metrics.get("best_epoch"),
+            "embedding_init": loaded.metrics.get("embedding_init"),
+        },
+        "tfidf_linear": {**classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels), "features": "tfidf char 1-3-grams", "classifier": "LinearSVC"},
+        "majority": {**classification_metrics(targets=targets, predictions=majority_predictions, labels=labels), "label": majority_label},
+    }
+    from pipeline.nn.train_classifier import confusion_matrix
+
+    plot_data = {
+        "labels": labels,
+        "confusion": {
+            "bilstm_attention": confusion_matrix(np.asarray(targets), np.asarray(bilstm_predictions), len(labels)),
+            "tfidf_linear": confusion_matrix(np.asarray(targets), np.asarray(tfidf_predictions), len(labels)),
+        },
+        "train_log": _read_log(model_dir / "train_log.jsonl"),
+        "best_epoch": loaded.metrics.get("best_epoch"),
+    }
+    return result, plot_data
+
+
+def _read_log(path: Path) -> list[dict]:
+    from pipeline.io import read_jsonl
+
+    return list(read_jsonl(path)) if path.exists() else []
+
+
+def plot_confusion(*, task: str, plot_data: dict, metrics: dict, path: Path) -> None:
+    """Row-normalised confusion matrices (BiLSTM and TF-IDF side by side), counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = plot_data["labels"]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
+    for axis, name in zip(axes, ("bilstm_attention", "tfidf_linear")):
+        counts = plot_data["confusion"][name]
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                axis.text(j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.6 else "black")
+        axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        axis.set_yticks(range(len(labels)), labels)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        axis.set_title(f"{name}: macro-F1 {metrics[name]['macro_f1']:.3f}, acc {metrics[name]['accuracy']:.3f}", fontsize=10)
+    figure.suptitle(f"{task}: test-split confusion matrices")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_training_curve(*, task: str, log: list[dict], best_epoch: int | None, path: Path) -> None:
+    """Train / dev loss and dev macro-F1 per epoch; the kept (best) epoch is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_axis, f1_axis) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    epochs = [r["epoch"] for r in log]
+    loss_axis.plot(epochs, [r["train_loss"] for r in log], marker="o", label="train loss")
+    loss_axis.plot(epochs, [r["dev_loss"] for r in log], marker="o", label="dev loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("cross-entropy")
+    loss_axis.legend()
+    f1_axis.plot(epochs, [r["dev_macro_f1"] for r in log], marker="o", color="tab:green", label="dev macro-F1")
+    f1_axis.plot(epochs, [r["train_accuracy"] for r in log], marker=".", color="tab:gray", label="train accuracy")
+    if best_epoch:
+        for axis in (loss_axis, f1_axis):
+            axis.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label="kept epoch" if axis is f1_axis else None)
+    f1_axis.set_xlabel("epoch")
+    f1_axis.set_ylim(0, 1)
+    f1_axis.legend()
+    figure.suptitle(f"{task}: training curve")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def evaluate_classifiers_stage(ctx) -> dict[str, Any]:
+    from pipeline.io import write_json
+    from pipeline.nn.common import read_token_rows
+    from pipeline.stages import CLASSIFIER_DIRS, CLASSIFIERS_FIGURES, CLASSIFIERS_REPORT, TOKENS
+
+    rows = [
+        {key: row[key] for key in ("split", "text", "theme", "sentiment", "surface", "lemma", "norm") if key in row}
+        for row in read_token_rows(ctx.input(TOKENS))
+        if row["split"] in ("train", "test")
+    ]
+    figures = ctx.output(CLASSIFIERS_FIGURES)
+    figures.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for task in TASKS:
+        result, plot_data = evaluate_task(task=task, rows=rows, model_dir=ctx.input(CLASSIFIER_DIRS[task]), section=ctx.section, device=ctx.section["device"])
+        report[task] = result
+        plot_confusion(task=task, plot_data=plot_data, metrics=result, path=figures / f"confusion_{task}.png")
+        if plot_data["train_log"]:
+            plot_training_curve(task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=figures / f"training_{task}.png")
+        for name in MODEL_NAMES:
+            summary[f"{task}_{name}_macro_f1"] = result[name]["macro_f1"]
+        logger.info(
+            "%s test macro-F1: BiLSTM+attention %.4f | TF-IDF SVM %.4f | majority %.4f",
+            task, result["bilstm_attention"]["macro_f1"], result["tfidf_linear"]["macro_f1"], result["majority"]["macro_f1"],
+        )
+    write_json(ctx.output(CLASSIFIERS_REPORT), report)
+    return {key: value for key, value in summary.items() if not key.endswith("majority_macro_f1")}

@@ -1,0 +1,64 @@
+"""Both classifiers on the real KNBC with the default config: the issue's quality floors.
+
+Runs the default pipeline up to ``evaluate_classifiers`` in a copy of the session's
+tokenized project (vectors stage, both trainings, evaluation): a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FLOORS = {"topic": 0.72, "sentiment": 0.60}
+
+
+@pytest.fixture(scope="module")
+def evaluated_project(real_project, tmp_path_factory):
+    from pipeline.config import load_config
+    from pipeline.runner import Runner
+
+    project = tmp_path_factory.mktemp("classifiers") / "proj"
+    shutil.copytree(real_project, project)
+    config = load_config(project)
+    ran = Runner(project, config).run("evaluate_classifiers")
+    assert {"train_topic", "train_sentiment", "evaluate_classifiers"} <= set(ran)
+    return project
+
+
+@pytest.mark.parametrize("task", ["topic", "sentiment"])
+def test_floors_and_above_tfidf(evaluated_project, task):
+    report = json.loads((evaluated_project / "models/report/classifiers.json").read_text(encoding="utf-8"))
+    bilstm = report[task]["bilstm_attention"]["macro_f1"]
+    tfidf = report[task]["tfidf_linear"]["macro_f1"]
+    majority = report[task]["majority"]["macro_f1"]
+    assert bilstm >= FLOORS[task], f"{task} macro-F1 {bilstm} below the floor {FLOORS[task]}"
+    assert bilstm > tfidf, f"{task}: BiLSTM {bilstm} not above TF-IDF {tfidf}"
+    assert tfidf > majority
+
+
+def test_report_figures_and_model_dirs(evaluated_project):
+    figures = evaluated_project / "models/report/classifiers"
+    for task in ("topic", "sentiment"):
+        assert (figures / f"confusion_{task}.png").stat().st_size > 1000
+        assert (figures / f"training_{task}.png").stat().st_size > 1000
+        metrics = json.loads((evaluated_project / f"models/classifier/{task}/metrics.json").read_text())
+        assert metrics["epochs_run"] >= metrics["best_epoch"] >= 1
+
+
+def test_classify_real_reviews(evaluated_project, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    source = tmp_path / "reviews.txt"
+    source.write_text("駅前のラーメン屋はスープが濃厚で美味しかった。\n新しい携帯はバッテリーがすぐ切れて最悪です。\n\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--dir", str(evaluated_project), "classify", str(source)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert rows[0]["topic"]["label"] == "Gourmet" and rows[1]["topic"]["label"] == "Keitai"
+    assert rows[0]["sentiment"]["label"] == "positive" and rows[1]["sentiment"]["label"] == "negative"
+    assert rows[2]["error"] == "empty text"
