@@ -85,3 +85,4 @@ def test_env_source_is_used(tmp_path, monkeypatch):
     state.project_dir = tmp_path
     assert load_project_config()["corpus"]["source"] == "/somewhere/knbc.tar.bz2"
     assert load_project_config(source="/cli/wins.tar.bz2")["corpus"]["source"] == "/cli/wins.tar.bz2"
+    assert load_project_config(['corpus.source="/set/wins.tar.bz2"'])["corpus"]["source"] == "/set/wins.tar.bz2"

@@ -66,14 +66,16 @@ def _main(
 def load_project_config(overrides: list[str] | None = None, *, source: str | None = None):
     """The validated config of the project directory, with --set and corpus source overrides.
 
-    The corpus source is taken from --source, else $KNBC_SOURCE, else the config.
+    The corpus source is taken from --source, else --set corpus.source=..., else
+    $KNBC_SOURCE, else jpipe.toml, else the official URL.
     """
     from pipeline.config import load_config
 
     config = load_config(state.project_dir, overrides)
-    chosen = source or os.environ.get("KNBC_SOURCE")
-    if chosen:
-        config.sections["corpus"]["source"] = chosen
+    if source:
+        config.sections["corpus"]["source"] = source
+    elif "corpus.source" not in config.overrides and os.environ.get("KNBC_SOURCE"):
+        config.sections["corpus"]["source"] = os.environ["KNBC_SOURCE"]
     return config
 
 
