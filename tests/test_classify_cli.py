@@ -186,6 +186,24 @@ def test_batches_do_not_change_results(trained_project):
                     assert p == pytest.approx(b[task]["probabilities"][label], abs=1e-4)
 
 
+def test_int8_models_are_quantized_and_close_to_fp32(trained_project):
+    import torch
+
+    from pipeline.classify import ReviewClassifier
+
+    texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉", "野球の試合に行く"]
+    fast = ReviewClassifier(project_dir=trained_project, int8=True)
+    exact = ReviewClassifier(project_dir=trained_project)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in fast.models["topic"].model.modules())
+    for a, b in zip(fast.classify(texts), exact.classify(texts)):
+        for task in ("topic", "sentiment"):
+            assert sum(a[task].probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+            for label, p in a[task].probabilities.items():
+                assert p == pytest.approx(b[task].probabilities[label], abs=0.05)
+    result = invoke(trained_project, "classify", "-", "--int8", stdin="ラーメンが美味しい\n")
+    assert result.exit_code == 0 and jsonl(result.stdout)[0]["topic"]["label"]
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     source = tmp_path / "r.txt"
     source.write_text("ラーメン\n", encoding="utf-8")

@@ -45,6 +45,7 @@ def classify(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "cpu",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (shown only on a terminal).")] = True,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
+    int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
 ) -> None:
     """Classify reviews (topic and sentiment) with the trained models, streaming in batches.
 
@@ -81,7 +82,7 @@ def classify(
         max_chars=max_chars,
     )
     _set_inference_threads(threads)
-    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=tasks, device=device, long_policy=long_policy, batch_size=batch_size)
+    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=tasks, device=device, long_policy=long_policy, batch_size=batch_size, int8=int8)
     show_progress = progress and sys.stderr.isatty()
     if output is None:
         summary = run_classification(records=records, classifier=classifier, handle=sys.stdout, output_format=output_format, top_tokens=top_tokens, progress=show_progress)
@@ -112,6 +113,7 @@ def _set_inference_threads(threads: int) -> int:
 
 
 THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
+INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
 
 
 def _weight_style(weight: float, peak: float) -> str:
@@ -203,15 +205,18 @@ def bench_classify(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Reviews per batch.", min=1)] = 256,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
+    int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
     from pipeline.classify import benchmark_classify
 
     _set_inference_threads(threads)
-    result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device)
+    result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     out = console()
     out.print(f"{result['reviews_per_second']:.0f} reviews/s end to end ({result['reviews']} {result['source']}, mean {result['mean_characters']} characters, {result['threads']} threads)")
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
+    if result["label_agreement_with_fp32"]:
+        out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
