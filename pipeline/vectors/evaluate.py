@@ -325,7 +325,7 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     seed = section["seed"]
     started = time.perf_counter()
     tokens_path = ctx.input(TOKENS)
-    # word2vec and spacy are declared inputs; imported is evaluated whenever it exists.
+    # word2vec and spacy are declared inputs; imported is an optional input (evaluated, and fingerprinted, when it exists).
     ctx.input(WORD2VEC_DIR)
     ctx.input(SPACY_VECTORS_DIR)
     sources = [name for name in ("word2vec", "spacy", "imported") if name in available_sources(ctx.project_dir)]
