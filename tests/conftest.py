@@ -41,7 +41,7 @@ def real_project(tmp_path_factory, knbc_archive) -> Path:
     Tests that run further stages must copy it first (shutil.copytree) so they do not interfere.
     """
     from pipeline.config import load_config
-    from pipeline.runner import Runner
+    from pipeline.workflow.runner import Runner
 
     project = tmp_path_factory.mktemp("real_project")
     config = load_config(project, [f'corpus.source="{knbc_archive}"'])

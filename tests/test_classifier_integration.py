@@ -19,7 +19,7 @@ FLOORS = {"topic": 0.72, "sentiment": 0.60}
 @pytest.fixture(scope="module")
 def evaluated_project(real_project, tmp_path_factory):
     from pipeline.config import load_config
-    from pipeline.runner import Runner
+    from pipeline.workflow.runner import Runner
 
     project = tmp_path_factory.mktemp("classifiers") / "proj"
     shutil.copytree(real_project, project)

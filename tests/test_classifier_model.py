@@ -9,8 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipeline.nn.classifier import ATTENTIONS, CELLS, MERGE_MODES, AttentionClassifier, lengths_to_mask, load_classifier  # noqa: E402
-from pipeline.nn.common import Vocab, write_model_dir  # noqa: E402
+from pipeline.models.classifier import ATTENTIONS, CELLS, MERGE_MODES, AttentionClassifier, lengths_to_mask, load_classifier  # noqa: E402
+from pipeline.models.model_dir import write_model_dir# noqa: E402
+from pipeline.models.vocab import Vocab# noqa: E402
 
 
 def make_model(**overrides) -> AttentionClassifier:

@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.runner import Runner  # noqa: E402
-from pipeline.stages import STAGES  # noqa: E402
+from pipeline.workflow.runner import Runner  # noqa: E402
+from pipeline.workflow.stages import STAGES  # noqa: E402
 from tests.test_classifier_fixtures import clf_project, fast_overrides, write_tiny_project  # noqa: E402,F401
 
 CLASSIFIER_STAGES = ("train_topic", "train_sentiment", "evaluate_classifiers")
@@ -49,8 +49,8 @@ def test_train_topic_writes_a_complete_model_dir(clf_project):
 
 
 def test_pretrained_vectors_initialise_frozen_embeddings(clf_project):
-    from pipeline.nn.classifier import load_classifier
-    from pipeline.nn.common import read_word2vec_text
+    from pipeline.models.classifier import load_classifier
+    from pipeline.models.vocab import read_word2vec_text
 
     runner_for(clf_project, fast_overrides("topic", "freeze_embeddings=true", "epochs=2")).run("train_topic")
     loaded = load_classifier(clf_project / "models/classifier/topic")
@@ -77,13 +77,13 @@ def test_missing_vectors_is_a_clear_error(tmp_path):
 
 
 def _weights(project: Path, task: str = "topic") -> dict:
-    from pipeline.nn.common import load_state_dict
+    from pipeline.models.model_dir import load_state_dict
 
     return load_state_dict(project / f"models/classifier/{task}/model.safetensors")
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    import pipeline.nn.train_classifier as train_module
+    import pipeline.training.classifier as train_module
 
     overrides = fast_overrides("topic", "epochs=5", "patience=5", "dropout=0.3")
     straight = write_tiny_project(tmp_path / "straight")
@@ -160,8 +160,8 @@ def test_training_stage_imports_only_torch_and_numpy(clf_project):
         "import sys, torch\n"
         "torch.set_num_threads(1)\n"
         "from pipeline.config import load_config\n"
-        "from pipeline.runner import Runner\n"
-        "from pipeline.stages import STAGES\n"
+        "from pipeline.workflow.runner import Runner\n"
+        "from pipeline.workflow.stages import STAGES\n"
         f"project = {str(clf_project)!r}\n"
         f"config = load_config(project, {fast_overrides('sentiment', 'epochs=1')!r})\n"
         "Runner(project, config, stages=[s for s in STAGES if s.name == 'train_sentiment']).run('train_sentiment')\n"
@@ -172,7 +172,7 @@ def test_training_stage_imports_only_torch_and_numpy(clf_project):
 
 
 def test_bench_train_reports_both_figures(clf_project):
-    from pipeline.nn.train_classifier import benchmark_training
+    from pipeline.training.classifier import benchmark_training
 
     config = load_config(clf_project, fast_overrides("topic"))
     result = benchmark_training(project_dir=clf_project, section=config["train_topic"], steps=3, batch_size=8)

@@ -26,8 +26,8 @@ def trained_project(tmp_path_factory) -> Path:
     import torch
 
     from pipeline.config import load_config
-    from pipeline.runner import Runner
-    from pipeline.stages import STAGES
+    from pipeline.workflow.runner import Runner
+    from pipeline.workflow.stages import STAGES
 
     torch.set_num_threads(1)
     project = write_tiny_project(tmp_path_factory.mktemp("classify") / "proj")
@@ -154,7 +154,7 @@ def test_stdin_and_exit_code_when_nothing_could_be_classified(trained_project):
 
 def test_long_review_is_aggregated_or_truncated(trained_project):
     """max_tokens is 8 in the fixture models: a 30-token review spans several windows."""
-    from pipeline.classify import ReviewClassifier
+    from pipeline.inference.classifier import ReviewClassifier
 
     text = "ラーメンが美味しい。" * 6  # 24 tokens
     aggregated = ReviewClassifier(project_dir=trained_project, long_policy="aggregate").classify([text])[0]
@@ -170,7 +170,7 @@ def test_long_review_is_aggregated_or_truncated(trained_project):
 
 def test_batches_do_not_change_results(trained_project):
     """Streaming in small batches gives the same rows as one big batch."""
-    from pipeline.classify import InputRecord, ReviewClassifier, classify_records
+    from pipeline.inference.classifier import InputRecord, ReviewClassifier, classify_records
 
     texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉", "", "野球の試合に行く", "サッカー選手が好き"]
     records = [InputRecord(id=str(i), text=t, error="empty text" if not t else None) for i, t in enumerate(texts)]
@@ -189,7 +189,7 @@ def test_batches_do_not_change_results(trained_project):
 def test_int8_models_are_quantized_and_close_to_fp32(trained_project):
     import torch
 
-    from pipeline.classify import ReviewClassifier
+    from pipeline.inference.classifier import ReviewClassifier
 
     texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉", "野球の試合に行く"]
     fast = ReviewClassifier(project_dir=trained_project, int8=True)

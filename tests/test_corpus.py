@@ -8,10 +8,10 @@ from collections import defaultdict
 import pytest
 
 from pipeline.config import load_config
-from pipeline.corpus.prepare import parse_evaluations, parse_knp, sentence_sort_key, sentiment_label, split_articles
+from pipeline.data.knbc.prepare import parse_evaluations, parse_knp, sentence_sort_key, sentiment_label, split_articles
 from pipeline.errors import PipelineError
-from pipeline.runner import LOCK_FILENAME, Runner
-from pipeline.stages import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES
+from pipeline.workflow.runner import LOCK_FILENAME, Runner
+from pipeline.paths import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES
 from tests.fixtures.tiny_knbc import ARTICLE_COUNT, SENTENCE_COUNT, tiny_overrides, write_tiny_knbc
 
 

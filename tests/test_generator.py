@@ -17,13 +17,14 @@ from torch import nn
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.generate import TextGenerator, detokenize, resolve_theme
-from pipeline.labels import THEMES
-from pipeline.nn.common import BOS, EOS, PAD, UNK
-from pipeline.nn.generator import LSTMLanguageModel, generate_ids, load_generator
-from pipeline.nn.train_generator import Encoded, build_sequences, build_vocab, corpus_nll, encode, perplexity, target_count
-from pipeline.runner import StageContext
-from pipeline.stages import GENERATOR_DIR, GENERATOR_REPORT, STAGES, TOKENS
+from pipeline.inference.generator import TextGenerator, detokenize, resolve_theme
+from pipeline.data.labels import THEMES
+from pipeline.models.vocab import BOS, EOS, PAD, UNK
+from pipeline.models.language_model import LSTMLanguageModel, generate_ids, load_generator
+from pipeline.training.language_model import Encoded, build_sequences, build_vocab, corpus_nll, encode, perplexity, target_count
+from pipeline.workflow.runner import StageContext
+from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
+from pipeline.workflow.stages import STAGES
 
 WORDS = {
     "Gourmet": ["ラーメン", "が", "美味しい", "店", "の", "味", "は", "濃い"],
@@ -203,7 +204,7 @@ def test_indexed_kneser_ney_equals_nltk():
     from nltk.lm import KneserNeyInterpolated
     from nltk.util import everygrams
 
-    from pipeline.evaluate_generator import fit_ngram, pad_sentence
+    from pipeline.evaluation.generator import fit_ngram, pad_sentence
 
     vocabulary = [UNK, BOS, EOS, "a", "b", "c"]
     ours = fit_ngram(toy_sentences(), vocabulary=vocabulary, order=3, smoothing="kneser_ney", discount=0.75)
@@ -216,7 +217,7 @@ def test_indexed_kneser_ney_equals_nltk():
 
 @pytest.mark.parametrize("smoothing", ["kneser_ney", "witten_bell"])
 def test_ngram_distributions_sum_to_one(smoothing):
-    from pipeline.evaluate_generator import fit_ngram
+    from pipeline.evaluation.generator import fit_ngram
 
     vocabulary = [UNK, BOS, EOS, "a", "b", "c"]
     model = fit_ngram(toy_sentences(), vocabulary=vocabulary, order=3, smoothing=smoothing)
@@ -226,7 +227,7 @@ def test_ngram_distributions_sum_to_one(smoothing):
 
 
 def test_ngram_perplexity_by_hand_unigram():
-    from pipeline.evaluate_generator import fit_ngram, ngram_nll
+    from pipeline.evaluation.generator import fit_ngram, ngram_nll
 
     # Witten-Bell of order 1 is the maximum-likelihood unigram: counts over units and </s>
     sentences = [["a", "b"], ["a"]]  # a:2 b:1 </s>:2, N = 5

@@ -21,7 +21,7 @@ def generator_project(real_project, tmp_path_factory):
     import torch
 
     from pipeline.config import load_config
-    from pipeline.runner import Runner
+    from pipeline.workflow.runner import Runner
 
     torch.set_num_threads(2)
     project = tmp_path_factory.mktemp("generator") / "proj"
@@ -32,7 +32,7 @@ def generator_project(real_project, tmp_path_factory):
 
 @pytest.mark.integration
 def test_lstm_beats_ngram_baseline_on_test_split(generator_project):
-    from pipeline.stages import GENERATOR_REPORT
+    from pipeline.paths import GENERATOR_REPORT
 
     report = json.loads((generator_project / GENERATOR_REPORT).read_text(encoding="utf-8"))
     lstm, ngram = report["lstm"]["perplexity"], report["ngram"]["perplexity"]

@@ -6,9 +6,9 @@ from collections import Counter, defaultdict
 import pytest
 
 from pipeline.config import load_config
-from pipeline.labels import SENTIMENTS, THEMES
-from pipeline.runner import Runner
-from pipeline.stages import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES, TOKENS
+from pipeline.data.labels import SENTIMENTS, THEMES
+from pipeline.workflow.runner import Runner
+from pipeline.paths import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES, TOKENS
 
 pytestmark = pytest.mark.integration
 

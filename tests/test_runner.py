@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import LOCK_FILENAME, Runner, Stage
+from pipeline.workflow.runner import LOCK_FILENAME, Runner, Stage
 
 CALLS: list[str] = []
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipeline.nn.sampling import filter_logits, sample_next, seeded_generator, top_k_filter, top_p_filter, validate_sampling
+from pipeline.models.sampling import filter_logits, sample_next, seeded_generator, top_k_filter, top_p_filter, validate_sampling
 
 
 def logits_of(probs):

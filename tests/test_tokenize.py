@@ -6,9 +6,9 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.runner import Runner
-from pipeline.stages import EXTRA_TOKENS, TOKENS, TOKENS_META
-from pipeline.tokenize import SUDACHI_MAX_BYTES, Tokenizer, split_long_text
+from pipeline.workflow.runner import Runner
+from pipeline.paths import EXTRA_TOKENS, TOKENS, TOKENS_META
+from pipeline.text.tokenize import SUDACHI_MAX_BYTES, Tokenizer, split_long_text
 
 SAMPLES = [
     "京都の寺で美味しいラーメンを食べた。",
@@ -88,7 +88,7 @@ def test_stage_writes_aligned_fields_and_streams_extra_corpora(tiny_project, tmp
 
 def test_extra_corpus_is_streamed(tmp_path):
     """Documents are tokenized one line at a time as the consumer pulls them, never all up front."""
-    from pipeline import tokenize
+    from pipeline.text import tokenize
 
     class CountingTokenizer(Tokenizer):
         calls = 0

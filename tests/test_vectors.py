@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.runner import StageContext
-from pipeline.stages import SPACY_VECTORS_DIR, STAGES, VECTORS_MAP, VECTORS_REPORT, WORD2VEC_DIR
+from pipeline.workflow.runner import StageContext
+from pipeline.paths import SPACY_VECTORS_DIR, VECTORS_MAP, VECTORS_REPORT, WORD2VEC_DIR
+from pipeline.workflow.stages import STAGES
 from tests.fixtures.vectors import CLUSTERS, PARTNERS, SYNONYMS, write_cluster_project
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,7 @@ def test_query_path_does_not_import_torch_spacy_or_gensim(trained_project):
 
 # ----------------------------------------------------------- export/import
 def test_text_export_round_trips_through_the_numpy_reader(trained_project):
-    from pipeline.nn.common import read_word2vec_text
+    from pipeline.models.vocab import read_word2vec_text
     from pipeline.vectors.store import load_vector_arrays
 
     words, vectors = load_vector_arrays(trained_project / WORD2VEC_DIR)
@@ -366,7 +367,7 @@ def test_detect_format(tmp_path):
 
 # -------------------------------------------------------------- evaluation
 def test_synonyms_path_resolution(tmp_path, monkeypatch):
-    from pipeline.vectors.evaluate import resolve_synonyms_path
+    from pipeline.evaluation.vectors import resolve_synonyms_path
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
@@ -381,8 +382,8 @@ def test_synonyms_path_resolution(tmp_path, monkeypatch):
 
 
 def test_synonym_benchmark_parsing():
-    from pipeline.tokenize import load_tokenizer
-    from pipeline.vectors.evaluate import SynonymBenchmark, read_synonym_groups
+    from pipeline.text.tokenize import load_tokenizer
+    from pipeline.evaluation.vectors import SynonymBenchmark, read_synonym_groups
 
     groups = read_synonym_groups(SYNONYMS)
     assert "ネコチャン" not in [w for entries in groups.values() for _, w in entries]  # misuse form left out
@@ -393,7 +394,7 @@ def test_synonym_benchmark_parsing():
 
 
 def test_roc_auc_and_neighbour_precision_on_hand_vectors():
-    from pipeline.vectors.evaluate import SynonymBenchmark, evaluate_synonyms
+    from pipeline.evaluation.vectors import SynonymBenchmark, evaluate_synonyms
 
     words = ["a1", "a2", "b1", "b2", "c"]
     vectors = [[1, 0.1, 0], [1, 0, 0.1], [0, 1, 0.1], [0.1, 1, 0], [0, 0, 1]]

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import load_config
-from pipeline.runner import Runner
-from pipeline.stages import SPACY_VECTORS_DIR, VECTORS_MAP, VECTORS_REPORT, WORD2VEC_DIR
+from pipeline.workflow.runner import Runner
+from pipeline.paths import SPACY_VECTORS_DIR, VECTORS_MAP, VECTORS_REPORT, WORD2VEC_DIR
 from tests.conftest import SYNONYMS
 
 pytestmark = pytest.mark.integration

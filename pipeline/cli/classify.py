@@ -62,7 +62,7 @@ def classify(
     `jpipe classify reviews.csv --text-column body --task sentiment`,
     `cat reviews.txt | jpipe classify - --format csv`.
     """
-    from pipeline.classify import OUTPUT_FORMATS, ReviewClassifier, detect_input_format, read_records, run_classification
+    from pipeline.inference.classifier import OUTPUT_FORMATS, ReviewClassifier, detect_input_format, read_records, run_classification
     from pipeline.io import atomic_open
 
     tasks = _parse_tasks(task)
@@ -142,13 +142,13 @@ def explain(
     """
     from rich.text import Text
 
-    from pipeline.classify import ReviewClassifier, explain as explain_text, write_explanation_html
+    from pipeline.inference.classifier import ReviewClassifier, explain as explain_text, write_explanation_html
 
     classifier = ReviewClassifier(project_dir=state.project_dir, tasks=_parse_tasks(task), device=device)
     result = explain_text(text, classifier)
     paths = {}
     if html:
-        from pipeline.stages import REPORT_DIR
+        from pipeline.paths import REPORT_DIR
 
         target = html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain"
         paths = write_explanation_html(result, target)
@@ -182,7 +182,7 @@ def bench_train(
     overrides: SetOption = None,
 ) -> None:
     """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
-    from pipeline.nn.train_classifier import benchmark_training
+    from pipeline.training.classifier import benchmark_training
 
     if task not in ("topic", "sentiment"):
         raise PipelineError(f"Unknown --task '{task}'.", hint="Valid tasks: topic, sentiment.")
@@ -208,7 +208,7 @@ def bench_classify(
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
-    from pipeline.classify import benchmark_classify
+    from pipeline.inference.classifier import benchmark_classify
 
     _set_inference_threads(threads)
     result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)

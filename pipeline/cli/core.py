@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.cli._app import SetOption, app, bench_app, console, load_project_config, state
-from pipeline.stages import STAGE_NAMES
+from pipeline.workflow.stages import STAGE_NAMES
 
 logger = logging.getLogger("jpipe")
 
@@ -35,7 +35,7 @@ def run(
     Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
     any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
     """
-    from pipeline.runner import Runner
+    from pipeline.workflow.runner import Runner
 
     config = load_project_config(overrides, source=source)
     runner = Runner(state.project_dir, config)
@@ -66,7 +66,7 @@ def status(
     overrides: SetOption = None,
 ) -> None:
     """Show each stage as fresh or stale, with the reason (what `jpipe run` would do)."""
-    from pipeline.runner import Runner
+    from pipeline.workflow.runner import Runner
 
     config = load_project_config(overrides)
     statuses = Runner(state.project_dir, config).status()
@@ -93,7 +93,7 @@ def show_config(
     overrides: SetOption = None,
 ) -> None:
     """Print the effective config (defaults < jpipe.toml < --set)."""
-    from pipeline.config import SCHEMA, _toml_value, default_toml
+    from pipeline.config import SCHEMA, toml_value, default_toml
 
     if defaults:
         typer.echo(default_toml())
@@ -102,7 +102,7 @@ def show_config(
     for section in SCHEMA:
         typer.echo(f"[{section}]")
         for key, value in config[section].items():
-            typer.echo(f"{key} = {_toml_value(value)}")
+            typer.echo(f"{key} = {toml_value(value)}")
         typer.echo("")
 
 
@@ -111,7 +111,7 @@ def corpus_stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Label distribution (theme, sentiment) per split, from the prepare stage."""
-    from pipeline.corpus.prepare import load_stats
+    from pipeline.data.knbc.prepare import load_stats
 
     stats = load_stats(state.project_dir)
     if as_json:
@@ -142,7 +142,7 @@ def bench_tokenize(
     overrides: SetOption = None,
 ) -> None:
     """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy."""
-    from pipeline.tokenize import benchmark_tokenizers
+    from pipeline.text.tokenize import benchmark_tokenizers
 
     config = load_project_config(overrides)
     mode = split_mode or config["tokenize"]["split_mode"]

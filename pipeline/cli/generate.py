@@ -31,7 +31,7 @@ def generate(
 
     Example: jpipe generate --prompt 京都の --num 3 --max-tokens 60 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 1 --theme Kyoto
     """
-    from pipeline.generate import TextGenerator, validate_options
+    from pipeline.inference.generator import TextGenerator, validate_options
 
     if device not in ("cpu", "cuda", "auto"):
         raise PipelineError(f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")

@@ -168,14 +168,14 @@ class QueryEngine:
 
     @classmethod
     def load(cls, *, project_dir: str | os.PathLike, source: str = "word2vec") -> "QueryEngine":
-        from pipeline.tokenize import tokenized_split_mode
+        from pipeline.text.tokenize import tokenized_split_mode
 
         return cls(VectorIndex.load(project_dir=project_dir, source=source), split_mode=tokenized_split_mode(project_dir))
 
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from pipeline.tokenize import load_tokenizer
+            from pipeline.text.tokenize import load_tokenizer
 
             # with_pos=False: Sudachi only, spaCy is never imported.
             self._tokenizer = load_tokenizer(self.split_mode, with_pos=False)

@@ -104,7 +104,7 @@ def shared_row_statistics(*, key_rows: dict[str, int], vectors) -> dict[str, Any
 
 def spacy_vectors_stage(ctx) -> dict[str, Any]:
     """Look up every corpus word (``token_field``, at least ``min_count`` times) in the spaCy vectors."""
-    from pipeline.stages import SPACY_VECTORS_DIR, TOKENS
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS
     from pipeline.vectors.store import corpus_coverage, library_versions, make_keyed_vectors, write_vector_dir
 
     section = ctx.section

@@ -38,14 +38,14 @@ _FASTTEXT_MAGIC = (793712314).to_bytes(4, "little")
 
 
 def source_names() -> tuple[str, ...]:
-    from pipeline.stages import VECTOR_SOURCES
+    from pipeline.paths import VECTOR_SOURCES
 
     return tuple(VECTOR_SOURCES)
 
 
 def source_dir(project_dir: str | os.PathLike, source: str) -> Path:
     """``models/vectors/<source>`` of a project; an unknown name is a ``PipelineError``."""
-    from pipeline.stages import VECTOR_SOURCES
+    from pipeline.paths import VECTOR_SOURCES
 
     if source not in VECTOR_SOURCES:
         raise PipelineError(f"Unknown vector source '{source}'.", hint=f"Valid sources: {', '.join(VECTOR_SOURCES)}.")
@@ -279,7 +279,7 @@ def import_vectors(
     classifiers look up the right form; coverage of the project's corpus is measured
     for that field.
     """
-    from pipeline.stages import TOKENS
+    from pipeline.paths import TOKENS
 
     path = Path(path).expanduser()
     if not path.exists():

@@ -83,7 +83,7 @@ def word2vec_stage(ctx) -> dict[str, Any]:
     """Train Word2Vec on ``ctx.section['token_field']`` of the KNBC tokens (+ extra corpora)."""
     import gensim
 
-    from pipeline.stages import EXTRA_TOKENS, TOKENS, WORD2VEC_DIR
+    from pipeline.paths import EXTRA_TOKENS, TOKENS, WORD2VEC_DIR
     from pipeline.vectors.store import corpus_coverage, count_field, library_versions, write_vector_dir
 
     section = ctx.section

@@ -20,7 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.labels import TASK_FIELD, TASK_LABELS
+from pipeline.data.labels import TASK_FIELD, TASK_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict
     """Metrics of the three models on the test split, plus what the plots need."""
     import numpy as np
 
-    from pipeline.nn.batching import encode_rows
-    from pipeline.nn.classifier import load_classifier
-    from pipeline.nn.common import pick_device
-    from pipeline.nn.train_classifier import predict_split
+    from pipeline.models.batching import encode_rows
+    from pipeline.models.classifier import load_classifier
+    from pipeline.models.runtime import pick_device
+    from pipeline.training.classifier import predict_split
 
     labels = list(TASK_LABELS[task])
     field = TASK_FIELD[task]
@@ -104,7 +104,7 @@ def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict
         "tfidf_linear": {**classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels), "features": "tfidf char 1-3-grams", "classifier": "LinearSVC"},
         "majority": {**classification_metrics(targets=targets, predictions=majority_predictions, labels=labels), "label": majority_label},
     }
-    from pipeline.nn.train_classifier import confusion_matrix
+    from pipeline.training.classifier import confusion_matrix
 
     plot_data = {
         "labels": labels,
@@ -180,8 +180,8 @@ def plot_training_curve(*, task: str, log: list[dict], best_epoch: int | None, p
 
 def evaluate_classifiers_stage(ctx) -> dict[str, Any]:
     from pipeline.io import write_json
-    from pipeline.nn.common import read_token_rows
-    from pipeline.stages import CLASSIFIER_DIRS, CLASSIFIERS_FIGURES, CLASSIFIERS_REPORT, TOKENS
+    from pipeline.text.tokenize import read_token_rows
+    from pipeline.paths import CLASSIFIER_DIRS, CLASSIFIERS_FIGURES, CLASSIFIERS_REPORT, TOKENS
 
     rows = [
         {key: row[key] for key in ("split", "text", "theme", "sentiment", "surface", "lemma", "norm") if key in row}

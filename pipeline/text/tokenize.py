@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.io import read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def load_tokenizer(split_mode: str = "C", *, with_pos: bool = True) -> Tokenizer
 
 def tokenized_split_mode(project_dir: str | os.PathLike) -> str:
     """The split mode the project's tokens were made with (queries must use the same)."""
-    from pipeline.stages import TOKENS_META
+    from pipeline.paths import TOKENS_META
 
     path = Path(project_dir) / TOKENS_META
     if path.exists():
@@ -174,13 +175,21 @@ def tokenized_split_mode(project_dir: str | os.PathLike) -> str:
     return "C"
 
 
+def read_token_rows(path: str | os.PathLike, *, split: str | None = None) -> Iterator[dict]:
+    """Rows of ``data/tokens/knbc.jsonl``, optionally of one split."""
+    for row in read_jsonl(path):
+        if split is None or row.get("split") == split:
+            yield row
+
+
+
 # ---------------------------------------------------------------------- stage
 def tokenize_stage(ctx) -> dict[str, Any]:
     """Tokenize every KNBC sentence, then stream the extra corpora line by line."""
     from tqdm import tqdm
 
     from pipeline.io import read_jsonl
-    from pipeline.stages import EXTRA_TOKENS, SENTENCES, TOKENS, TOKENS_META
+    from pipeline.paths import EXTRA_TOKENS, SENTENCES, TOKENS, TOKENS_META
 
     split_mode = ctx.section["split_mode"]
     tokenizer = load_tokenizer(split_mode)
@@ -257,7 +266,7 @@ def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C
     Full ja_ginza (parser + NER) is slow, so it runs on the first ``full_limit`` sentences.
     """
     from pipeline.io import read_jsonl
-    from pipeline.stages import SENTENCES
+    from pipeline.paths import SENTENCES
 
     path = Path(project_dir) / SENTENCES
     if not path.exists():

@@ -313,16 +313,16 @@ def default_toml() -> str:
         lines.append(f"[{section}]")
         for key, setting in keys.items():
             lines.append(f"# {setting.help}")
-            lines.append(f"{key} = {_toml_value(setting.default)}")
+            lines.append(f"{key} = {toml_value(setting.default)}")
         lines.append("")
     return "\n".join(lines)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return repr(value)

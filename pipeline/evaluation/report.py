@@ -12,7 +12,7 @@ from pipeline.io import read_json, write_json
 
 
 def report_stage(ctx) -> dict[str, Any]:
-    from pipeline.stages import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT
+    from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT
 
     metrics: dict[str, Any] = {}
     metrics.update(read_json(ctx.input(CLASSIFIERS_REPORT)))

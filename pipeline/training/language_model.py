@@ -37,22 +37,13 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file, sha256_text
-from pipeline.labels import THEMES
-from pipeline.nn.common import (
-    BOS,
-    EOS,
-    EpochLog,
-    Vocab,
-    embedding_matrix,
-    load_checkpoint,
-    pick_device,
-    read_token_rows,
-    read_word2vec_text,
-    save_checkpoint,
-    seed_everything,
-    write_model_dir,
-)
-from pipeline.nn.generator import ANY_THEME, SPECIALS, LSTMLanguageModel, theme_slot
+from pipeline.data.labels import THEMES
+from pipeline.models.model_dir import write_model_dir
+from pipeline.models.runtime import pick_device, seed_everything
+from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
+from pipeline.text.tokenize import read_token_rows
+from pipeline.training.checkpoint import EpochLog, load_checkpoint, save_checkpoint
+from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, theme_slot
 
 logger = logging.getLogger(__name__)
 
@@ -283,7 +274,7 @@ def train_epoch(
 
 
 def train_generator_stage(ctx) -> dict[str, Any]:
-    from pipeline.stages import GENERATOR_DIR, TOKENS, VECTOR_SOURCES
+    from pipeline.paths import GENERATOR_DIR, TOKENS, VECTOR_SOURCES
 
     section = ctx.section
     level, unit = section["level"], section["sequence_unit"]

@@ -29,9 +29,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.corpus.fetch import SENTENCE_FILE
+from pipeline.data.knbc.fetch import SENTENCE_FILE
 from pipeline.errors import PipelineError
-from pipeline.labels import SENTIMENTS, SPLITS, THEMES
+from pipeline.data.labels import SENTIMENTS, SPLITS, THEMES
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def compute_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def prepare_stage(ctx) -> dict[str, Any]:
     from pipeline.io import write_json, write_jsonl
-    from pipeline.stages import CORPUS_DIR, CORPUS_MANIFEST, CORPUS_STATS, SENTENCES
+    from pipeline.paths import CORPUS_DIR, CORPUS_MANIFEST, CORPUS_STATS, SENTENCES
 
     ctx.input(CORPUS_MANIFEST)
     section = ctx.section
@@ -245,7 +245,7 @@ def prepare_stage(ctx) -> dict[str, Any]:
 
 def load_stats(project_dir: str | os.PathLike) -> dict[str, Any]:
     from pipeline.io import read_json
-    from pipeline.stages import CORPUS_STATS
+    from pipeline.paths import CORPUS_STATS
 
     path = Path(project_dir) / CORPUS_STATS
     if not path.exists():

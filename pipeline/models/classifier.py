@@ -30,7 +30,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pipeline.nn.common import Vocab, load_state_dict, read_model_dir
+from pipeline.models.model_dir import load_state_dict, read_model_dir
+
+from pipeline.models.vocab import Vocab
 
 MERGE_MODES = ("concat", "sum", "ave", "mul")
 CELLS = ("lstm", "gru")

@@ -281,10 +281,10 @@ class ReviewClassifier:
     models: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from pipeline.nn.classifier import load_classifier
-        from pipeline.nn.common import pick_device
-        from pipeline.stages import CLASSIFIER_DIRS
-        from pipeline.tokenize import load_tokenizer, tokenized_split_mode
+        from pipeline.models.classifier import load_classifier
+        from pipeline.models.runtime import pick_device
+        from pipeline.paths import CLASSIFIER_DIRS
+        from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
 
         if self.long_policy not in LONG_POLICIES:
             raise PipelineError(f"Unknown long-review policy '{self.long_policy}'.", hint=f"Valid: {', '.join(LONG_POLICIES)}.")
@@ -326,7 +326,7 @@ class ReviewClassifier:
         import numpy as np
         import torch
 
-        from pipeline.nn.batching import pad_batch
+        from pipeline.models.batching import pad_batch
 
         window = loaded.max_tokens
         # windows: (document index, start token, ids); a document yields >= 1 window
@@ -638,7 +638,7 @@ def benchmark_classify(*, project_dir: Path, reviews: int = 20_000, batch_size: 
 
     import torch
 
-    from pipeline.stages import TOKENS
+    from pipeline.paths import TOKENS
 
     tokens_path = Path(project_dir) / TOKENS
     texts: list[str] = []

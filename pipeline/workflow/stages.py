@@ -9,29 +9,29 @@ Data flows one way: corpus -> prepare -> tokenize -> vectors -> models -> report
 from __future__ import annotations
 
 from pipeline.config import Config
-from pipeline.runner import Stage
+from pipeline.workflow.stage import Stage
 
-CORPUS_DIR = "data/corpus/KNBC_v1.0_090925_utf8"
-CORPUS_MANIFEST = "data/corpus/manifest.json"
-SENTENCES = "data/prepared/sentences.jsonl"
-CORPUS_STATS = "data/prepared/stats.json"
-TOKENS = "data/tokens/knbc.jsonl"
-EXTRA_TOKENS = "data/tokens/extra.jsonl"
-TOKENS_META = "data/tokens/meta.json"
-VECTORS_DIR = "models/vectors"
-WORD2VEC_DIR = f"{VECTORS_DIR}/word2vec"
-SPACY_VECTORS_DIR = f"{VECTORS_DIR}/spacy"
-IMPORTED_VECTORS_DIR = f"{VECTORS_DIR}/imported"
-VECTOR_SOURCES = {"word2vec": WORD2VEC_DIR, "spacy": SPACY_VECTORS_DIR, "imported": IMPORTED_VECTORS_DIR}
-CLASSIFIER_DIRS = {"topic": "models/classifier/topic", "sentiment": "models/classifier/sentiment"}
-GENERATOR_DIR = "models/generator"
-REPORT_DIR = "models/report"
-VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
-VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
-CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
-CLASSIFIERS_FIGURES = f"{REPORT_DIR}/classifiers"
-GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
-METRICS = f"{REPORT_DIR}/metrics.json"
+from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
+    CLASSIFIER_DIRS,
+    CLASSIFIERS_FIGURES,
+    CLASSIFIERS_REPORT,
+    CORPUS_DIR,
+    CORPUS_MANIFEST,
+    CORPUS_STATS,
+    EXTRA_TOKENS,
+    GENERATOR_DIR,
+    GENERATOR_REPORT,
+    IMPORTED_VECTORS_DIR,
+    METRICS,
+    SENTENCES,
+    SPACY_VECTORS_DIR,
+    TOKENS,
+    TOKENS_META,
+    VECTOR_SOURCES,
+    VECTORS_MAP,
+    VECTORS_REPORT,
+    WORD2VEC_DIR,
+)
 
 
 def _tokenize_inputs(config: Config) -> list[str]:
@@ -60,14 +60,14 @@ def _generator_inputs(config: Config) -> list[str]:
 STAGES: list[Stage] = [
     Stage(
         name="corpus",
-        func="pipeline.corpus.fetch:corpus_stage",
+        func="pipeline.data.knbc.fetch:corpus_stage",
         outputs=(CORPUS_DIR, CORPUS_MANIFEST),
         section="corpus",
         help="Download or copy KNBC, extract it safely, verify 249 articles / 4,186 sentences.",
     ),
     Stage(
         name="prepare",
-        func="pipeline.corpus.prepare:prepare_stage",
+        func="pipeline.data.knbc.prepare:prepare_stage",
         inputs=(CORPUS_MANIFEST,),
         outputs=(SENTENCES, CORPUS_STATS),
         section="prepare",
@@ -75,7 +75,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="tokenize",
-        func="pipeline.tokenize:tokenize_stage",
+        func="pipeline.text.tokenize:tokenize_stage",
         inputs=_tokenize_inputs,
         outputs=(TOKENS, EXTRA_TOKENS, TOKENS_META),
         section="tokenize",
@@ -101,7 +101,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="evaluate_vectors",
-        func="pipeline.vectors.evaluate:evaluate_vectors_stage",
+        func="pipeline.evaluation.vectors:evaluate_vectors_stage",
         inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
         optional_inputs=(IMPORTED_VECTORS_DIR,),
         outputs=(VECTORS_REPORT, VECTORS_MAP),
@@ -110,7 +110,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="train_topic",
-        func="pipeline.nn.train_classifier:train_topic_stage",
+        func="pipeline.training.classifier:train_topic_stage",
         inputs=_classifier_inputs("topic"),
         outputs=(CLASSIFIER_DIRS["topic"],),
         section="train_topic",
@@ -118,7 +118,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="train_sentiment",
-        func="pipeline.nn.train_classifier:train_sentiment_stage",
+        func="pipeline.training.classifier:train_sentiment_stage",
         inputs=_classifier_inputs("sentiment"),
         outputs=(CLASSIFIER_DIRS["sentiment"],),
         section="train_sentiment",
@@ -126,7 +126,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="train_generator",
-        func="pipeline.nn.train_generator:train_generator_stage",
+        func="pipeline.training.language_model:train_generator_stage",
         inputs=_generator_inputs,
         outputs=(GENERATOR_DIR,),
         section="train_generator",
@@ -134,7 +134,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="evaluate_classifiers",
-        func="pipeline.evaluate:evaluate_classifiers_stage",
+        func="pipeline.evaluation.classifiers:evaluate_classifiers_stage",
         inputs=(TOKENS, CLASSIFIER_DIRS["topic"], CLASSIFIER_DIRS["sentiment"]),
         outputs=(CLASSIFIERS_REPORT, CLASSIFIERS_FIGURES),
         section="evaluate_classifiers",
@@ -142,7 +142,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="evaluate_generator",
-        func="pipeline.evaluate_generator:evaluate_generator_stage",
+        func="pipeline.evaluation.generator:evaluate_generator_stage",
         inputs=(TOKENS, GENERATOR_DIR),
         outputs=(GENERATOR_REPORT,),
         section="evaluate_generator",
@@ -150,7 +150,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         name="report",
-        func="pipeline.report:report_stage",
+        func="pipeline.evaluation.report:report_stage",
         inputs=(VECTORS_REPORT, CLASSIFIERS_REPORT, GENERATOR_REPORT),
         outputs=(METRICS,),
         help="Merge every evaluation into models/report/metrics.json.",

@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.labels import THEMES
-from pipeline.nn.common import BOS, EOS, PAD, UNK, Vocab, load_state_dict, read_model_dir
-from pipeline.nn.sampling import sample_next, seeded_generator
+from pipeline.data.labels import THEMES
+from pipeline.models.model_dir import load_state_dict, read_model_dir
+from pipeline.models.vocab import BOS, EOS, PAD, UNK, Vocab
+from pipeline.models.sampling import sample_next, seeded_generator
 
 logger = logging.getLogger(__name__)
 

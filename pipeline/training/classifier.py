@@ -37,21 +37,14 @@ from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.io import sha256_file
-from pipeline.labels import TASK_FIELD, TASK_LABELS
-from pipeline.nn.batching import EncodedSplit, bucket_batches, encode_rows, iterate_batches
-from pipeline.nn.classifier import AttentionClassifier
-from pipeline.nn.common import (
-    EpochLog,
-    Vocab,
-    embedding_matrix,
-    load_checkpoint,
-    pick_device,
-    read_token_rows,
-    read_word2vec_text,
-    save_checkpoint,
-    seed_everything,
-    write_model_dir,
-)
+from pipeline.data.labels import TASK_FIELD, TASK_LABELS
+from pipeline.models.batching import EncodedSplit, bucket_batches, encode_rows, iterate_batches
+from pipeline.models.classifier import AttentionClassifier
+from pipeline.models.model_dir import write_model_dir
+from pipeline.models.runtime import pick_device, seed_everything
+from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
+from pipeline.text.tokenize import read_token_rows
+from pipeline.training.checkpoint import EpochLog, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +89,7 @@ class TaskData:
 
 
 def vectors_path(project_dir: Path, source: str) -> Path:
-    from pipeline.stages import VECTOR_SOURCES
+    from pipeline.paths import VECTOR_SOURCES
 
     return Path(project_dir) / VECTOR_SOURCES[source] / VECTORS_FILENAME
 
@@ -387,7 +380,7 @@ def train_classifier(*, task: str, section: dict, data: TaskData, work_dir: Path
 
 # -------------------------------------------------------------------- stages
 def _train_stage(ctx, task: str) -> dict[str, Any]:
-    from pipeline.stages import CLASSIFIER_DIRS, TOKENS, VECTOR_SOURCES
+    from pipeline.paths import CLASSIFIER_DIRS, TOKENS, VECTOR_SOURCES
 
     section = ctx.section
     tokens_path = ctx.input(TOKENS)
@@ -455,7 +448,7 @@ def benchmark_training(*, project_dir: Path, section: dict, task: str = "topic",
     Batches are the real training batches of ``task`` (length-bucketed) when the
     project has a tokens file, else synthetic KNBC-like lengths.
     """
-    from pipeline.stages import TOKENS
+    from pipeline.paths import TOKENS
 
     section = dict(section)
     if batch_size:

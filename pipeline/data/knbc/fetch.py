@@ -112,7 +112,7 @@ def count_corpus(root: Path) -> dict[str, int]:
 
 
 def corpus_stage(ctx) -> dict[str, Any]:
-    from pipeline.stages import CORPUS_DIR, CORPUS_MANIFEST
+    from pipeline.paths import CORPUS_DIR, CORPUS_MANIFEST
 
     source = ctx.section["source"]
     target = ctx.output(CORPUS_DIR)

@@ -86,7 +86,7 @@ def _indexed_kneser_ney_class():
 
 def pad_sentence(units: list[str], order: int) -> list[str]:
     """``order - 1`` sentence starts (context only), the units, one sentence end (a target)."""
-    from pipeline.nn.common import BOS, EOS
+    from pipeline.models.vocab import BOS, EOS
 
     return [BOS] * (order - 1) + list(units) + [EOS]
 
@@ -100,7 +100,7 @@ def fit_ngram(sentences: list[list[str]], *, vocabulary: list[str], order: int, 
     from nltk.lm import KneserNeyInterpolated, Vocabulary, WittenBellInterpolated
     from nltk.util import everygrams
 
-    from pipeline.nn.common import BOS, UNK
+    from pipeline.models.vocab import BOS, UNK
 
     nltk_vocab = Vocabulary(vocabulary, unk_cutoff=1, unk_label=UNK)
     if smoothing == "kneser_ney":
@@ -133,7 +133,7 @@ def ngram_nll(model, sentences: list[list[str]], *, order: int) -> tuple[float, 
 
 
 def map_to_vocabulary(units: list[str], known: set[str]) -> list[str]:
-    from pipeline.nn.common import UNK
+    from pipeline.models.vocab import UNK
 
     return [unit if unit in known else UNK for unit in units]
 
@@ -142,12 +142,14 @@ def map_to_vocabulary(units: list[str], known: set[str]) -> list[str]:
 def evaluate_generator_stage(ctx) -> dict[str, Any]:
     import torch
 
-    from pipeline.generate import TextGenerator
-    from pipeline.labels import THEMES
-    from pipeline.nn.common import PAD, pick_device, read_token_rows
-    from pipeline.nn.generator import load_generator
-    from pipeline.nn.train_generator import build_sequences, corpus_nll, encode, perplexity, sentence_units, target_count
-    from pipeline.stages import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
+    from pipeline.inference.generator import TextGenerator
+    from pipeline.data.labels import THEMES
+    from pipeline.models.runtime import pick_device
+    from pipeline.models.vocab import PAD
+    from pipeline.text.tokenize import read_token_rows
+    from pipeline.models.language_model import load_generator
+    from pipeline.training.language_model import build_sequences, corpus_nll, encode, perplexity, sentence_units, target_count
+    from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
 
     section = ctx.section
     order, smoothing = section["ngram_order"], section["ngram_smoothing"]

@@ -234,7 +234,7 @@ def theme_association(tokens_path: Path, *, token_field: str) -> tuple[Counter, 
 
 def assign_themes(words: list[str], per_theme: dict[str, Counter], theme_tokens: dict[str, int]) -> list[tuple[str, float]]:
     """(theme, share) per word: the theme with the highest rate per 1,000 tokens, normalized over themes."""
-    from pipeline.labels import THEMES
+    from pipeline.data.labels import THEMES
 
     result = []
     for word in words:
@@ -285,7 +285,7 @@ def draw_map(path: Path, *, panels: list[tuple[str, np.ndarray]], words: list[st
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from pipeline.labels import THEME_JA
+    from pipeline.data.labels import THEME_JA
 
     figure, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 9), squeeze=False)
     colours = [MAP_COLOURS[t] for t in themes]
@@ -316,8 +316,8 @@ def _source_summary(meta: dict[str, Any]) -> dict[str, Any]:
 def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     """Synonym ROC-AUC / neighbour precision / coverage per source, neighbour examples, and the 2-D map."""
     from pipeline.io import write_json
-    from pipeline.stages import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
-    from pipeline.tokenize import load_tokenizer, tokenized_split_mode
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
+    from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
     from pipeline.vectors.query import QueryEngine, VectorIndex
     from pipeline.vectors.store import available_sources
 
@@ -418,7 +418,7 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
 
 def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[str, Any]:
     """Draw the map for every source on the same words (the frequent ones every source has)."""
-    from pipeline.stages import VECTORS_MAP
+    from pipeline.paths import VECTORS_MAP
 
     field_name = indexes["word2vec"].token_field if "word2vec" in indexes else next(iter(indexes.values())).token_field
     same_field = {name: index for name, index in indexes.items() if index.token_field == field_name}

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.nn.common import Vocab
+from pipeline.models.vocab import Vocab
 
 
 @dataclass

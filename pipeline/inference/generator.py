@@ -63,7 +63,7 @@ def resolve_theme(theme: str | None, *, available: list[str]) -> str | None:
     """'Gourmet', 'gourmet' or 'グルメ' -> 'Gourmet'; errors list the valid names (English and Japanese)."""
     if theme is None or theme == "":
         return None
-    from pipeline.labels import THEME_JA, theme_from_name
+    from pipeline.data.labels import THEME_JA, theme_from_name
 
     valid = ", ".join(f"{t} ({THEME_JA[t]})" for t in available) or "none"
     try:
@@ -109,13 +109,13 @@ class TextGenerator:
 
     @classmethod
     def from_project(cls, project_dir: str | os.PathLike, *, device: str = "cpu") -> "TextGenerator":
-        from pipeline.stages import GENERATOR_DIR
+        from pipeline.paths import GENERATOR_DIR
 
         directory = Path(project_dir) / GENERATOR_DIR
         if not (directory / "model_args.json").exists():
             raise PipelineError(f"No trained generator in {directory}.", hint="Train it with `jpipe run train_generator`.")
-        from pipeline.nn.common import pick_device
-        from pipeline.nn.generator import load_generator
+        from pipeline.models.runtime import pick_device
+        from pipeline.models.language_model import load_generator
 
         return cls(load_generator(directory, device=pick_device(device)), project_dir=project_dir)
 
@@ -125,7 +125,7 @@ class TextGenerator:
             return []
         if self.loaded.level == "char":
             return [c for c in prompt if not c.isspace()]
-        from pipeline.tokenize import load_tokenizer, tokenized_split_mode
+        from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
 
         split_mode = tokenized_split_mode(self.project_dir) if self.project_dir else "C"
         # with_pos=False: surface forms need Sudachi only, not spaCy
@@ -144,8 +144,8 @@ class TextGenerator:
         theme: str | None = None,
     ) -> GenerationResult:
         """``num`` texts that continue ``prompt``; the same arguments and seed give the same texts."""
-        from pipeline.nn.common import BOS, EOS, PAD, UNK
-        from pipeline.nn.generator import generate_ids, theme_slot
+        from pipeline.models.vocab import BOS, EOS, PAD, UNK
+        from pipeline.models.language_model import generate_ids, theme_slot
 
         validate_options(temperature=temperature, top_k=top_k, top_p=top_p, num=num, max_tokens=max_tokens)
         theme = resolve_theme(theme, available=self.loaded.themes)
