@@ -1,16 +1,118 @@
-"""User-facing errors: a message that says what went wrong and what to do next."""
+"""Errors users see: a stable code, a message that says what went wrong, a hint that says what to do.
+
+Four kinds, by where the problem is:
+
+* ``ConfigError``   (E1xx): a config value, section or key, or a library option;
+* ``InputError``    (E2xx): data the user or the corpus supplies (files, rows, texts, words);
+* ``ModelError``    (E3xx): a trained model or vector table (missing, wrong kind, newer format);
+* ``WorkflowError`` (E4xx): the stage runner (unknown stage, lock held, missing stage input).
+
+Every code is listed once in ``CODES`` with a one-line summary (the README's error table
+is generated from it, and a test checks that every code raised is listed there and
+matches its class). Hints speak in config keys and commands (``jpipe run``), never in
+command-line flags: the same error reaches Python API and HTTP users, who pass no flags.
+The CLI prints ``Error E102: ...`` and the hint, without a traceback.
+"""
+
+from __future__ import annotations
+
+# code -> one-line summary. Blocks per area keep the numbering stable; never reuse a code.
+CODES: dict[str, str] = {
+    # --- E1xx config and options
+    "E101": "Unknown config section.",
+    "E102": "Unknown config key.",
+    "E103": "Config value of the wrong type.",
+    "E104": "Config value not among the allowed choices.",
+    "E105": "Config value outside its allowed range.",
+    "E106": "Malformed override (expected section.key=value).",
+    "E107": "Config file is not valid TOML or not a table per section.",
+    "E108": "Config values that contradict each other.",
+    "E109": "Invalid option value passed to a library function.",
+    # --- E2xx input data
+    "E201": "Corpus source not found.",
+    "E202": "Corpus download failed.",
+    "E203": "Corpus archive is corrupt or unsafe.",
+    "E204": "Corpus does not have the expected articles or sentences.",
+    "E205": "Input file not found or unreadable.",
+    "E206": "Input is not UTF-8 text.",
+    "E207": "Input format unknown or malformed.",
+    "E208": "Word or phrase not in the vector vocabulary.",
+    "E209": "Too little data for the requested operation.",
+    # --- E3xx models and vectors
+    "E301": "No trained model in the directory.",
+    "E302": "Model directory has a newer or unknown format version.",
+    "E303": "Model directory holds another kind of model.",
+    "E304": "Model directory is incomplete or damaged.",
+    "E305": "Vector source not built or not imported.",
+    "E306": "Requested device is not available.",
+    "E307": "Pretrained vectors do not fit the model settings.",
+    # --- E4xx workflow
+    "E401": "Unknown stage.",
+    "E402": "Another run holds the project lock.",
+    "E403": "Lock file is unreadable.",
+    "E404": "A stage input is missing.",
+}
 
 
 class PipelineError(Exception):
-    """An error the CLI prints without a traceback.
+    """Base of every error the CLI prints without a traceback.
 
-    ``hint`` says what the user can do about it (a flag to pass, a command to run).
+    ``code`` is a key of ``CODES``; ``hint`` says what the user can do about it.
     """
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    kind = "error"
+    prefix = "E"
+
+    def __init__(self, code: str, message: str | None = None, *, hint: str | None = None) -> None:
+        if message is None:  # TRANSITION: legacy PipelineError(message) without a code; removed once every site has one
+            code, message = "E000", code
+        elif code not in CODES or not code.startswith(self.prefix):
+            raise ValueError(f"{type(self).__name__} got code {code!r}; add it to pipeline.errors.CODES under {self.prefix}xx")
         super().__init__(message)
+        self.code = code
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+        text = f"{self.code}: {self.message}" if self.code != "E000" else self.message
+        return text if not self.hint else f"{text}\n{self.hint}"
+
+    def to_json(self) -> dict[str, str | None]:
+        """The error as an API payload: ``{"code", "kind", "message", "hint"}``."""
+        return {"code": self.code, "kind": self.kind, "message": self.message, "hint": self.hint}
+
+
+class ConfigError(PipelineError, ValueError):
+    """A config value, section, key or library option is wrong (E1xx)."""
+
+    kind = "config"
+    prefix = "E1"
+
+
+class InputError(PipelineError, ValueError):
+    """Data supplied by the user or the corpus is missing or malformed (E2xx)."""
+
+    kind = "input"
+    prefix = "E2"
+
+
+class ModelError(PipelineError):
+    """A trained model or vector table is missing, of another kind, or of a newer format (E3xx)."""
+
+    kind = "model"
+    prefix = "E3"
+
+
+class WorkflowError(PipelineError):
+    """The stage runner cannot go on: unknown stage, lock held, stage input missing (E4xx)."""
+
+    kind = "workflow"
+    prefix = "E4"
+
+
+def code_table() -> str:
+    """``CODES`` as a Markdown table (for the README)."""
+    kinds = {"E1": "config", "E2": "input", "E3": "model", "E4": "workflow"}
+    lines = ["| code | kind | meaning |", "|---|---|---|"]
+    lines += [f"| {code} | {kinds[code[:2]]} | {summary} |" for code, summary in CODES.items()]
+    return "\n".join(lines)

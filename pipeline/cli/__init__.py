@@ -23,7 +23,8 @@ def main() -> None:
         app()
     except PipelineError as exc:
         err = console(stderr=True)
-        err.print(f"[bold red]Error:[/bold red] {exc.message}", highlight=False)
+        label = "Error" if exc.code == "E000" else f"Error {exc.code}"
+        err.print(f"[bold red]{label}:[/bold red] {exc.message}", highlight=False)
         if exc.hint:
             err.print(exc.hint, markup=False, highlight=False)
         sys.exit(1)

@@ -94,4 +94,4 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> None:
 
 
 def handle(exc: PipelineError) -> None:
-    fail(exc.message, exc.hint)
+    fail(exc.message if exc.code == "E000" else f"{exc.code}: {exc.message}", exc.hint)

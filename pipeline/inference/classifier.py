@@ -294,7 +294,7 @@ class ReviewClassifier:
         device = pick_device(self.device)
         for task in self.tasks:
             directory = Path(self.project_dir) / CLASSIFIER_DIRS[task]
-            if not (directory / "model_args.json").exists():
+            if not (directory / "config.json").exists():
                 raise PipelineError(f"No trained {task} classifier in {directory}.", hint=f"Train it with `jpipe run train_{task}` (or `jpipe run`).")
             self.models[task] = load_classifier(directory, device=device)
             if self.int8:

@@ -112,7 +112,7 @@ class TextGenerator:
         from pipeline.paths import GENERATOR_DIR
 
         directory = Path(project_dir) / GENERATOR_DIR
-        if not (directory / "model_args.json").exists():
+        if not (directory / "config.json").exists():
             raise PipelineError(f"No trained generator in {directory}.", hint="Train it with `jpipe run train_generator`.")
         from pipeline.models.runtime import pick_device
         from pipeline.models.language_model import load_generator

@@ -187,7 +187,7 @@ class AttentionClassifier(nn.Module):
         The weights are stored as CPU tensors, so a model trained on a GPU loads on a CPU-only machine.
         """
         directory = Path(directory)
-        info = read_model_dir(directory)
+        info = read_model_dir(directory, architecture="AttentionClassifier")
         model = cls(**info["model_args"])
         model.load_state_dict(load_state_dict(directory / "model.safetensors", device="cpu"))
         return model.to(device).eval()
@@ -214,7 +214,7 @@ class LoadedClassifier:
 def load_classifier(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedClassifier:
     """A model directory -> ``LoadedClassifier`` (model in eval mode on ``device``)."""
     directory = Path(directory)
-    info = read_model_dir(directory)
+    info = read_model_dir(directory, architecture="AttentionClassifier")
     vocab_json = info["vocab"]
     model = AttentionClassifier.from_dir(directory, device=device)
     return LoadedClassifier(

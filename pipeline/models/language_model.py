@@ -164,7 +164,7 @@ def load_generator(directory: str | os.PathLike, *, device: str | torch.device =
     a CPU-only machine and the other way round.
     """
     directory = Path(directory)
-    info = read_model_dir(directory)
+    info = read_model_dir(directory, architecture="LSTMLanguageModel")
     vocab = Vocab.from_json(info["vocab"])
     model = build_model(info["model_args"])
     model.load_state_dict(load_state_dict(directory / "model.safetensors", device="cpu"))

@@ -1,13 +1,19 @@
-"""Model weights (safetensors, no pickle) and self-describing model directories.
+"""Model weights (safetensors, no pickle) and self-contained model directories.
 
-A model directory:
+A model directory holds everything needed to use the model, on any machine, from
+any working directory:
 
-    model_args.json   keyword arguments that rebuild the nn.Module
-    vocab.json        index -> token list, plus the token field used
-    labels.json       class names in logit order (classifiers)
-    model.safetensors the state_dict (no pickle)
-    metrics.json      what training measured
-    train_log.jsonl   one line per epoch
+    config.json        {"format_version", "architecture", "model_args", "tokenizer", ...}
+    vocab.json         index -> token list, plus the token field and framing used
+    labels.json        class names in logit order (classifiers)
+    model.safetensors  the state_dict, saved from CPU tensors (loads on CPU or GPU)
+    metrics.json       what training measured
+    train_log.jsonl    one line per epoch
+
+``tokenizer`` records how text must be tokenized for this model (Sudachi split mode,
+token field, normalization), so inference never looks back into a project directory.
+Directories written before format 1 (``model_args.json`` instead of ``config.json``)
+are read as format 0.
 """
 
 from __future__ import annotations
@@ -16,8 +22,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ModelError
 from pipeline.io import atomic_path, read_json, write_json
 from pipeline.models.vocab import Vocab
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+LEGACY_ARGS_NAME = "model_args.json"
+WEIGHTS_NAME = "model.safetensors"
+
 
 def save_state_dict(module, path: str | os.PathLike) -> None:
     """Write a module's weights as safetensors, atomically.
@@ -46,29 +59,77 @@ def load_weights(module, path: str | os.PathLike, device: str = "cpu") -> None:
         raise RuntimeError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
 
 
-def write_model_dir(directory: str | os.PathLike, *, model, model_args: dict, vocab: Vocab, metrics: dict, labels: list[str] | None = None, extra: dict | None = None) -> None:
-    """Write a self-describing model directory (see module docstring)."""
+def write_model_dir(
+    directory: str | os.PathLike,
+    *,
+    model,
+    architecture: str,
+    model_args: dict,
+    vocab: Vocab,
+    metrics: dict,
+    labels: list[str] | None = None,
+    tokenizer: dict[str, Any] | None = None,
+    extra: dict | None = None,
+) -> None:
+    """Write a self-contained model directory (see the module docstring).
+
+    ``extra`` goes into ``vocab.json`` beside the token list (token field, framing, task).
+    """
     import torch
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "model_args.json", model_args)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "model_args": model_args,
+        "tokenizer": tokenizer or {},
+        "labels": labels,
+    }
+    write_json(directory / CONFIG_NAME, config)
     write_json(directory / "vocab.json", vocab.to_json(**(extra or {})), indent=None)
     if labels is not None:
         write_json(directory / "labels.json", labels)
-    save_state_dict(model, directory / "model.safetensors")
+    save_state_dict(model, directory / WEIGHTS_NAME)
     write_json(directory / "metrics.json", {**metrics, "torch_version": torch.__version__})
 
 
-def read_model_dir(directory: str | os.PathLike) -> dict[str, Any]:
-    """The JSON parts of a model directory (weights are loaded by the model's own loader)."""
+def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """``config.json`` of a model directory, checked for format version (legacy dirs read as format 0)."""
     directory = Path(directory)
-    if not (directory / "model_args.json").exists():
-        from pipeline.errors import PipelineError
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        if (directory / LEGACY_ARGS_NAME).exists():
+            return {"format_version": 0, "architecture": None, "model_args": read_json(directory / LEGACY_ARGS_NAME), "tokenizer": {}}
+        raise ModelError("E301", f"No trained model in {directory} (no {CONFIG_NAME}).", hint="Train one with `jpipe run`, or give the path of a model directory.")
+    config = read_json(path)
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 0:
+        raise ModelError(
+            "E302",
+            f"{path} has format version {version!r}; this jpipe reads model formats 0 to {FORMAT_VERSION}.",
+            hint="Upgrade jpipe to the version that wrote the model, or retrain the model with this version.",
+        )
+    return config
 
-        raise PipelineError(f"No trained model in {directory}.", hint="Train it with `jpipe run`.")
+
+def read_model_dir(directory: str | os.PathLike, *, architecture: str | None = None) -> dict[str, Any]:
+    """The JSON parts of a model directory (weights are loaded by the model's own loader).
+
+    With ``architecture``, a directory that holds another kind of model is an error.
+    """
+    directory = Path(directory)
+    config = read_model_config(directory)
+    found = config.get("architecture")
+    if architecture is not None and found is not None and found != architecture:
+        raise ModelError("E303", f"{directory} holds a {found} model, not a {architecture}.", hint="Give the path of a directory that holds the right kind of model.")
+    for name in ("vocab.json", WEIGHTS_NAME):
+        if not (directory / name).exists():
+            raise ModelError("E304", f"{directory} has no {name}: the model directory is incomplete.", hint="Copy the whole directory, or retrain the model.")
     info = {
-        "model_args": read_json(directory / "model_args.json"),
+        "config": config,
+        "model_args": config["model_args"],
+        "tokenizer": config.get("tokenizer") or {},
         "vocab": read_json(directory / "vocab.json"),
         "metrics": read_json(directory / "metrics.json") if (directory / "metrics.json").exists() else {},
     }

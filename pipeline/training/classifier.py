@@ -402,6 +402,7 @@ def _train_stage(ctx, task: str) -> dict[str, Any]:
     write_model_dir(
         out_dir,
         model=result.model,
+        architecture="AttentionClassifier",
         model_args=result.model_args,
         vocab=data.vocab,
         labels=data.labels,

@@ -428,6 +428,7 @@ def train_generator_stage(ctx) -> dict[str, Any]:
     write_model_dir(
         out,
         model=model,
+        architecture="LSTMLanguageModel",
         model_args=model_args,
         vocab=vocab,
         metrics={**metrics, "config": dict(section)},

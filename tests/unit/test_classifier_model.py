@@ -116,9 +116,9 @@ def test_save_load_round_trip_on_cpu(tmp_path):
     torch.manual_seed(3)
     model = AttentionClassifier(**args).eval()
     vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(28)])
-    write_model_dir(tmp_path / "m", model=model, model_args=args, vocab=vocab, labels=["a", "b", "c"], metrics={"dev_macro_f1": 0.5}, extra={"token_field": "lemma", "max_tokens": 17, "task": "sentiment"})
+    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args=args, vocab=vocab, labels=["a", "b", "c"], metrics={"dev_macro_f1": 0.5}, extra={"token_field": "lemma", "max_tokens": 17, "task": "sentiment"})
     # Everything but the weights is plain JSON.
-    assert json.loads((tmp_path / "m" / "model_args.json").read_text()) == args
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["model_args"] == args
     loaded = load_classifier(tmp_path / "m", device="cpu")
     assert loaded.labels == ["a", "b", "c"]
     assert (loaded.token_field, loaded.max_tokens, loaded.task) == ("lemma", 17, "sentiment")
@@ -135,7 +135,7 @@ def test_weights_file_holds_cpu_tensors_without_pickle(tmp_path):
     from safetensors import safe_open
 
     model = make_model()
-    write_model_dir(tmp_path / "m", model=model, model_args={}, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
+    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args={}, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
     with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt", device="cpu") as handle:
         names = set(handle.keys())
     assert "embedding.weight" in names and "output.weight" in names
@@ -145,7 +145,7 @@ def test_weights_file_holds_cpu_tensors_without_pickle(tmp_path):
 def test_gpu_model_loads_on_cpu(tmp_path):
     args = {"vocab_size": 30, "embedding_dim": 6, "num_classes": 3, "hidden_size": 5, "attention_size": 4}
     model = AttentionClassifier(**args).cuda().eval()
-    write_model_dir(tmp_path / "m", model=model, model_args=args, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
+    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args=args, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
     loaded = AttentionClassifier.from_dir(tmp_path / "m", device="cpu")
     ids, lengths = batch([3, 2])
     with torch.no_grad():

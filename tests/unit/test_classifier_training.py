@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from pipeline.config import load_config  # noqa: E402
 from pipeline.workflow.runner import Runner  # noqa: E402
 from pipeline.workflow.stages import STAGES  # noqa: E402
-from tests.test_classifier_fixtures import clf_project, fast_overrides, write_tiny_project  # noqa: E402,F401
+from tests.unit.test_classifier_fixtures import clf_project, fast_overrides, write_tiny_project  # noqa: E402,F401
 
 CLASSIFIER_STAGES = ("train_topic", "train_sentiment", "evaluate_classifiers")
 
@@ -33,7 +33,7 @@ def test_train_topic_writes_a_complete_model_dir(clf_project):
     runner = runner_for(clf_project, fast_overrides("topic"))
     runner.run("train_topic")
     model_dir = clf_project / "models/classifier/topic"
-    for name in ("model_args.json", "vocab.json", "labels.json", "model.safetensors", "metrics.json", "train_log.jsonl"):
+    for name in ("config.json", "vocab.json", "labels.json", "model.safetensors", "metrics.json", "train_log.jsonl"):
         assert (model_dir / name).exists(), name
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert json.loads((model_dir / "labels.json").read_text()) == ["Gourmet", "Keitai", "Kyoto", "Sports"]
@@ -64,7 +64,7 @@ def test_random_init_needs_no_vectors(tmp_path):
     project = write_tiny_project(tmp_path / "p", vectors=False)
     runner = runner_for(project, fast_overrides("sentiment", "embedding_init=random", "embedding_dim=12", "epochs=2"))
     runner.run("train_sentiment")
-    args = json.loads((project / "models/classifier/sentiment/model_args.json").read_text())
+    args = json.loads((project / "models/classifier/sentiment/config.json").read_text())["model_args"]
     assert args["embedding_dim"] == 12 and args["num_classes"] == 3
 
 
@@ -124,7 +124,7 @@ def test_resume_ignores_a_checkpoint_of_other_settings(clf_project, caplog):
     runner_for(clf_project, fast_overrides("topic", "epochs=2", "hidden_size=12")).run("train_topic", resume=True)
     assert "other settings" in caplog.text
     assert json.loads((clf_project / "models/classifier/topic/metrics.json").read_text())["resumed_from_epoch"] is None
-    assert json.loads((clf_project / "models/classifier/topic/model_args.json").read_text())["hidden_size"] == 12
+    assert json.loads((clf_project / "models/classifier/topic/config.json").read_text())["model_args"]["hidden_size"] == 12
 
 
 def test_without_resume_training_starts_over(clf_project):

@@ -15,7 +15,7 @@ pytest.importorskip("sudachipy")
 from typer.testing import CliRunner  # noqa: E402
 
 from pipeline.cli import app  # noqa: E402
-from tests.test_classifier_fixtures import fast_overrides, write_tiny_project  # noqa: E402
+from tests.unit.test_classifier_fixtures import fast_overrides, write_tiny_project  # noqa: E402
 
 runner = CliRunner()
 

@@ -33,9 +33,9 @@ def failing_stage(ctx):
     raise RuntimeError("boom")
 
 
-def toy_stages(second="tests.test_runner:second_stage"):
+def toy_stages(second="tests.unit.test_runner:second_stage"):
     return [
-        Stage(name="first", func="tests.test_runner:first_stage", inputs=("in.txt",), outputs=("out/first.txt",), section="tokenize"),
+        Stage(name="first", func="tests.unit.test_runner:first_stage", inputs=("in.txt",), outputs=("out/first.txt",), section="tokenize"),
         Stage(name="second", func=second, inputs=("out/first.txt",), outputs=("out/second",), section="prepare"),
     ]
 
@@ -47,7 +47,7 @@ def project(tmp_path):
     return tmp_path
 
 
-def make_runner(project: Path, overrides=(), second="tests.test_runner:second_stage") -> Runner:
+def make_runner(project: Path, overrides=(), second="tests.unit.test_runner:second_stage") -> Runner:
     return Runner(project, load_config(project, list(overrides)), stages=toy_stages(second))
 
 
@@ -109,7 +109,7 @@ def test_failing_stage_leaves_outputs_and_lock(project):
     make_runner(project).run()
     lock_before = (project / LOCK_FILENAME).read_bytes()
     output_before = (project / "out/second/copy.txt").read_text(encoding="utf-8")
-    runner = make_runner(project, ["prepare.seed=99"], second="tests.test_runner:failing_stage")
+    runner = make_runner(project, ["prepare.seed=99"], second="tests.unit.test_runner:failing_stage")
     with pytest.raises(RuntimeError, match="boom"):
         runner.run()
     assert (project / LOCK_FILENAME).read_bytes() == lock_before
@@ -149,7 +149,7 @@ def test_concurrent_run_is_refused(project):
 
 def test_optional_input_and_package_versions(project):
     stages = [
-        Stage(name="first", func="tests.test_runner:first_stage", inputs=("in.txt",), optional_inputs=("extra/opt.txt",),
+        Stage(name="first", func="tests.unit.test_runner:first_stage", inputs=("in.txt",), optional_inputs=("extra/opt.txt",),
               outputs=("out/first.txt",), section="tokenize", packages=("pytest",)),
     ]
     config = load_config(project)

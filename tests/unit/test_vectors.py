@@ -20,7 +20,7 @@ from pipeline.paths import SPACY_VECTORS_DIR, VECTORS_MAP, VECTORS_REPORT, WORD2
 from pipeline.workflow.stages import STAGES
 from tests.fixtures.vectors import CLUSTERS, PARTNERS, SYNONYMS, write_cluster_project
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Small and fast; window 1 (see the fixture) and no down-sampling: in a 32-word corpus every
 # word counts as "frequent" and sample=1e-3 would drop most of the training pairs.
 W2V_OVERRIDES = ["word2vec.sample=0", "word2vec.vector_size=16", "word2vec.window=1", "word2vec.min_count=1", "word2vec.epochs=15", "word2vec.negative=5", "word2vec.workers=1", "word2vec.seed=3"]
