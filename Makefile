@@ -1,25 +1,40 @@
-# One command each: `make install`, `make run` (the whole pipeline), `make test`.
+# One command each: `make install`, `make run` (the whole pipeline), `make lint`, `make test`.
 PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# lint-imports has no `python -m` entry point: take the venv's console script when there is one.
+LINT_IMPORTS ?= $(if $(wildcard .venv/bin/lint-imports),.venv/bin/lint-imports,lint-imports)
 # Where KNBC comes from: the official URL unless KNBC_SOURCE names a local archive or directory.
 export KNBC_SOURCE
 
-.PHONY: install run test test-fast bench
+.PHONY: install run lint test test-fast test-integration bench
 
 install:
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	# CPU build of PyTorch (a bare `torch` would pull GBs of CUDA packages)
 	.venv/bin/pip install -q torch==2.13.0
+	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`)
 	.venv/bin/pip install -q -e ".[dev]"
 
 run:
 	$(PYTHON) -m pipeline run
 
+# Quality gates, as in CI: lint rules, formatting, and the import layers contract (pyproject.toml).
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(LINT_IMPORTS)
+
+# Everything: unit tests and the integration tests on the real KNBC archive.
 test:
 	$(PYTHON) -m pytest -q
 
+# Unit tests only (tiny hand-made fixtures, no real corpus).
 test-fast:
-	$(PYTHON) -m pytest -q -m "not integration"
+	$(PYTHON) -m pytest -q tests/unit
+
+# Integration tests only (the real KNBC archive from ../shared or KNBC_SOURCE).
+test-integration:
+	$(PYTHON) -m pytest -q tests/integration
 
 bench:
 	$(PYTHON) -m pipeline bench tokenize

@@ -28,6 +28,8 @@ CODES: dict[str, str] = {
     "E107": "Config file is not valid TOML or not a table per section.",
     "E108": "Config values that contradict each other.",
     "E109": "Invalid option value passed to a library function.",
+    "E110": "A required package or spaCy model is not installed.",
+    "E111": "A config value names something unusable (a spaCy model without static vectors).",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",
@@ -38,6 +40,18 @@ CODES: dict[str, str] = {
     "E207": "Input format unknown or malformed.",
     "E208": "Word or phrase not in the vector vocabulary.",
     "E209": "Too little data for the requested operation.",
+    "E210": "A training or evaluation row has a label outside the task's labels.",
+    "E220": "Unknown label name (theme or sentiment class).",
+    "E235": "Input has no column or field of the given name.",
+    "E236": "Text cannot be classified (empty, whitespace-only or without tokens).",
+    "E240": "Request body is not valid JSON.",
+    "E241": "Request does not match the endpoint's schema (missing field, wrong type or value out of range).",
+    "E242": "Request body larger than the server's limit.",
+    "E243": "Too many texts or pairs in one request.",
+    "E244": "Text longer than the server's character limit.",
+    "E245": "Request body is not sent as JSON (wrong content type).",
+    "E246": "No such endpoint, or the endpoint does not take this method.",
+    "E247": "Generation asks for more tokens or texts than the server allows.",
     # --- E3xx models and vectors
     "E301": "No trained model in the directory.",
     "E302": "Model directory has a newer or unknown format version.",
@@ -46,11 +60,19 @@ CODES: dict[str, str] = {
     "E305": "Vector source not built or not imported.",
     "E306": "Requested device is not available.",
     "E307": "Pretrained vectors do not fit the model settings.",
+    "E315": "Model directory asks for tokenizer settings this version does not support.",
+    "E316": "The generator cannot write in the requested theme.",
+    "E330": "The server is still loading its models.",
+    "E331": "The server has no such model loaded (classifier task, generator or vector source).",
+    "E332": "The server is overloaded: too many texts wait for the classifier.",
     # --- E4xx workflow
     "E401": "Unknown stage.",
     "E402": "Another run holds the project lock.",
     "E403": "Lock file is unreadable.",
     "E404": "A stage input is missing.",
+    "E405": "Stage table out of order (a stage reads an output of a later stage).",
+    "E406": "Lock file has a newer lock format than this version reads.",
+    "E407": "A stage finished without writing a declared output, or wrote an undeclared one.",
 }
 
 
@@ -63,10 +85,8 @@ class PipelineError(Exception):
     kind = "error"
     prefix = "E"
 
-    def __init__(self, code: str, message: str | None = None, *, hint: str | None = None) -> None:
-        if message is None:  # TRANSITION: legacy PipelineError(message) without a code; removed once every site has one
-            code, message = "E000", code
-        elif code not in CODES or not code.startswith(self.prefix):
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        if code not in CODES or not code.startswith(self.prefix):
             raise ValueError(f"{type(self).__name__} got code {code!r}; add it to pipeline.errors.CODES under {self.prefix}xx")
         super().__init__(message)
         self.code = code
@@ -74,7 +94,7 @@ class PipelineError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        text = f"{self.code}: {self.message}" if self.code != "E000" else self.message
+        text = f"{self.code}: {self.message}"
         return text if not self.hint else f"{text}\n{self.hint}"
 
     def to_json(self) -> dict[str, str | None]:

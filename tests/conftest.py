@@ -1,9 +1,24 @@
-"""Shared fixtures: the tiny hand-made corpus, the real KNBC archive, a real tokenized project."""
+"""Shared fixtures and helpers for tests/unit and tests/integration.
+
+- the tiny hand-made KNBC archive (``tiny_archive``, ``tiny_project``);
+- a tiny tokenized project for the classifiers (``write_tiny_project``, ``clf_project``, ``fast_overrides``);
+- ``run_stage``: one stage function run as the runner runs it, without its upstream stages;
+- the real KNBC archive and a real tokenized project (``knbc_archive``, ``real_project``);
+- ``png_size``: a written figure is a whole PNG, and its pixel size.
+
+Helpers that are not fixtures are imported by the test files: ``from tests.conftest import write_tiny_project``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import shutil
+import struct
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +62,138 @@ def real_project(tmp_path_factory, knbc_archive) -> Path:
     config = load_config(project, [f'corpus.source="{knbc_archive}"'])
     Runner(project, config).run("tokenize")
     return project
+
+
+# ------------------------------------------------------------------ tiny classifier project
+# The tokens file mimics ``data/tokens/knbc.jsonl``: each sentence has a theme word and a
+# sentiment word among neutral filler, so a model can learn both tasks in a few epochs,
+# and the split is by article as in the real corpus.
+THEME_WORDS = {
+    "Gourmet": ["ラーメン", "美味しい", "店", "料理", "味"],
+    "Keitai": ["携帯", "電話", "メール", "画面", "機種"],
+    "Kyoto": ["京都", "寺", "紅葉", "観光", "神社"],
+    "Sports": ["野球", "試合", "選手", "サッカー", "優勝"],
+}
+SENTIMENT_WORDS = {"negative": ["最悪", "残念", "嫌い"], "neutral": ["今日", "行く", "ある"], "positive": ["最高", "好き", "嬉しい"]}
+FILLER = ["は", "が", "の", "を", "に", "と", "た", "です", "ます", "。", "、", "て", "も"]
+
+
+def make_rows(*, articles: int = 60, sentences_per_article: int = 6, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    themes = list(THEME_WORDS)
+    sentiments = list(SENTIMENT_WORDS)
+    for article in range(articles):
+        theme = themes[article % 4]
+        group = (article // 4) % 10  # four consecutive articles = one per theme, so every split has every theme
+        split = "train" if group < 7 else ("dev" if group < 9 else "test")
+        for position in range(sentences_per_article):
+            sentiment = sentiments[rng.randrange(3)]
+            words = [rng.choice(THEME_WORDS[theme]), rng.choice(SENTIMENT_WORDS[sentiment])]
+            words += [rng.choice(FILLER) for _ in range(rng.randint(1, 10))]
+            rng.shuffle(words)
+            rows.append(
+                {
+                    "sentence_id": f"a{article}-{position}",
+                    "article_id": f"a{article}",
+                    "theme": theme,
+                    "sentiment": sentiment,
+                    "split": split,
+                    "position": position,
+                    "text": "".join(words),
+                    "surface": words,
+                    "lemma": words,
+                    "norm": words,
+                    "pos": ["NOUN"] * len(words),
+                    "tag": ["名詞-普通名詞-一般"] * len(words),
+                }
+            )
+    return rows
+
+
+def write_tiny_project(directory: Path, *, vectors: bool = True, dim: int = 8) -> Path:
+    """A project dir with data/tokens/knbc.jsonl (+ meta) and, optionally, a fake word2vec vectors.txt."""
+    tokens = directory / "data" / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    rows = make_rows()
+    with open(tokens / "knbc.jsonl", "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (tokens / "extra.jsonl").write_text("", encoding="utf-8")
+    (tokens / "meta.json").write_text(json.dumps({"split_mode": "C"}), encoding="utf-8")
+    if vectors:
+        words = sorted({w for row in rows for w in row["norm"]})
+        rng = random.Random(1)
+        vectors_dir = directory / "models" / "vectors" / "word2vec"
+        vectors_dir.mkdir(parents=True, exist_ok=True)
+        with open(vectors_dir / "vectors.txt", "w", encoding="utf-8") as handle:
+            handle.write(f"{len(words)} {dim}\n")
+            for word in words:
+                handle.write(word + " " + " ".join(f"{rng.gauss(0, 0.3):.4f}" for _ in range(dim)) + "\n")
+    return directory
+
+
+# Settings that keep fixture trainings to a second or two on CPU.
+FAST_SETTINGS = [
+    "embedding_init=word2vec",  # the fixture's fake vectors
+    "freeze_embeddings=false",
+    "word_dropout=0.0",
+    "hidden_size=16",
+    "attention_size=8",
+    "batch_size=16",
+    "epochs=6",
+    "patience=6",
+    "learning_rate=0.01",
+]
+
+
+def fast_overrides(task: str, *extra: str) -> list[str]:
+    """``train_<task>.<setting>`` overrides for a fast fixture training (``extra`` settings win)."""
+    return [f"train_{task}.{setting}" for setting in [*FAST_SETTINGS, *extra]]
+
+
+@pytest.fixture
+def clf_project(tmp_path: Path) -> Path:
+    return write_tiny_project(tmp_path / "proj")
+
+
+# ------------------------------------------------------------------ one stage, as the runner runs it
+def run_stage(project: Path, name: str, overrides: Sequence[str] = (), *, resume: bool = False, tag: str | None = None) -> Any:
+    """Run stage ``name``'s function directly (no upstream stages, no lock) and move its outputs into place.
+
+    ``tag`` names the staging directory (default: the stage name), for tests that run a stage twice.
+    Returns what the stage function returns (its summary metrics).
+    """
+    from pipeline.config import load_config
+    from pipeline.workflow.stage import StageContext
+    from pipeline.workflow.stages import STAGES
+
+    stage = next(s for s in STAGES if s.name == name)
+    config = load_config(project, list(overrides))
+    staging = project / ".jpipe" / "staging" / (tag or name)
+    work = project / ".jpipe" / "work" / name
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = StageContext(stage=stage, project_dir=project, config=config, staging_dir=staging, work_dir=work, resume=resume)
+    metrics = stage.load()(ctx)
+    for output in stage.outputs:
+        target = project / output
+        if target.is_dir():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (staging / output).replace(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return metrics
+
+
+# ------------------------------------------------------------------ figures
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk with its CRC: the file was written to the end
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """(width, height) in pixels from the IHDR chunk, after checking the file is a whole PNG."""
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR", f"{path} is not a PNG"
+    assert data.endswith(PNG_END), f"{path} is truncated (no IEND chunk)"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height

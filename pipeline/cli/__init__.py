@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli._app import app, console
-from pipeline.errors import PipelineError
-
 # Importing a command module registers its commands on ``app``.
 from pipeline.cli import core  # noqa: E402,F401
+from pipeline.cli._app import app, console, print_error
+from pipeline.errors import PipelineError
 
 for _optional in ("vectors", "classify", "generate"):
     try:
@@ -22,11 +21,7 @@ def main() -> None:
     try:
         app()
     except PipelineError as exc:
-        err = console(stderr=True)
-        label = "Error" if exc.code == "E000" else f"Error {exc.code}"
-        err.print(f"[bold red]{label}:[/bold red] {exc.message}", highlight=False)
-        if exc.hint:
-            err.print(exc.hint, markup=False, highlight=False)
+        print_error(exc)
         sys.exit(1)
     except KeyboardInterrupt:
         console(stderr=True).print("Interrupted: outputs and jpipe.lock are as they were before the stage started.")

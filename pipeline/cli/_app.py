@@ -7,10 +7,12 @@ each command imports what it needs inside its body.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,7 +33,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(vectors_app, name="vectors")
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override a config value, e.g. --set tokenize.split_mode=A (repeatable)."),
 ]
 
@@ -49,8 +51,10 @@ state = State()
 @app.callback()
 def _main(
     project_dir: Annotated[
-        Optional[Path],
-        typer.Option("--dir", "-d", envvar="JPIPE_HOME", help="Project directory (holds jpipe.toml, data/, models/). Default: the current directory."),
+        Path | None,
+        typer.Option(
+            "--dir", "-d", envvar="JPIPE_HOME", help="Project directory (holds jpipe.toml, data/, models/). Default: the current directory."
+        ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
@@ -67,16 +71,15 @@ def load_project_config(overrides: list[str] | None = None, *, source: str | Non
     """The validated config of the project directory, with --set and corpus source overrides.
 
     The corpus source is taken from --source, else --set corpus.source=..., else
-    $KNBC_SOURCE, else jpipe.toml, else the official URL.
+    $KNBC_SOURCE, else jpipe.toml, else the official URL. Sections are frozen: the
+    source is applied as one more (validated) override, giving a new config.
     """
     from pipeline.config import load_config
 
     config = load_config(state.project_dir, overrides)
-    if source:
-        config.sections["corpus"]["source"] = source
-    elif "corpus.source" not in config.overrides and os.environ.get("KNBC_SOURCE"):
-        config.sections["corpus"]["source"] = os.environ["KNBC_SOURCE"]
-    return config
+    if not source and "corpus.source" not in config.overrides:
+        source = os.environ.get("KNBC_SOURCE")
+    return config.with_values({"corpus.source": source}) if source else config
 
 
 def console(stderr: bool = False):
@@ -85,7 +88,26 @@ def console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+# Command-line advice added under a library error's hint (library hints name config keys, never flags).
+CLI_TIPS = {
+    "E201": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+    "E202": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+    "E203": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+    "E204": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+}
+
+
+def print_error(exc: PipelineError) -> None:
+    """``Error E102: message``, the hint, and any command-line tip, on stderr (no traceback)."""
+    err = console(stderr=True)
+    err.print(f"[bold red]Error {exc.code}:[/bold red] {exc.message}", markup=True, highlight=False)
+    for line in (exc.hint, CLI_TIPS.get(exc.code)):
+        if line:
+            err.print(line, markup=False, highlight=False)
+
+
 def fail(message: str, hint: str | None = None, code: int = 1) -> None:
+    """A command-line usage error (not a library error): ``Error: message`` and the hint, then exit ``code``."""
     err = console(stderr=True)
     err.print(f"[bold red]Error:[/bold red] {message}", markup=True, highlight=False)
     if hint:
@@ -94,4 +116,15 @@ def fail(message: str, hint: str | None = None, code: int = 1) -> None:
 
 
 def handle(exc: PipelineError) -> None:
-    fail(exc.message if exc.code == "E000" else f"{exc.code}: {exc.message}", exc.hint)
+    """Print a library error as the CLI does and exit 1."""
+    print_error(exc)
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """``with reported(): ...``: a library error inside becomes a printed error and exit status 1."""
+    try:
+        yield
+    except PipelineError as exc:
+        handle(exc)

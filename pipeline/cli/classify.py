@@ -8,38 +8,133 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, state
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 
 TASKS_HELP = "Comma-separated tasks: topic, sentiment (default both)."
+THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
+INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
+LONG_HELP = (
+    "Reviews longer than the model's max_tokens (200 tokens by default, train_<task>.max_tokens): 'aggregate' = classify every "
+    "200-token window and average the probabilities weighted by window length; 'truncate' = keep the first window only."
+)
+
+
+# `classify` has many options; they are grouped by what they are about, each group checked
+# when it is built (before any model loads), so the command body stays a few calls.
+@dataclass(frozen=True)
+class InputOptions:
+    """Where the reviews come from and how rows are read."""
+
+    path: str
+    kind: str  # txt, csv, tsv or jsonl
+    text_column: str  # CSV/TSV column or JSONL field
+    id_column: str | None
+    max_chars: int
+
+    @classmethod
+    def build(
+        cls, *, path: str, input_format: str | None, text_column: str, text_field: str, id_column: str | None, max_chars: int
+    ) -> InputOptions:
+        from pipeline.data.readers import detect_input_format
+
+        kind = detect_input_format(path, input_format=input_format)
+        return cls(
+            path=path, kind=kind, text_column=text_field if kind == "jsonl" else text_column, id_column=id_column, max_chars=max_chars
+        )
+
+    def records(self):
+        from pipeline.data.readers import read_records
+
+        return read_records(
+            self.path, input_format=self.kind, text_column=self.text_column, id_column=self.id_column, max_chars=self.max_chars
+        )
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Which task models run, where, and how long reviews are handled."""
+
+    tasks: tuple[str, ...]
+    long_policy: str
+    batch_size: int
+    device: str
+    threads: int
+    int8: bool
+
+    def load(self):
+        """The project's ``TaskClassifiers`` (one ``Classifier.from_dir`` per task)."""
+        from pipeline.inference.batch import TaskClassifiers
+
+        _set_inference_threads(self.threads)
+        return TaskClassifiers.from_project(
+            state.project_dir,
+            tasks=self.tasks,
+            device=self.device,
+            long_policy=self.long_policy,
+            batch_size=self.batch_size,
+            int8=self.int8,
+        )
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where and how the output rows are written."""
+
+    path: Path | None
+    format: str
+    top_tokens: int
+    progress: bool
+
+    @classmethod
+    def build(cls, *, path: Path | None, output_format: str | None, top_tokens: int, progress: bool) -> OutputOptions:
+        from pipeline.inference.batch import output_format_for
+
+        # The progress bar goes to stderr, and only to a terminal.
+        return cls(
+            path=path, format=output_format_for(path, output_format), top_tokens=top_tokens, progress=progress and sys.stderr.isatty()
+        )
 
 
 def _parse_tasks(text: str) -> tuple[str, ...]:
-    tasks = tuple(t.strip() for t in text.split(",") if t.strip())
-    valid = ("topic", "sentiment")
-    bad = [t for t in tasks if t not in valid]
-    if bad or not tasks:
-        raise PipelineError(f"Unknown task(s) in --task: {', '.join(bad) or '(empty)'}.", hint="Valid tasks: topic, sentiment (comma-separated).")
-    return tuple(dict.fromkeys(tasks))
+    from pipeline.inference.batch import parse_tasks
+
+    return parse_tasks(text)
 
 
 @app.command()
 def classify(
-    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, or - for stdin (read as .txt unless --input-format).")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file (.csv or .jsonl); default: stdout.")] = None,
-    output_format: Annotated[Optional[str], typer.Option("--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl).")] = None,
+    input_path: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, or - for stdin (read as .txt unless --input-format).",
+        ),
+    ],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (.csv or .jsonl); default: stdout.")] = None,
+    output_format: Annotated[
+        str | None, typer.Option("--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl).")
+    ] = None,
     task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
     text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column holding the review.")] = "text",
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the review.")] = "text",
-    id_column: Annotated[Optional[str], typer.Option("--id-column", help="CSV/TSV column or JSONL field used as the row id (default: the row / line number).")] = None,
-    input_format: Annotated[Optional[str], typer.Option("--input-format", help="txt, csv, tsv or jsonl (default: from the extension; stdin: txt).")] = None,
-    long_policy: Annotated[str, typer.Option("--long", help="Reviews longer than the model's max_tokens (200 tokens by default, train_<task>.max_tokens): 'aggregate' = classify every 200-token window and average the probabilities weighted by window length; 'truncate' = keep the first window only.")] = "aggregate",
-    max_chars: Annotated[int, typer.Option("--max-chars", help="Rows longer than this many characters are not classified: they get an 'over-long' error.", min=1)] = 10_000,
+    id_column: Annotated[
+        str | None, typer.Option("--id-column", help="CSV/TSV column or JSONL field used as the row id (default: the row / line number).")
+    ] = None,
+    input_format: Annotated[
+        str | None, typer.Option("--input-format", help="txt, csv, tsv or jsonl (default: from the extension; stdin: txt).")
+    ] = None,
+    long_policy: Annotated[str, typer.Option("--long", help=LONG_HELP)] = "aggregate",
+    max_chars: Annotated[
+        int,
+        typer.Option("--max-chars", help="Rows longer than this many characters are not classified: they get an 'over-long' error.", min=1),
+    ] = 10_000,
     top_tokens: Annotated[int, typer.Option("--top-tokens", help="Most attended tokens listed per task.", min=0)] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Reviews per batch.", min=1)] = 256,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "cpu",
@@ -62,43 +157,48 @@ def classify(
     `jpipe classify reviews.csv --text-column body --task sentiment`,
     `cat reviews.txt | jpipe classify - --format csv`.
     """
-    from pipeline.inference.classifier import OUTPUT_FORMATS, ReviewClassifier, detect_input_format, read_records, run_classification
+    source = InputOptions.build(
+        path=input_path, input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars
+    )
+    target = OutputOptions.build(path=output, output_format=output_format, top_tokens=top_tokens, progress=progress)
+    models = ModelOptions(
+        tasks=_parse_tasks(task), long_policy=long_policy, batch_size=batch_size, device=device, threads=threads, int8=int8
+    )
+    summary = _classify(source, models, target)
+    _report(summary, target)
+
+
+def _classify(source: InputOptions, models: ModelOptions, target: OutputOptions):
+    """Read, classify and write every row; returns the ``ClassifySummary``."""
+    from pipeline.inference.batch import run_classification
     from pipeline.io import atomic_open
 
-    tasks = _parse_tasks(task)
-    if long_policy not in ("aggregate", "truncate"):
-        raise PipelineError(f"Unknown --long '{long_policy}'.", hint="Valid: aggregate, truncate.")
-    if output_format is None:
-        suffix = output.suffix.lower().lstrip(".") if output else ""
-        output_format = suffix if suffix in OUTPUT_FORMATS else "jsonl"
-    if output_format not in OUTPUT_FORMATS:
-        raise PipelineError(f"Unknown --format '{output_format}'.", hint=f"Valid formats: {', '.join(OUTPUT_FORMATS)}.")
-    kind = detect_input_format(input_path, input_format)
-    records = read_records(
-        input_path,
-        input_format=kind,
-        text_column=text_field if kind == "jsonl" else text_column,
-        id_column=id_column,
-        max_chars=max_chars,
+    records = source.records()
+    classifiers = models.load()
+    options = dict(
+        records=records, classifiers=classifiers, output_format=target.format, top_tokens=target.top_tokens, progress=target.progress
     )
-    _set_inference_threads(threads)
-    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=tasks, device=device, long_policy=long_policy, batch_size=batch_size, int8=int8)
-    show_progress = progress and sys.stderr.isatty()
-    if output is None:
-        summary = run_classification(records=records, classifier=classifier, handle=sys.stdout, output_format=output_format, top_tokens=top_tokens, progress=show_progress)
+    if target.path is None:
+        summary = run_classification(handle=sys.stdout, **options)
         sys.stdout.flush()
-    else:
-        with atomic_open(output, newline="") as handle:
-            summary = run_classification(records=records, classifier=classifier, handle=handle, output_format=output_format, top_tokens=top_tokens, progress=show_progress)
-    err = console(stderr=True)
+        return summary
+    with atomic_open(target.path, newline="") as handle:
+        return run_classification(handle=handle, **options)
+
+
+def _report(summary, target: OutputOptions) -> None:
+    """One line on stderr with the counts; exit status 1 when no row could be classified."""
     message = f"classified {summary.classified} of {summary.rows} rows"
     if summary.errors:
         message += f"; {summary.errors} with errors (see the 'error' field), e.g. " + "; ".join(summary.error_examples[:3])
-    if output is not None:
-        message += f" -> {output}"
+    if target.path is not None:
+        message += f" -> {target.path}"
     if summary.classified == 0:
-        fail(f"No row could be classified ({summary.rows} rows read).", "Check the input format and --text-column / --text-field; the 'error' field of each output row says why.")
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+        fail(
+            f"No row could be classified ({summary.rows} rows read).",
+            "Check the input format and --text-column / --text-field; the 'error' field of each output row says why.",
+        )
+    console(stderr=True).print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def _set_inference_threads(threads: int) -> int:
@@ -112,10 +212,6 @@ def _set_inference_threads(threads: int) -> int:
     return chosen
 
 
-THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
-INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
-
-
 def _weight_style(weight: float, peak: float) -> str:
     """White-to-red background for a weight relative to the review's largest weight."""
     share = weight / peak if peak > 0 else 0.0
@@ -127,7 +223,13 @@ def _weight_style(weight: float, peak: float) -> str:
 def explain(
     text: Annotated[str, typer.Argument(help="A review (Japanese text) to classify and explain.")],
     task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
-    html_dir: Annotated[Optional[Path], typer.Option("--html-dir", help="Where the HTML heatmaps go (one file per task, explain-<task>-<hash>.html). Default: models/report/explain/ in the project.")] = None,
+    html_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--html-dir",
+            help="Where the HTML heatmaps go (one file per task, explain-<task>-<hash>.html). Default: models/report/explain/ in the project.",
+        ),
+    ] = None,
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write the HTML heatmaps.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the tokens, weights and probabilities as JSON.")] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
@@ -140,32 +242,38 @@ def explain(
 
     Example: jpipe explain "駅前のラーメン屋はスープが美味しかった。"
     """
-    from rich.text import Text
+    from pipeline.inference.batch import TaskClassifiers
+    from pipeline.inference.explain import explain as explain_text
+    from pipeline.inference.explain import write_explanation_html
 
-    from pipeline.inference.classifier import ReviewClassifier, explain as explain_text, write_explanation_html
-
-    classifier = ReviewClassifier(project_dir=state.project_dir, tasks=_parse_tasks(task), device=device)
-    result = explain_text(text, classifier)
+    classifiers = TaskClassifiers.from_project(state.project_dir, tasks=_parse_tasks(task), device=device)
+    result = explain_text(text, classifiers=classifiers)
     paths = {}
     if html:
         from pipeline.paths import REPORT_DIR
 
-        target = html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain"
-        paths = write_explanation_html(result, target)
+        paths = write_explanation_html(result, html_dir=html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain")
     if as_json:
         typer.echo(json.dumps({**result, "html": {task: str(path) for task, path in paths.items()}}, ensure_ascii=False, indent=2))
         return
+    _print_explanation(result, paths)
+
+
+def _print_explanation(result: dict, paths: dict[str, Path]) -> None:
+    """Per task: label and probabilities, the tokens on a white-to-red background, the top tokens."""
+    from rich.text import Text
+
     out = console()
     for name, info in result["tasks"].items():
         probabilities = "  ".join(f"{label} {p:.3f}" for label, p in sorted(info["probabilities"].items(), key=lambda kv: -kv[1]))
         out.print(Text.assemble((f"{name}: ", "bold"), (info["label"], "bold green"), f"   ({probabilities})"))
         peak = max(info["weights"], default=0.0)
         line = Text()
-        for token, weight in zip(info["tokens"], info["weights"]):
+        for token, weight in zip(info["tokens"], info["weights"], strict=True):
             line.append(f" {token} ", style=_weight_style(weight, peak))
             line.append(" ")
         out.print(line)
-        ranked = sorted(zip(info["tokens"], info["weights"]), key=lambda tw: -tw[1])[:5]
+        ranked = sorted(zip(info["tokens"], info["weights"], strict=True), key=lambda tw: -tw[1])[:5]
         out.print("  top: " + ", ".join(f"{token} {weight:.3f}" for token, weight in ranked), markup=False, highlight=False)
         if name in paths:
             out.print(f"  heatmap: {paths[name]}", markup=False, highlight=False)
@@ -177,22 +285,28 @@ def bench_train(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     task: Annotated[str, typer.Option("--task", help="topic or sentiment (config section and batches used).")] = "topic",
     steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after 5 warm-up steps).", min=1)] = 50,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Sentences per batch (default: train_<task>.batch_size).", min=1)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda (default: train_<task>.device).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Sentences per batch (default: train_<task>.batch_size).", min=1)
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: train_<task>.device).")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
-    from pipeline.training.classifier import benchmark_training
+    from pipeline.bench.train import benchmark_training
 
     if task not in ("topic", "sentiment"):
-        raise PipelineError(f"Unknown --task '{task}'.", hint="Valid tasks: topic, sentiment.")
+        raise ConfigError("E109", f"Unknown task '{task}'.", hint="Valid tasks: topic, sentiment.")
     config = load_project_config(overrides)
-    result = benchmark_training(project_dir=state.project_dir, section=config[f"train_{task}"], task=task, steps=steps, batch_size=batch_size, device=device)
+    result = benchmark_training(
+        project_dir=state.project_dir, section=config[f"train_{task}"], task=task, steps=steps, batch_size=batch_size, device=device
+    )
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     out = console()
-    out.print(f"device {result['device']} (AMP {result['amp']}, {result['threads']} threads), batch {result['batch_size']}, {result['steps']} steps, {result['data']} batches of ~{result['mean_batch_tokens']} tokens")
+    out.print(
+        f"device {result['device']} (AMP {result['amp']}, {result['threads']} threads), batch {result['batch_size']}, {result['steps']} steps, {result['data']} batches of ~{result['mean_batch_tokens']} tokens"
+    )
     out.print(f"classifier training step : {result['train_step']['sentences_per_second']:>10.1f} sentences/s")
     out.print(f"bare RNN forward+backward: {result['bare_rnn_forward_backward']['sentences_per_second']:>10.1f} sentences/s")
     out.print(f"ratio                    : {result['ratio']:.3f}")
@@ -208,7 +322,7 @@ def bench_classify(
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
-    from pipeline.inference.classifier import benchmark_classify
+    from pipeline.bench.classify import benchmark_classify
 
     _set_inference_threads(threads)
     result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)
@@ -216,7 +330,9 @@ def bench_classify(
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     out = console()
-    out.print(f"{result['reviews_per_second']:.0f} reviews/s end to end ({result['reviews']} {result['source']}, mean {result['mean_characters']} characters, {result['threads']} threads)")
+    out.print(
+        f"{result['reviews_per_second']:.0f} reviews/s end to end ({result['reviews']} {result['source']}, mean {result['mean_characters']} characters, {result['threads']} threads)"
+    )
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,35 +18,18 @@ def _stage_argument_help() -> str:
     return "Stage to run (with any stale upstream). Omit to run every stale stage. One of: " + ", ".join(STAGE_NAMES) + "."
 
 
-@app.command()
-def run(
-    stage: Annotated[Optional[str], typer.Argument(metavar="STAGE", help=_stage_argument_help(), show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Rerun STAGE (or, without STAGE, every stage) even if fresh.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Training stages continue from their last checkpoint after an interruption.")] = False,
-    source: Annotated[
-        Optional[str],
-        typer.Option("--source", metavar="URL|PATH", help="KNBC source: the official URL, a local .tar.bz2 or an extracted directory (also $KNBC_SOURCE)."),
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
-    overrides: SetOption = None,
-) -> None:
-    """Run the stale stages of the pipeline, in dependency order.
+def _print_plan(out, plan: list[tuple[str, list[str]]]) -> None:
+    """The dry-run listing: what would run and why."""
+    if not plan:
+        out.print("Everything is fresh: nothing to run.")
+    for name, reasons in plan:
+        # stale only because an upstream is: skipped if that upstream writes the same bytes again
+        maybe = all(reason.startswith("upstream ") for reason in reasons)
+        out.print(f"would run [bold]{name}[/bold]: {'; '.join(reasons)}" + (" (skipped if its inputs come out unchanged)" if maybe else ""))
 
-    Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
-    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
-    """
-    from pipeline.workflow.runner import Runner
 
-    config = load_project_config(overrides, source=source)
-    runner = Runner(state.project_dir, config)
-    out = console()
-    if dry_run:
-        plan = runner.plan(stage, force=force)
-        if not plan:
-            out.print("Everything is fresh: nothing to run.")
-        for name, reasons in plan:
-            out.print(f"would run [bold]{name}[/bold]: {'; '.join(reasons)}")
-        return
+def _progress_printers(out) -> dict:
+    """``Runner.run`` callbacks that print each stage as it starts, ends or is cut off."""
 
     def started(name: str, reasons: list[str]) -> None:
         out.print(f"[bold cyan]>[/bold cyan] [bold]{name}[/bold] ({'; '.join(reasons)})")
@@ -55,9 +38,61 @@ def run(
         summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, (int, float, str)))[:160]
         out.print(f"[green]done[/green] {name} in {seconds:.1f}s" + (f"  {summary}" if summary else ""))
 
-    ran = runner.run(stage, force=force, resume=resume, on_stage_start=started, on_stage_end=finished)
+    def skipped(name: str, notes: list[str]) -> None:
+        out.print(f"[green]=[/green] [bold]{name}[/bold] is fresh ({'; '.join(notes) or 'its inputs are unchanged'})")
+
+    return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped}
+
+
+@app.command()
+def run(
+    stage: Annotated[str | None, typer.Argument(metavar="STAGE", help=_stage_argument_help(), show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Rerun STAGE (or, without STAGE, every stage) even if fresh.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Training stages continue from their last checkpoint after an interruption.")
+    ] = False,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            metavar="URL|PATH",
+            help="KNBC source: the official URL, a local .tar.bz2 or an extracted directory (also $KNBC_SOURCE).",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Run the stale stages of the pipeline, in dependency order.
+
+    A stage whose upstream reran but wrote byte-identical outputs stays fresh and is skipped.
+    Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
+    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
+    """
+    from pipeline.workflow.runner import Runner
+
+    runner = Runner(state.project_dir, load_project_config(overrides, source=source))
+    out = console()
+    if dry_run:
+        _print_plan(out, runner.plan(stage, force=force))
+        return
+    ran = runner.run(stage, force=force, resume=resume, **_progress_printers(out))
     if not ran:
         out.print("Everything is fresh: nothing to run.")
+
+
+def _status_table(statuses: list) -> object:
+    """A rich table: stage, state, last run, and the reasons (stale) or notes (fresh)."""
+    from rich.table import Table
+
+    table = Table(title=f"jpipe status: {state.project_dir}", title_justify="left")
+    for column in ("stage", "state", "last run", "reason"):
+        table.add_column(column)
+    for s in statuses:
+        mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
+        last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
+        why = "; ".join(s.reasons) if s.reasons else (f"[dim]{'; '.join(s.notes)}[/dim]" if s.notes else "-")
+        table.add_row(s.name, mark, last, why)
+    return table
 
 
 @app.command()
@@ -65,35 +100,34 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     overrides: SetOption = None,
 ) -> None:
-    """Show each stage as fresh or stale, with the reason (what `jpipe run` would do)."""
+    """Show each stage as fresh or stale, with the reason (what `jpipe run` would do).
+
+    A fresh stage whose upstream reran with byte-identical outputs carries a note saying so.
+    """
     from pipeline.workflow.runner import Runner
 
-    config = load_project_config(overrides)
-    statuses = Runner(state.project_dir, config).status()
+    runner = Runner(state.project_dir, load_project_config(overrides))
+    statuses = runner.status()
     if as_json:
-        typer.echo(json.dumps({"project": str(state.project_dir), "stages": [s.to_json() for s in statuses]}, ensure_ascii=False, indent=2))
+        payload = {"project": str(state.project_dir), "lock_format": runner.lock.get("format"), "stages": [s.to_json() for s in statuses]}
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
         return
-    from rich.table import Table
-
-    table = Table(title=f"jpipe status: {state.project_dir}", title_justify="left")
-    table.add_column("stage")
-    table.add_column("state")
-    table.add_column("last run")
-    table.add_column("reason")
-    for s in statuses:
-        mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
-        last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
-        table.add_row(s.name, mark, last, "; ".join(s.reasons) or "-")
-    console().print(table)
+    console().print(_status_table(statuses))
+    if runner.unverified:
+        unverified = ", ".join(runner.unverified)
+        note = f"jpipe.lock comes from an older jpipe that recorded these by file times, which changed: {unverified}."
+        console().print(note + " They will be rebuilt.")
 
 
 @app.command("config")
 def show_config(
-    defaults: Annotated[bool, typer.Option("--defaults", help="Print the default config as commented TOML (a starting jpipe.toml).")] = False,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Print the default config as commented TOML (a starting jpipe.toml).")
+    ] = False,
     overrides: SetOption = None,
 ) -> None:
     """Print the effective config (defaults < jpipe.toml < --set)."""
-    from pipeline.config import SCHEMA, toml_value, default_toml
+    from pipeline.config import SCHEMA, default_toml, toml_value
 
     if defaults:
         typer.echo(default_toml())
@@ -137,12 +171,12 @@ def corpus_stats(
 @bench_app.command("tokenize")
 def bench_tokenize(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    split_mode: Annotated[Optional[str], typer.Option(help="Sudachi split mode A/B/C (default: tokenize.split_mode).")] = None,
+    split_mode: Annotated[str | None, typer.Option(help="Sudachi split mode A/B/C (default: tokenize.split_mode).")] = None,
     full_limit: Annotated[int, typer.Option(help="Sentences for the slow full-GiNZA measurement.")] = 400,
     overrides: SetOption = None,
 ) -> None:
     """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy."""
-    from pipeline.text.tokenize import benchmark_tokenizers
+    from pipeline.bench.tokenize import benchmark_tokenizers
 
     config = load_project_config(overrides)
     mode = split_mode or config["tokenize"]["split_mode"]
@@ -153,5 +187,7 @@ def bench_tokenize(
     out = console()
     for name, info in result.items():
         if isinstance(info, dict):
-            out.print(f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})")
+            out.print(
+                f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})"
+            )
     out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from pipeline.cli._app import app, state
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 
 
 @app.command()
 def generate(
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue (tokenized by GiNZA like the corpus). Empty: start a new sentence.")] = "",
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="Text to continue (tokenized by GiNZA like the corpus). Empty: start a new sentence.")
+    ] = "",
     num: Annotated[int, typer.Option("--num", "-n", min=1, help="Number of samples.")] = 3,
     max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Stop after this many new tokens if no sentence end came.")] = 60,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="> 0. Lower is safer, higher more varied.")] = 0.8,
+    temperature: Annotated[
+        float,
+        typer.Option("--temperature", "-t", help=">= 0. Lower is safer, higher more varied; 0 = greedy (always the most likely token)."),
+    ] = 0.8,
     top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k most likely tokens (0 = off).")] = 40,
     top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1] (1 = off).")] = 0.9,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed: the same seed gives the same text. Default: a fresh random seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed: the same seed gives the same text. Default: a fresh random seed.")
+    ] = None,
     theme: Annotated[
-        Optional[str],
-        typer.Option("--theme", help="Write in the style of one theme: Gourmet (グルメ), Keitai (携帯電話), Kyoto (京都観光), Sports (スポーツ)."),
+        str | None,
+        typer.Option(
+            "--theme", help="Write in the style of one theme: Gourmet (グルメ), Keitai (携帯電話), Kyoto (京都観光), Sports (スポーツ)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help='Print {"samples": [...], ...} as JSON.')] = False,
@@ -31,14 +40,19 @@ def generate(
 
     Example: jpipe generate --prompt 京都の --num 3 --max-tokens 60 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 1 --theme Kyoto
     """
-    from pipeline.inference.generator import TextGenerator, validate_options
+    from pipeline.inference.generator import Generator, validate_options
+    from pipeline.models.model_dir import require_model_dir
+    from pipeline.paths import GENERATOR_DIR
 
     if device not in ("cpu", "cuda", "auto"):
-        raise PipelineError(f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
+        raise ConfigError("E109", f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
     # Check the options before loading the model: a typo should fail at once.
     validate_options(temperature=temperature, top_k=top_k, top_p=top_p, num=num, max_tokens=max_tokens)
-    generator = TextGenerator.from_project(state.project_dir, device=device)
-    result = generator.generate(prompt=prompt, num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, theme=theme)
+    directory = require_model_dir(state.project_dir / GENERATOR_DIR, train_hint="Train it with `jpipe run train_generator`.")
+    generator = Generator.from_dir(directory, device=device)
+    result = generator.generate(
+        prompt, num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, theme=theme
+    )
     if as_json:
         typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2))
         return

@@ -11,12 +11,12 @@ import json
 import sys
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import app, bench_app, handle, state, vectors_app
-from pipeline.errors import PipelineError
+from pipeline.cli._app import app, bench_app, fail, reported, state, vectors_app
+from pipeline.errors import InputError
 
 SOURCES_HELP = "Vector source: word2vec, spacy or imported."
 VectorsOption = Annotated[str, typer.Option("--vectors", "-V", help=SOURCES_HELP)]
@@ -32,10 +32,10 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(0, width - _width(text))
 
 
-def _engine(source: str):
-    from pipeline.vectors.query import QueryEngine
+def _vectors(source: str):
+    from pipeline.vectors.query import Vectors
 
-    return QueryEngine.load(project_dir=state.project_dir, source=source)
+    return Vectors.from_project(project_dir=state.project_dir, source=source)
 
 
 def _describe(query: dict) -> str:
@@ -67,10 +67,8 @@ def similar(
     食べた -> 食べる, おいしい -> 美味しい). Several content words are averaged.
     Example: jpipe similar 京都 --topn 5 --vectors spacy
     """
-    try:
-        result = _engine(vectors).similar(word, topn=topn)
-    except PipelineError as exc:
-        handle(exc)
+    with reported():
+        result = _vectors(vectors).similar_json(word, topn=topn)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
         return
@@ -80,10 +78,13 @@ def similar(
 
 @app.command()
 def similarity(
-    words: Annotated[Optional[list[str]], typer.Argument(help="Two words: W1 W2.", show_default=False)] = None,
+    words: Annotated[list[str] | None, typer.Argument(help="Two words: W1 W2.", show_default=False)] = None,
     pairs: Annotated[
-        Optional[str],
-        typer.Option("--pairs", help="Score a file of tab-separated word pairs ('-' = stdin): one output line per pair, null score when out of vocabulary."),
+        str | None,
+        typer.Option(
+            "--pairs",
+            help="Score a file of tab-separated word pairs ('-' = stdin): one output line per pair, null score when out of vocabulary.",
+        ),
     ] = None,
     vectors: VectorsOption = "word2vec",
     as_json: JsonOption = False,
@@ -94,19 +95,18 @@ def similarity(
     null means a word has no vector. Extra columns (such as a gold score) are ignored.
     Example: printf '京都\\t大阪\\n' | jpipe similarity --pairs - --json
     """
-    try:
+    if pairs is not None and words:
+        fail("Give either two words or --pairs, not both.", hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs pairs.tsv --json")
+    if pairs is None and (not words or len(words) != 2):
+        fail(
+            f"similarity needs exactly two words, got {len(words or [])}.",
+            hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs FILE|- --json",
+        )
+    with reported():
         if pairs is not None:
-            if words:
-                raise PipelineError("Give either two words or --pairs, not both.", hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs pairs.tsv --json")
             _score_pairs(pairs, vectors=vectors, as_json=as_json)
             return
-        if not words or len(words) != 2:
-            raise PipelineError(
-                f"similarity needs exactly two words, got {len(words or [])}.", hint="jpipe similarity 京都 大阪, or jpipe similarity --pairs FILE|- --json"
-            )
-        result = _engine(vectors).similarity(words[0], words[1])
-    except PipelineError as exc:
-        handle(exc)
+        result = _vectors(vectors).similarity_json(words[0], words[1])
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
         return
@@ -123,13 +123,13 @@ def _score_pairs(pairs: str, *, vectors: str, as_json: bool) -> None:
     else:
         path = Path(pairs)
         if not path.is_file():
-            raise PipelineError(f"Pairs file {path} does not exist.", hint="Give a file of WORD1<TAB>WORD2 lines, or - to read stdin.")
+            raise InputError("E205", f"Pairs file {path} does not exist.", hint="Give a file of WORD1<TAB>WORD2 lines, or - to read stdin.")
         with open(path, encoding="utf-8") as handle_:
             rows = read_pairs(handle_, name=str(path))
-    engine = _engine(vectors)
+    table = _vectors(vectors)
     missing = 0
     for w1, w2 in rows:
-        score = engine.pair_score(w1, w2)
+        score = table.pair_score(w1, w2)
         missing += score is None
         if as_json:
             typer.echo(json.dumps({"w1": w1, "w2": w2, "score": score}, ensure_ascii=False))
@@ -151,10 +151,8 @@ def analogy(
 
     Example: jpipe analogy 京都 寺 神社  (what is to 神社 as 京都 is to 寺)
     """
-    try:
-        result = _engine(vectors).analogy(a, b, c, topn=topn)
-    except PipelineError as exc:
-        handle(exc)
+    with reported():
+        result = _vectors(vectors).analogy_json(a, b, c, topn=topn)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
         return
@@ -165,10 +163,19 @@ def analogy(
 
 @vectors_app.command("import")
 def import_command(
-    path: Annotated[Path, typer.Argument(help="word2vec text (.txt/.vec, .gz ok) or binary (.bin) file, gensim KeyedVectors (.kv), or fastText .bin.", show_default=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="word2vec text (.txt/.vec, .gz ok) or binary (.bin) file, gensim KeyedVectors (.kv), or fastText .bin.", show_default=False
+        ),
+    ],
     file_format: Annotated[str, typer.Option("--format", help="auto, text, binary, kv or fasttext.")] = "auto",
-    token_field: Annotated[str, typer.Option("--token-field", help="Which token field the keys are: norm (chiVe), surface (fastText cc.ja), lemma.")] = "norm",
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Keep only the first N words (files are sorted by frequency).")] = None,
+    token_field: Annotated[
+        str, typer.Option("--token-field", help="Which token field the keys are: norm (chiVe), surface (fastText cc.ja), lemma.")
+    ] = "norm",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Keep only the first N words (files are sorted by frequency).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import external vectors (chiVe, fastText, your own) as the 'imported' source.
@@ -179,17 +186,19 @@ def import_command(
     """
     from pipeline.vectors.store import import_vectors
 
-    try:
+    with reported():
         meta = import_vectors(project_dir=state.project_dir, path=path, file_format=file_format, token_field=token_field, limit=limit)
-    except PipelineError as exc:
-        handle(exc)
     if as_json:
         typer.echo(json.dumps(meta, ensure_ascii=False, indent=2))
         return
-    typer.echo(f"imported {meta['vocab_size']:,} vectors of {meta['dim']} dimensions ({meta['format']}, keys = {meta['token_field']}) in {meta['import_seconds']:.1f}s")
+    typer.echo(
+        f"imported {meta['vocab_size']:,} vectors of {meta['dim']} dimensions ({meta['format']}, keys = {meta['token_field']}) in {meta['import_seconds']:.1f}s"
+    )
     coverage = meta.get("coverage")
     if coverage:
-        typer.echo(f"corpus coverage: {100 * coverage['type_coverage']:.1f}% of word types, {100 * coverage['token_coverage']:.1f}% of tokens")
+        typer.echo(
+            f"corpus coverage: {100 * coverage['type_coverage']:.1f}% of word types, {100 * coverage['token_coverage']:.1f}% of tokens"
+        )
 
 
 @vectors_app.command("list")
@@ -228,19 +237,21 @@ def bench_similar(
 
     Targets from the issue: cold <= 3 s, warm <= 5 ms for a 20k-word vocabulary.
     """
-    from pipeline.vectors.query import benchmark_similar
+    from pipeline.bench.similar import benchmark_similar
 
-    try:
+    with reported():
         result = benchmark_similar(project_dir=state.project_dir, source=vectors, word=word, cold_runs=cold_runs, warm_queries=warm_queries)
-    except PipelineError as exc:
-        handle(exc)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     cold, warm, synthetic = result["cold"], result["warm"], result["synthetic_20k"]
     typer.echo(f"source {result['source']}: {result['vocab_size']:,} words x {result['dim']} dims")
-    typer.echo(f"cold  `jpipe similar {word}`: median {cold['median_s']:.2f}s  (runs: {', '.join(f'{s:.2f}' for s in cold['runs_s'])})  target <= {result['targets']['cold_s']}s")
+    typer.echo(
+        f"cold  `jpipe similar {word}`: median {cold['median_s']:.2f}s  (runs: {', '.join(f'{s:.2f}' for s in cold['runs_s'])})  target <= {result['targets']['cold_s']}s"
+    )
     typer.echo(f"warm  key query:  median {warm['key']['median_ms']:.2f} ms, p95 {warm['key']['p95_ms']:.2f} ms")
     typer.echo(f"warm  text query: median {warm['text']['median_ms']:.2f} ms, p95 {warm['text']['p95_ms']:.2f} ms (includes Sudachi)")
-    typer.echo(f"20k x {synthetic['dim']} table: median {synthetic['median_ms']:.2f} ms, p95 {synthetic['p95_ms']:.2f} ms  target <= {result['targets']['warm_ms']} ms")
+    typer.echo(
+        f"20k x {synthetic['dim']} table: median {synthetic['median_ms']:.2f} ms, p95 {synthetic['p95_ms']:.2f} ms  target <= {result['targets']['warm_ms']} ms"
+    )
     typer.echo("meets targets: " + ("yes" if result["meets_targets"] else "NO"))

@@ -7,7 +7,9 @@ For each task (topic, sentiment), on the test split of the fixed-seed article sp
 * ``tfidf_linear``: TF-IDF of character 1-3-grams of the raw sentence + a linear SVM
   (scikit-learn ``LinearSVC``), trained on the same training split.
 
-Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support.
+Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support, computed by
+``pipeline.metrics`` (the same code as training's dev macro-F1; scikit-learn only trains
+the baseline).
 Outputs: ``models/report/classifiers.json`` (shaped
 ``{"topic": {"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}}, "sentiment": {...}}``)
 and ``models/report/classifiers/`` with a confusion-matrix PNG and a training-curve PNG per task.
@@ -29,23 +31,15 @@ MODEL_NAMES = ("bilstm_attention", "tfidf_linear", "majority")
 
 
 def classification_metrics(*, targets: list[int], predictions: list[int], labels: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class precision / recall / F1 / support (zero when undefined)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+    """Accuracy, macro-F1 and per-class precision / recall / F1 / support (zero when undefined), 4 digits."""
+    from pipeline.metrics import classification_report
 
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(targets, predictions, labels=indices, zero_division=0)
-    return {
-        "accuracy": round(float(accuracy_score(targets, predictions)), 4),
-        "macro_f1": round(float(f1_score(targets, predictions, labels=indices, average="macro", zero_division=0)), 4),
-        "per_class": {
-            label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
-        },
-        "test_sentences": len(targets),
-    }
+    return classification_report(targets=targets, predictions=predictions, labels=labels, digits=4)
 
 
-def tfidf_baseline(*, train_texts: list[str], train_targets: list[int], test_texts: list[str], c: float, class_weight: str, seed: int) -> list[int]:
+def tfidf_baseline(
+    *, train_texts: list[str], train_targets: list[int], test_texts: list[str], c: float, class_weight: str, seed: int
+) -> list[int]:
     """TF-IDF (char 1-3-grams, sublinear tf) + LinearSVC predictions for ``test_texts``."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
@@ -59,14 +53,31 @@ def tfidf_baseline(*, train_texts: list[str], train_targets: list[int], test_tex
     return [int(p) for p in model.predict(test_texts)]
 
 
-def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict, device: str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics of the three models on the test split, plus what the plots need."""
-    import numpy as np
-
+def _bilstm_predictions(
+    *, task: str, test: list[dict], model_dir: Path, labels: list[str], device: str
+) -> tuple[list[int], dict[str, Any]]:
+    """Test-split predictions of the trained model of ``model_dir``, and its training metrics."""
+    from pipeline.errors import ModelError
     from pipeline.models.batching import encode_rows
-    from pipeline.models.classifier import load_classifier
+    from pipeline.models.classifier import load_classifier, predict_split
     from pipeline.models.runtime import pick_device
-    from pipeline.training.classifier import predict_split
+
+    loaded = load_classifier(model_dir, device=pick_device(device))
+    if loaded.labels != labels:
+        raise ModelError(
+            "E303", f"{model_dir} predicts {loaded.labels}, expected {labels}.", hint=f"Retrain it with `jpipe run train_{task}`."
+        )
+    encoded = encode_rows(
+        test, loaded.vocab, token_field=loaded.token_field, label_field=TASK_FIELD[task], labels=labels, max_tokens=loaded.max_tokens
+    )
+    return predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist(), loaded.metrics
+
+
+def evaluate_task(
+    *, task: str, rows: list[dict], model_dir: Path, section: dict, device: str = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics of the three models on the test split, plus what the plots need."""
+    from pipeline.metrics import confusion_matrix
 
     labels = list(TASK_LABELS[task])
     field = TASK_FIELD[task]
@@ -75,17 +86,8 @@ def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict
     test = [row for row in rows if row["split"] == "test"]
     targets = [index[row[field]] for row in test]
 
-    loaded = load_classifier(model_dir, device=pick_device(device))
-    if loaded.labels != labels:
-        from pipeline.errors import PipelineError
-
-        raise PipelineError(f"{model_dir} predicts {loaded.labels}, expected {labels}.", hint=f"Retrain it: `jpipe run train_{task} --force`.")
-    encoded = encode_rows(test, loaded.vocab, token_field=loaded.token_field, label_field=field, labels=labels, max_tokens=loaded.max_tokens)
-    bilstm_predictions = predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist()
-
+    bilstm_predictions, trained = _bilstm_predictions(task=task, test=test, model_dir=model_dir, labels=labels, device=device)
     majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
-    majority_predictions = [index[majority_label]] * len(test)
-
     tfidf_predictions = tfidf_baseline(
         train_texts=[row["text"] for row in train],
         train_targets=[index[row[field]] for row in train],
@@ -97,23 +99,26 @@ def evaluate_task(*, task: str, rows: list[dict], model_dir: Path, section: dict
     result = {
         "bilstm_attention": {
             **classification_metrics(targets=targets, predictions=bilstm_predictions, labels=labels),
-            "dev_macro_f1": loaded.metrics.get("dev_macro_f1"),
-            "best_epoch": loaded.metrics.get("best_epoch"),
-            "embedding_init": loaded.metrics.get("embedding_init"),
+            **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
         },
-        "tfidf_linear": {**classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels), "features": "tfidf char 1-3-grams", "classifier": "LinearSVC"},
-        "majority": {**classification_metrics(targets=targets, predictions=majority_predictions, labels=labels), "label": majority_label},
+        "tfidf_linear": {
+            **classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels),
+            "features": "tfidf char 1-3-grams",
+            "classifier": "LinearSVC",
+        },
+        "majority": {
+            **classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels),
+            "label": majority_label,
+        },
     }
-    from pipeline.training.classifier import confusion_matrix
-
     plot_data = {
         "labels": labels,
         "confusion": {
-            "bilstm_attention": confusion_matrix(np.asarray(targets), np.asarray(bilstm_predictions), len(labels)),
-            "tfidf_linear": confusion_matrix(np.asarray(targets), np.asarray(tfidf_predictions), len(labels)),
+            "bilstm_attention": confusion_matrix(targets, bilstm_predictions, num_classes=len(labels)),
+            "tfidf_linear": confusion_matrix(targets, tfidf_predictions, num_classes=len(labels)),
         },
         "train_log": _read_log(model_dir / "train_log.jsonl"),
-        "best_epoch": loaded.metrics.get("best_epoch"),
+        "best_epoch": trained.get("best_epoch"),
     }
     return result, plot_data
 
@@ -134,13 +139,21 @@ def plot_confusion(*, task: str, plot_data: dict, metrics: dict, path: Path) -> 
 
     labels = plot_data["labels"]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.8), constrained_layout=True)
-    for axis, name in zip(axes, ("bilstm_attention", "tfidf_linear")):
+    for axis, name in zip(axes, ("bilstm_attention", "tfidf_linear"), strict=True):
         counts = plot_data["confusion"][name]
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
         for i in range(len(labels)):
             for j in range(len(labels)):
-                axis.text(j, i, f"{counts[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=8, color="white" if rates[i, j] > 0.6 else "black")
+                axis.text(
+                    j,
+                    i,
+                    f"{counts[i, j]}\n{rates[i, j]:.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if rates[i, j] > 0.6 else "black",
+                )
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         axis.set_yticks(range(len(labels)), labels)
         axis.set_xlabel("predicted")
@@ -180,8 +193,8 @@ def plot_training_curve(*, task: str, log: list[dict], best_epoch: int | None, p
 
 def evaluate_classifiers_stage(ctx) -> dict[str, Any]:
     from pipeline.io import write_json
-    from pipeline.text.tokenize import read_token_rows
     from pipeline.paths import CLASSIFIER_DIRS, CLASSIFIERS_FIGURES, CLASSIFIERS_REPORT, TOKENS
+    from pipeline.text.tokenize import read_token_rows
 
     rows = [
         {key: row[key] for key in ("split", "text", "theme", "sentiment", "surface", "lemma", "norm") if key in row}
@@ -193,16 +206,23 @@ def evaluate_classifiers_stage(ctx) -> dict[str, Any]:
     report: dict[str, Any] = {}
     summary: dict[str, Any] = {}
     for task in TASKS:
-        result, plot_data = evaluate_task(task=task, rows=rows, model_dir=ctx.input(CLASSIFIER_DIRS[task]), section=ctx.section, device=ctx.section["device"])
+        result, plot_data = evaluate_task(
+            task=task, rows=rows, model_dir=ctx.input(CLASSIFIER_DIRS[task]), section=ctx.section, device=ctx.section["device"]
+        )
         report[task] = result
         plot_confusion(task=task, plot_data=plot_data, metrics=result, path=figures / f"confusion_{task}.png")
         if plot_data["train_log"]:
-            plot_training_curve(task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=figures / f"training_{task}.png")
+            plot_training_curve(
+                task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=figures / f"training_{task}.png"
+            )
         for name in MODEL_NAMES:
             summary[f"{task}_{name}_macro_f1"] = result[name]["macro_f1"]
         logger.info(
             "%s test macro-F1: BiLSTM+attention %.4f | TF-IDF SVM %.4f | majority %.4f",
-            task, result["bilstm_attention"]["macro_f1"], result["tfidf_linear"]["macro_f1"], result["majority"]["macro_f1"],
+            task,
+            result["bilstm_attention"]["macro_f1"],
+            result["tfidf_linear"]["macro_f1"],
+            result["majority"]["macro_f1"],
         )
     write_json(ctx.output(CLASSIFIERS_REPORT), report)
     return {key: value for key, value in summary.items() if not key.endswith("majority_macro_f1")}

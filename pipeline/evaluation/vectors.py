@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InputError, PipelineError
 from pipeline.io import open_text, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -57,10 +57,11 @@ def resolve_synonyms_path(setting: str, *, project_dir: str | os.PathLike) -> Pa
         if candidate.is_file():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    raise PipelineError(
+    raise InputError(
+        "E205",
         f"Sudachi synonym dictionary not found (evaluate_vectors.synonyms_path = {setting!r}; tried {tried}).",
-        hint="Put the shared data at ../shared next to the project, or point to the file: "
-        "--set evaluate_vectors.synonyms_path=/path/to/synonyms.txt.gz",
+        hint="Put the shared data at ../shared next to the project, or set evaluate_vectors.synonyms_path to the file "
+        "(for example /path/to/synonyms.txt.gz).",
     )
 
 
@@ -88,7 +89,7 @@ class SynonymBenchmark:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, raw_groups: dict[str, list[tuple[str, str]]], *, tokenizer, token_field: str) -> "SynonymBenchmark":
+    def build(cls, raw_groups: dict[str, list[tuple[str, str]]], *, tokenizer, token_field: str) -> SynonymBenchmark:
         headword_key: dict[str, str | None] = {}
         single = multi = 0
         groups: list[frozenset[str]] = []
@@ -131,7 +132,9 @@ def _unit_rows(index, words: list[str]) -> np.ndarray:
     return matrix / index.norms[rows][:, None] if len(rows) else matrix
 
 
-def sample_negative_pairs(positives: list[tuple[str, str]], *, pool: list[str], synonyms: dict[str, set[str]], per_positive: int, rng) -> list[tuple[str, str]]:
+def sample_negative_pairs(
+    positives: list[tuple[str, str]], *, pool: list[str], synonyms: dict[str, set[str]], per_positive: int, rng
+) -> list[tuple[str, str]]:
     """Random non-synonym pairs: one word of each positive pair, the other drawn from ``pool``."""
     negatives = []
     for a, b in positives:
@@ -197,7 +200,16 @@ def neighbour_precision(index, *, candidates: list[str], synonyms: dict[str, set
     }
 
 
-def evaluate_synonyms(index, benchmark: SynonymBenchmark, *, pairs: list[tuple[str, str]], pool: list[str], candidates: list[str], per_positive: int, seed: int) -> dict[str, Any]:
+def evaluate_synonyms(
+    index,
+    benchmark: SynonymBenchmark,
+    *,
+    pairs: list[tuple[str, str]],
+    pool: list[str],
+    candidates: list[str],
+    per_positive: int,
+    seed: int,
+) -> dict[str, Any]:
     """ROC-AUC of ``pairs`` (all covered by ``index``) against random pairs, and neighbour precision."""
     rng = np.random.default_rng(seed)
     negatives = sample_negative_pairs(pairs, pool=pool, synonyms=benchmark.synonyms, per_positive=per_positive, rng=rng)
@@ -225,7 +237,7 @@ def theme_association(tokens_path: Path, *, token_field: str) -> tuple[Counter, 
     for row in read_jsonl(tokens_path):
         theme = row["theme"]
         theme_tokens[theme] += len(row[token_field])
-        for word, pos, tag in zip(row[token_field], row["pos"], row["tag"]):
+        for word, pos, tag in zip(row[token_field], row["pos"], row["tag"], strict=True):
             if pos in MAP_POS and "非自立可能" not in tag and "数詞" not in tag and not (len(word) == 1 and "\u3040" <= word <= "\u309f"):
                 frequency[word] += 1
                 per_theme[word][theme] += 1
@@ -289,16 +301,21 @@ def draw_map(path: Path, *, panels: list[tuple[str, np.ndarray]], words: list[st
 
     figure, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 9), squeeze=False)
     colours = [MAP_COLOURS[t] for t in themes]
-    for axis, (title, coords) in zip(axes[0], panels):
+    for axis, (title, coords) in zip(axes[0], panels, strict=True):
         axis.scatter(coords[:, 0], coords[:, 1], c=colours, s=14, alpha=0.8, linewidths=0)
-        for (x, y), word, colour in zip(coords, words, colours):
+        for (x, y), word, colour in zip(coords, words, colours, strict=True):
             axis.annotate(word, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=7.5, color=colour)
         axis.set_title(title, fontsize=13)
         axis.set_xticks([])
         axis.set_yticks([])
-    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=f"{t} ({THEME_JA.get(t, 'テーマ混在')})") for t, c in MAP_COLOURS.items()]
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=c, label=f"{t} ({THEME_JA.get(t, 'テーマ混在')})") for t, c in MAP_COLOURS.items()
+    ]
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=11, frameon=False)
-    figure.suptitle(f"{len(words)} most frequent content words ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by the theme they occur most in", fontsize=14)
+    figure.suptitle(
+        f"{len(words)} most frequent content words ({'t-SNE' if method == 'tsne' else 'PCA'}), coloured by the theme they occur most in",
+        fontsize=14,
+    )
     figure.tight_layout(rect=(0, 0.04, 1, 0.96))
     from pipeline.io import atomic_path
 
@@ -309,103 +326,104 @@ def draw_map(path: Path, *, panels: list[tuple[str, np.ndarray]], words: list[st
 
 # ---------------------------------------------------------------------- stage
 def _source_summary(meta: dict[str, Any]) -> dict[str, Any]:
-    keys = ("vocab_size", "dim", "token_field", "algorithm", "params", "training_seconds", "training_tokens", "build_seconds", "model", "model_version", "origin", "format", "import_seconds")
+    keys = (
+        "vocab_size",
+        "dim",
+        "token_field",
+        "algorithm",
+        "params",
+        "training_seconds",
+        "training_tokens",
+        "build_seconds",
+        "model",
+        "model_version",
+        "origin",
+        "format",
+        "import_seconds",
+    )
     return {key: meta[key] for key in keys if key in meta} | {"coverage": meta.get("coverage", {})}
 
 
-def evaluate_vectors_stage(ctx) -> dict[str, Any]:
-    """Synonym ROC-AUC / neighbour precision / coverage per source, neighbour examples, and the 2-D map."""
-    from pipeline.io import write_json
-    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
-    from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
-    from pipeline.vectors.query import QueryEngine, VectorIndex
-    from pipeline.vectors.store import available_sources
+class SynonymBenchmarks:
+    """One :class:`SynonymBenchmark` per token field, built on first use (tokenizing every headword takes seconds)."""
 
-    section = ctx.section
-    seed = section["seed"]
-    started = time.perf_counter()
-    tokens_path = ctx.input(TOKENS)
-    # word2vec and spacy are declared inputs; imported is an optional input (evaluated, and fingerprinted, when it exists).
-    ctx.input(WORD2VEC_DIR)
-    ctx.input(SPACY_VECTORS_DIR)
-    sources = [name for name in ("word2vec", "spacy", "imported") if name in available_sources(ctx.project_dir)]
-    indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in sources}
-    split_mode = tokenized_split_mode(ctx.project_dir)
-    tokenizer = load_tokenizer(split_mode, with_pos=False)
+    def __init__(self, raw_groups: dict[str, list[tuple[str, str]]], *, tokenizer) -> None:
+        self.raw_groups = raw_groups
+        self.tokenizer = tokenizer
+        self.built: dict[str, SynonymBenchmark] = {}
 
-    synonyms_path = resolve_synonyms_path(section["synonyms_path"], project_dir=ctx.project_dir)
-    raw_groups = read_synonym_groups(synonyms_path)
-    benchmarks: dict[str, SynonymBenchmark] = {}
+    def __getitem__(self, token_field: str) -> SynonymBenchmark:
+        if token_field not in self.built:
+            self.built[token_field] = SynonymBenchmark.build(self.raw_groups, tokenizer=self.tokenizer, token_field=token_field)
+            logger.info("synonym benchmark (%s): %s", token_field, self.built[token_field].stats)
+        return self.built[token_field]
 
-    def benchmark_for(field_name: str) -> SynonymBenchmark:
-        if field_name not in benchmarks:
-            benchmarks[field_name] = SynonymBenchmark.build(raw_groups, tokenizer=tokenizer, token_field=field_name)
-            logger.info("synonym benchmark (%s): %s", field_name, benchmarks[field_name].stats)
-        return benchmarks[field_name]
 
-    report: dict[str, Any] = {
-        "benchmark": {
-            "name": "Sudachi synonym dictionary (SudachiDict synonyms, Apache-2.0)",
-            "path": str(synonyms_path),
-            "split_mode": split_mode,
-            "negative_pairs_per_positive": section["negative_pairs_per_positive"],
-            "seed": seed,
-            "by_token_field": {},
-        },
-        "sources": {},
-    }
-    per_source_words: dict[str, list[str]] = {}
-    for name, index in indexes.items():
-        benchmark = benchmark_for(index.token_field)
-        covered_pairs = [(a, b) for a, b in benchmark.pairs if a in index and b in index]
-        pool = sorted(w for w in benchmark.synonyms if w in index)
-        result = evaluate_synonyms(
-            index, benchmark, pairs=covered_pairs, pool=pool, candidates=list(index.words), per_positive=section["negative_pairs_per_positive"], seed=seed
-        )
-        result["pair_coverage"] = round(len(covered_pairs) / max(1, len(benchmark.pairs)), 5)
-        result["benchmark_words_covered"] = len(pool)
-        report["sources"][name] = {**_source_summary(index.meta), "synonyms": result}
-        per_source_words[name] = pool
-        logger.info("%s: ROC-AUC %s on %d synonym pairs, R-precision %s", name, result["roc_auc"], len(covered_pairs), result["neighbour_precision"]["r_precision"])
-    for field_name, benchmark in benchmarks.items():
-        report["benchmark"]["by_token_field"][field_name] = benchmark.stats
+def _evaluate_source(name: str, index, benchmark: SynonymBenchmark, *, section) -> dict[str, Any]:
+    """Synonym scores of one source on the pairs it covers, with its coverage."""
+    covered_pairs = [(a, b) for a, b in benchmark.pairs if a in index and b in index]
+    pool = sorted(w for w in benchmark.synonyms if w in index)
+    result = evaluate_synonyms(
+        index,
+        benchmark,
+        pairs=covered_pairs,
+        pool=pool,
+        candidates=list(index.words),
+        per_positive=section["negative_pairs_per_positive"],
+        seed=section["seed"],
+    )
+    result["pair_coverage"] = round(len(covered_pairs) / max(1, len(benchmark.pairs)), 5)
+    result["benchmark_words_covered"] = len(pool)
+    logger.info(
+        "%s: ROC-AUC %s on %d synonym pairs, R-precision %s",
+        name,
+        result["roc_auc"],
+        len(covered_pairs),
+        result["neighbour_precision"]["r_precision"],
+    )
+    return result
 
-    # The fair comparison: the same pairs and the same candidate vocabulary for every source.
+
+def _common_comparison(indexes: dict, benchmarks: SynonymBenchmarks, *, section) -> dict[str, Any] | None:
+    """The fair comparison: the same pairs and the same candidate vocabulary for every source (None for one source or mixed token fields)."""
     fields = {index.token_field for index in indexes.values()}
-    if len(indexes) > 1 and len(fields) == 1:
-        benchmark = benchmark_for(fields.pop())
-        common_vocab = sorted(set.intersection(*(set(index.words) for index in indexes.values())))
-        common_set = set(common_vocab)
-        common_pairs = [(a, b) for a, b in benchmark.pairs if a in common_set and b in common_set]
-        common_pool = sorted(w for w in benchmark.synonyms if w in common_set)
-        report["common"] = {
-            "sources": list(indexes),
-            "vocab_size": len(common_vocab),
-            "pairs": len(common_pairs),
-            "results": {
-                name: evaluate_synonyms(index, benchmark, pairs=common_pairs, pool=common_pool, candidates=common_vocab, per_positive=section["negative_pairs_per_positive"], seed=seed)
-                for name, index in indexes.items()
-            },
-        }
+    if len(indexes) < 2 or len(fields) != 1:
+        return None
+    benchmark = benchmarks[fields.pop()]
+    common_vocab = sorted(set.intersection(*(set(index.words) for index in indexes.values())))
+    common_set = set(common_vocab)
+    common_pairs = [(a, b) for a, b in benchmark.pairs if a in common_set and b in common_set]
+    common_pool = sorted(w for w in benchmark.synonyms if w in common_set)
+    per_positive, seed = section["negative_pairs_per_positive"], section["seed"]
+    return {
+        "sources": list(indexes),
+        "vocab_size": len(common_vocab),
+        "pairs": len(common_pairs),
+        "results": {
+            name: evaluate_synonyms(
+                index, benchmark, pairs=common_pairs, pool=common_pool, candidates=common_vocab, per_positive=per_positive, seed=seed
+            )
+            for name, index in indexes.items()
+        },
+    }
 
-    # Nearest neighbours of the fixed word list, through the same normalization as `jpipe similar`.
-    for name, index in indexes.items():
-        engine = QueryEngine(index, split_mode=split_mode)
-        examples = {}
-        for word in section["neighbour_words"]:
-            try:
-                result = engine.similar(word, topn=section["neighbours_topn"])
-                examples[word] = {"keys": result["keys"], "neighbours": result["neighbours"]}
-            except PipelineError as exc:
-                examples[word] = {"oov": True, "message": exc.message}
-        report["sources"][name]["neighbours"] = examples
-    if "spacy" in indexes and "shared_rows" in indexes["spacy"].meta:
-        report["sources"]["spacy"]["shared_rows"] = indexes["spacy"].meta["shared_rows"]
 
-    report["map"] = _word_map(ctx, indexes=indexes, tokens_path=tokens_path, section=section)
-    report["seconds"] = round(time.perf_counter() - started, 2)
-    write_json(ctx.output(VECTORS_REPORT), report)
+def _neighbour_examples(index, *, split_mode: str, section) -> dict[str, Any]:
+    """Nearest neighbours of the fixed word list, through the same normalization as `jpipe similar`."""
+    from pipeline.vectors.query import Vectors
 
+    vectors = Vectors(index, split_mode=split_mode)
+    examples = {}
+    for word in section["neighbour_words"]:
+        try:
+            result = vectors.similar_json(word, topn=section["neighbours_topn"])
+            examples[word] = {"keys": result["keys"], "neighbours": result["neighbours"]}
+        except PipelineError as exc:
+            examples[word] = {"oov": True, "message": exc.message}
+    return examples
+
+
+def _stage_metrics(report: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     for name, info in report["sources"].items():
         metrics[f"{name}_roc_auc"] = info["synonyms"]["roc_auc"]
@@ -414,6 +432,50 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     for name, result in report.get("common", {}).get("results", {}).items():
         metrics[f"common_{name}_roc_auc"] = result["roc_auc"]
     return metrics
+
+
+def evaluate_vectors_stage(ctx) -> dict[str, Any]:
+    """Synonym ROC-AUC / neighbour precision / coverage per source, neighbour examples, and the 2-D map."""
+    from pipeline.io import write_json
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
+    from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
+    from pipeline.vectors.query import VectorIndex
+    from pipeline.vectors.store import available_sources
+
+    section = ctx.section
+    started = time.perf_counter()
+    tokens_path = ctx.input(TOKENS)
+    # word2vec and spacy are declared inputs; imported is an optional input (evaluated, and fingerprinted, when it exists).
+    ctx.input(WORD2VEC_DIR)
+    ctx.input(SPACY_VECTORS_DIR)
+    sources = [name for name in ("word2vec", "spacy", "imported") if name in available_sources(ctx.project_dir)]
+    indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in sources}
+    split_mode = tokenized_split_mode(ctx.project_dir)
+    synonyms_path = resolve_synonyms_path(section["synonyms_path"], project_dir=ctx.project_dir)
+    benchmarks = SynonymBenchmarks(read_synonym_groups(synonyms_path), tokenizer=load_tokenizer(split_mode, with_pos=False))
+    benchmark_info = {
+        "name": "Sudachi synonym dictionary (SudachiDict synonyms, Apache-2.0)",
+        "path": str(synonyms_path),
+        "split_mode": split_mode,
+        "negative_pairs_per_positive": section["negative_pairs_per_positive"],
+        "seed": section["seed"],
+    }
+    report: dict[str, Any] = {"benchmark": benchmark_info, "sources": {}}
+    for name, index in indexes.items():
+        synonyms = _evaluate_source(name, index, benchmarks[index.token_field], section=section)
+        report["sources"][name] = {**_source_summary(index.meta), "synonyms": synonyms}
+    benchmark_info["by_token_field"] = {field_name: benchmark.stats for field_name, benchmark in benchmarks.built.items()}
+    common = _common_comparison(indexes, benchmarks, section=section)
+    if common is not None:
+        report["common"] = common
+    for name, index in indexes.items():
+        report["sources"][name]["neighbours"] = _neighbour_examples(index, split_mode=split_mode, section=section)
+    if "spacy" in indexes and "shared_rows" in indexes["spacy"].meta:
+        report["sources"]["spacy"]["shared_rows"] = indexes["spacy"].meta["shared_rows"]
+    report["map"] = _word_map(ctx, indexes=indexes, tokens_path=tokens_path, section=section)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_json(ctx.output(VECTORS_REPORT), report)
+    return _stage_metrics(report)
 
 
 def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[str, Any]:
@@ -429,7 +491,9 @@ def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[s
     panels, purity = [], {}
     for name, index in same_field.items():
         unit = _unit_rows(index, words)
-        panels.append((f"{name} ({len(index):,} words x {index.dim} dims)", project_2d(unit, method=section["map_method"], seed=section["seed"])))
+        panels.append(
+            (f"{name} ({len(index):,} words x {index.dim} dims)", project_2d(unit, method=section["map_method"], seed=section["seed"]))
+        )
         purity[name] = theme_purity(unit, themes)
     path = ctx.output(VECTORS_MAP)
     draw_map(path, panels=panels, words=words, themes=themes, method=section["map_method"])
@@ -443,5 +507,5 @@ def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[s
         "theme_share_min": THEME_SHARE_MIN,
         "theme_purity_at_5": purity,
         "theme_purity_note": "share of a themed word's 5 nearest map words (cosine, full vectors) with the same theme",
-        "word_themes": [{"word": w, "theme": t, "share": s} for w, (t, s) in zip(words, assigned)],
+        "word_themes": [{"word": w, "theme": t, "share": s} for w, (t, s) in zip(words, assigned, strict=True)],
     }

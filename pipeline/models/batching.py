@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import InputError
 from pipeline.models.vocab import Vocab
 
 
@@ -41,20 +42,28 @@ def encode_tokens(tokens: Sequence[str], vocab: Vocab, *, max_tokens: int) -> np
     return np.asarray(ids, dtype=np.int64)
 
 
-def encode_rows(rows: Iterable[dict], vocab: Vocab, *, token_field: str, label_field: str, labels: list[str], max_tokens: int) -> EncodedSplit:
+def encode_rows(
+    rows: Iterable[dict], vocab: Vocab, *, token_field: str, label_field: str, labels: list[str], max_tokens: int
+) -> EncodedSplit:
     """Token-file rows -> ``EncodedSplit`` (rows whose label is not in ``labels`` are an error)."""
     label_index = {label: index for index, label in enumerate(labels)}
     sequences, targets = [], []
     for row in rows:
         label = row[label_field]
         if label not in label_index:
-            raise ValueError(f"sentence {row.get('sentence_id')}: label {label!r} is not one of {labels}")
+            raise InputError(
+                "E210",
+                f"Sentence {row.get('sentence_id')}: label {label!r} is not one of {labels}.",
+                hint="Rebuild the tokens file with `jpipe run tokenize`, or fix the label in the input.",
+            )
         sequences.append(encode_tokens(row[token_field], vocab, max_tokens=max_tokens))
         targets.append(label_index[label])
     return EncodedSplit(sequences=sequences, labels=np.asarray(targets, dtype=np.int64))
 
 
-def bucket_batches(lengths: np.ndarray, *, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None, pool_batches: int = 50) -> list[np.ndarray]:
+def bucket_batches(
+    lengths: np.ndarray, *, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None, pool_batches: int = 50
+) -> list[np.ndarray]:
     """Index arrays of batches with similar lengths; each batch sorted longest-first.
 
     shuffle=False (evaluation): rows sorted by length globally, batches in that order.
@@ -94,9 +103,9 @@ class Batch:
     (``pack_padded_sequence`` needs them there; keeping them there avoids a device sync),
     ``labels`` (B,) on the device, ``indices`` (B,) positions in the split."""
 
-    token_ids: "torch.Tensor"  # noqa: F821
-    lengths: "torch.Tensor"  # noqa: F821
-    labels: "torch.Tensor"  # noqa: F821
+    token_ids: torch.Tensor  # noqa: F821
+    lengths: torch.Tensor  # noqa: F821
+    labels: torch.Tensor  # noqa: F821
     indices: np.ndarray
 
 

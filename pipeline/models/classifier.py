@@ -13,14 +13,14 @@ Adding extra padding columns to a batch therefore changes neither the logits
 nor the weights of the real tokens.
 
 Imports torch only. A trained model lives in a model directory
-(``pipeline.nn.common.write_model_dir``); ``AttentionClassifier.from_dir`` and
-``load_classifier`` rebuild it on any device from ``model_args.json`` and
-``model.safetensors``.
+(``pipeline.models.model_dir.write_model_dir``); ``AttentionClassifier.from_dir`` and
+``load_classifier`` rebuild it on any device from ``config.json`` and
+``model.safetensors``. ``predict_split`` scores an encoded split (training's dev
+evaluation and the test-split evaluation share it).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,50 +30,27 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from pipeline.errors import ConfigError
+from pipeline.models.batching import EncodedSplit, bucket_batches, iterate_batches
+from pipeline.models.layers import ATTENTION_SCORERS, lengths_to_mask, masked_attention_pool
 from pipeline.models.model_dir import load_state_dict, read_model_dir
-
 from pipeline.models.vocab import Vocab
+
+__all__ = [
+    "ATTENTIONS",
+    "CELLS",
+    "MERGE_MODES",
+    "AttentionClassifier",
+    "LoadedClassifier",
+    "lengths_to_mask",
+    "load_classifier",
+    "predict_split",
+]
 
 MERGE_MODES = ("concat", "sum", "ave", "mul")
 CELLS = ("lstm", "gru")
-ATTENTIONS = ("additive", "scaled_dot")
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_length: int, device: torch.device | None = None) -> torch.Tensor:
-    """(B,) lengths -> (B, max_length) bool mask, True on real tokens."""
-    lengths = lengths.to(device) if device is not None else lengths
-    positions = torch.arange(max_length, device=lengths.device)
-    return positions.unsqueeze(0) < lengths.unsqueeze(1)
-
-
-class AdditiveAttention(nn.Module):
-    """Bahdanau-style scorer without a decoder: score_t = v . tanh(W h_t + b).
-
-    ``v`` acts as the learned "what matters for this task" query.
-    """
-
-    def __init__(self, input_size: int, attention_size: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(input_size, attention_size)
-        self.score = nn.Linear(attention_size, 1, bias=False)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        # states (B, T, D) -> scores (B, T)
-        return self.score(torch.tanh(self.project(states))).squeeze(-1)
-
-
-class ScaledDotAttention(nn.Module):
-    """score_t = (q . W_k h_t) / sqrt(A) with one learned query vector q of size A."""
-
-    def __init__(self, input_size: int, attention_size: int) -> None:
-        super().__init__()
-        self.keys = nn.Linear(input_size, attention_size, bias=False)
-        self.query = nn.Parameter(torch.randn(attention_size) / math.sqrt(attention_size))
-        self.scale = 1.0 / math.sqrt(attention_size)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        # (B, T, A) @ (A,) -> (B, T)
-        return torch.matmul(self.keys(states), self.query) * self.scale
+ATTENTIONS = tuple(ATTENTION_SCORERS)
+EVAL_BATCH_SIZE = 256
 
 
 class AttentionClassifier(nn.Module):
@@ -81,7 +58,7 @@ class AttentionClassifier(nn.Module):
 
     ``forward(token_ids, lengths)`` returns ``(logits, attention)``: logits (B, C) and
     attention weights (B, T) that sum to 1 over each row's real tokens and are 0 on padding.
-    All constructor arguments are keyword-only and JSON-serialisable: they are ``model_args.json``.
+    All constructor arguments are keyword-only and JSON-serialisable: they are ``model_args`` in ``config.json``.
     """
 
     def __init__(
@@ -104,12 +81,17 @@ class AttentionClassifier(nn.Module):
         unk_index: int = 1,
     ) -> None:
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if bidirectional_merge not in MERGE_MODES:
-            raise ValueError(f"bidirectional_merge must be one of {MERGE_MODES}, got {bidirectional_merge!r}")
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        for name, value, choices in (
+            ("cell", cell, CELLS),
+            ("bidirectional_merge", bidirectional_merge, MERGE_MODES),
+            ("attention", attention, ATTENTIONS),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    "E109",
+                    f"AttentionClassifier: {name} must be one of {choices}, got {value!r}.",
+                    hint=f"Use one of: {', '.join(choices)}.",
+                )
         self.hidden_size = hidden_size
         self.merge = bidirectional_merge
         self.word_dropout = word_dropout
@@ -129,8 +111,7 @@ class AttentionClassifier(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.output_size = 2 * hidden_size if bidirectional_merge == "concat" else hidden_size
-        scorer = AdditiveAttention if attention == "additive" else ScaledDotAttention
-        self.attention = scorer(self.output_size, attention_size)
+        self.attention = ATTENTION_SCORERS[attention](self.output_size, attention_size)
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(self.output_size, num_classes)
 
@@ -172,17 +153,14 @@ class AttentionClassifier(nn.Module):
         states = self._merge(states)  # (B, T, D)
 
         mask = lengths_to_mask(lengths_cpu, max_length, device=token_ids.device)  # (B, T)
-        # Scores in float32 even under autocast: -inf and softmax are safer there.
-        scores = self.attention(states).float().masked_fill(~mask, float("-inf"))  # (B, T)
-        weights = torch.softmax(scores, dim=-1)  # (B, T), exactly 0 where masked
-        pooled = torch.bmm(weights.unsqueeze(1).to(states.dtype), states).squeeze(1)  # (B, D)
+        pooled, weights = masked_attention_pool(self.attention(states), states, mask)  # (B, D), (B, T)
         logits = self.output(self.dropout(pooled))  # (B, C)
         return logits, weights
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_dir(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> "AttentionClassifier":
-        """Rebuild a trained model from ``model_args.json`` + ``model.safetensors`` on ``device`` (eval mode).
+    def from_dir(cls, directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> AttentionClassifier:
+        """Rebuild a trained model from ``config.json`` + ``model.safetensors`` on ``device`` (eval mode).
 
         The weights are stored as CPU tensors, so a model trained on a GPU loads on a CPU-only machine.
         """
@@ -227,3 +205,32 @@ def load_classifier(directory: str | os.PathLike, *, device: str | torch.device 
         metrics=info.get("metrics", {}),
         device=torch.device(device),
     )
+
+
+@torch.inference_mode()
+def predict_split(
+    model: AttentionClassifier,
+    split: EncodedSplit,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    loss_fn: nn.Module | None = None,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> dict[str, Any]:
+    """Predictions (N,), probabilities (N, C) and mean loss (None without ``loss_fn``) of a split, in split order."""
+    model.eval()
+    num_rows = len(split)
+    probabilities = torch.zeros((num_rows, model.output.out_features), dtype=torch.float32)
+    loss_sum = torch.zeros((), device=device)  # summed on the device: one host sync at the end
+    for batch in iterate_batches(split, bucket_batches(split.lengths, batch_size=batch_size, shuffle=False), device=device):
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            logits, _ = model(batch.token_ids, batch.lengths)  # (B, C)
+        logits = logits.float()
+        if loss_fn is not None:
+            loss_sum += loss_fn(logits, batch.labels) * len(batch.indices)
+        probabilities[torch.from_numpy(batch.indices)] = torch.softmax(logits, dim=-1).cpu()
+    return {
+        "probabilities": probabilities.numpy(),
+        "predictions": probabilities.argmax(dim=-1).numpy(),
+        "loss": float(loss_sum.item()) / max(1, num_rows) if loss_fn is not None else None,
+    }

@@ -29,9 +29,10 @@ import torch
 from torch import nn
 
 from pipeline.data.labels import THEMES
+from pipeline.errors import ConfigError, ModelError
 from pipeline.models.model_dir import load_state_dict, read_model_dir
-from pipeline.models.vocab import BOS, EOS, PAD, UNK, Vocab
 from pipeline.models.sampling import sample_next, seeded_generator
+from pipeline.models.vocab import BOS, EOS, PAD, UNK, Vocab
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,11 @@ class LSTMLanguageModel(nn.Module):
     ) -> None:
         super().__init__()
         if tie_weights and embedding_size != hidden_size:
-            raise ValueError(f"tie_weights needs embedding_size == hidden_size, got {embedding_size} and {hidden_size}")
+            raise ConfigError(
+                "E108",
+                f"tie_weights needs embedding_size == hidden_size, got {embedding_size} and {hidden_size}.",
+                hint="Set train_generator.embedding_size and train_generator.hidden_size to the same value, or train_generator.tie_weights = false.",
+            )
         self.vocab_size = vocab_size
         self.num_layers = num_layers
         self.hidden_size = hidden_size
@@ -79,7 +84,9 @@ class LSTMLanguageModel(nn.Module):
         self.theme_embedding = nn.Embedding(num_theme_slots, embedding_size) if num_theme_slots else None
         self.theme_output_bias = nn.Embedding(num_theme_slots, vocab_size) if num_theme_slots else None
         self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(embedding_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            embedding_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
         # Decoder weight [vocab, hidden]. Tied: the embedding matrix itself, so the
         # state_dict holds it once (safetensors refuses two names for one tensor).
         self.tie_weights = tie_weights
@@ -101,7 +108,11 @@ class LSTMLanguageModel(nn.Module):
         """Copy a pretrained ``[vocab_size, embedding_size]`` table (numpy or tensor) into the embedding."""
         table = torch.as_tensor(matrix, dtype=self.embedding.weight.dtype)
         if tuple(table.shape) != tuple(self.embedding.weight.shape):
-            raise ValueError(f"embedding table has shape {tuple(table.shape)}, the model needs {tuple(self.embedding.weight.shape)}")
+            raise ModelError(
+                "E307",
+                f"The embedding table has shape {tuple(table.shape)}, the model needs {tuple(self.embedding.weight.shape)}.",
+                hint="Make train_generator.embedding_size equal to the vectors' dimensions.",
+            )
         with torch.no_grad():
             self.embedding.weight.copy_(table)
 
@@ -131,14 +142,25 @@ class LSTMLanguageModel(nn.Module):
 
 
 def build_model(model_args: dict[str, Any]) -> LSTMLanguageModel:
-    """Rebuild the module from ``model_args.json`` (unknown keys are an error, not ignored)."""
+    """Rebuild the module from ``config.json``'s model_args (unknown keys are an error, not ignored)."""
     return LSTMLanguageModel(**model_args)
 
 
 class LoadedGenerator:
     """A trained generator: the module (in eval mode), its vocabulary and what training recorded."""
 
-    def __init__(self, *, model: LSTMLanguageModel, vocab: Vocab, level: str, unit: str, themes: list[str], min_count: int | None, metrics: dict, directory: Path) -> None:
+    def __init__(
+        self,
+        *,
+        model: LSTMLanguageModel,
+        vocab: Vocab,
+        level: str,
+        unit: str,
+        themes: list[str],
+        min_count: int | None,
+        metrics: dict,
+        directory: Path,
+    ) -> None:
         self.model = model
         self.min_count = min_count
         self.vocab = vocab
@@ -158,7 +180,7 @@ class LoadedGenerator:
 
 
 def load_generator(directory: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedGenerator:
-    """Load ``models/generator`` (model_args.json + vocab.json + model.safetensors) onto ``device``.
+    """Load a generator model directory (config.json + vocab.json + model.safetensors) onto ``device``.
 
     The weights were saved from CPU tensors, so a model trained on a GPU loads on
     a CPU-only machine and the other way round.
@@ -212,7 +234,9 @@ def generate_ids(
     outputs: list[list[int]] = [[] for _ in range(num)]
     finished = [False] * num
     for _ in range(max_tokens):
-        chosen = sample_next(next_logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, banned=banned)  # [num] on CPU
+        chosen = sample_next(
+            next_logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, banned=banned
+        )  # [num] on CPU
         for row, index in enumerate(chosen.tolist()):
             if finished[row]:
                 continue
@@ -224,4 +248,4 @@ def generate_ids(
             break
         logits, state = model(chosen.view(num, 1).to(device), themes=themes, state=state)
         next_logits = logits[:, -1, :]
-    return list(zip(outputs, finished))
+    return list(zip(outputs, finished, strict=True))

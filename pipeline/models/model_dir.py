@@ -94,23 +94,77 @@ def write_model_dir(
     write_json(directory / "metrics.json", {**metrics, "torch_version": torch.__version__})
 
 
+def _legacy_architecture(model_args: dict[str, Any]) -> str | None:
+    """The architecture of a format-0 directory, told from its constructor arguments."""
+    if "num_classes" in model_args:
+        return "AttentionClassifier"
+    if "num_theme_slots" in model_args or "tie_weights" in model_args:
+        return "LSTMLanguageModel"
+    return None
+
+
+def _read_config_json(path: Path) -> dict[str, Any]:
+    try:
+        config = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:  # json.JSONDecodeError is a ValueError
+        raise ModelError(
+            "E304", f"{path} is not valid JSON ({exc}).", hint="Copy the whole model directory again, or retrain the model."
+        ) from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_args"), dict):
+        raise ModelError("E304", f"{path} has no model_args table.", hint="Copy the whole model directory again, or retrain the model.")
+    return config
+
+
 def read_model_config(directory: str | os.PathLike) -> dict[str, Any]:
     """``config.json`` of a model directory, checked for format version (legacy dirs read as format 0)."""
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.exists():
-        if (directory / LEGACY_ARGS_NAME).exists():
-            return {"format_version": 0, "architecture": None, "model_args": read_json(directory / LEGACY_ARGS_NAME), "tokenizer": {}}
-        raise ModelError("E301", f"No trained model in {directory} (no {CONFIG_NAME}).", hint="Train one with `jpipe run`, or give the path of a model directory.")
-    config = read_json(path)
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 0:
+        legacy = directory / LEGACY_ARGS_NAME
+        if legacy.exists():
+            args = read_json(legacy)
+            return {"format_version": 0, "architecture": _legacy_architecture(args), "model_args": args, "tokenizer": {}}
+        what = "directory" if directory.is_dir() else "path"
+        raise ModelError(
+            "E301",
+            f"No trained model in {directory} (no {CONFIG_NAME}; the {what} {'exists' if directory.exists() else 'does not exist'}).",
+            hint="Train one with `jpipe run`, or give the path of a model directory.",
+        )
+    version = (config := _read_config_json(path)).get("format_version")
+    # bool is an int subclass: true/false is no version either.
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION or version < 0:
         raise ModelError(
             "E302",
-            f"{path} has format version {version!r}; this jpipe reads model formats 0 to {FORMAT_VERSION}.",
-            hint="Upgrade jpipe to the version that wrote the model, or retrain the model with this version.",
+            f"{path} has model format version {version!r}; this jpipe reads model formats 0 to {FORMAT_VERSION}.",
+            hint=f"Use the jpipe version that wrote the model (format {version!r}), or retrain the model with this version (format {FORMAT_VERSION}).",
         )
     return config
+
+
+def require_model_dir(directory: str | os.PathLike, *, train_hint: str) -> Path:
+    """``directory`` when it holds a model (format 1 or legacy), else ModelError E301 with ``train_hint``."""
+    directory = Path(directory)
+    if not (directory / CONFIG_NAME).exists() and not (directory / LEGACY_ARGS_NAME).exists():
+        raise ModelError("E301", f"No trained model in {directory}.", hint=train_hint)
+    return directory
+
+
+def model_split_mode(tokenizer: dict[str, Any], *, directory: str | os.PathLike) -> str:
+    """The Sudachi split mode a model was trained with (``C`` for directories that do not record it).
+
+    Tokenizer settings this version cannot reproduce (another split mode or normalization) are an error:
+    the model would see tokens unlike its training data.
+    """
+    split_mode = tokenizer.get("split_mode") or "C"
+    normalization = tokenizer.get("normalization") or "sudachi"
+    if split_mode not in ("A", "B", "C") or normalization != "sudachi":
+        raise ModelError(
+            "E315",
+            f"{directory} was trained with tokenizer settings this version cannot reproduce "
+            f"(split mode {split_mode!r}, normalization {normalization!r}; supported: split modes A, B, C with Sudachi normalization).",
+            hint="Use the jpipe version that wrote the model, or retrain the model with this version.",
+        )
+    return split_mode
 
 
 def read_model_dir(directory: str | os.PathLike, *, architecture: str | None = None) -> dict[str, Any]:
@@ -122,10 +176,18 @@ def read_model_dir(directory: str | os.PathLike, *, architecture: str | None = N
     config = read_model_config(directory)
     found = config.get("architecture")
     if architecture is not None and found is not None and found != architecture:
-        raise ModelError("E303", f"{directory} holds a {found} model, not a {architecture}.", hint="Give the path of a directory that holds the right kind of model.")
+        raise ModelError(
+            "E303",
+            f"{directory} holds a {found} model, not a {architecture}.",
+            hint=f"Give the path of a directory that holds a {architecture} model.",
+        )
     for name in ("vocab.json", WEIGHTS_NAME):
         if not (directory / name).exists():
-            raise ModelError("E304", f"{directory} has no {name}: the model directory is incomplete.", hint="Copy the whole directory, or retrain the model.")
+            raise ModelError(
+                "E304",
+                f"{directory} has no {name}: the model directory is incomplete.",
+                hint="Copy the whole directory, or retrain the model.",
+            )
     info = {
         "config": config,
         "model_args": config["model_args"],

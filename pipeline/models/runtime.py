@@ -6,6 +6,9 @@ import random
 
 import numpy as np
 
+from pipeline.errors import ModelError
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -20,12 +23,12 @@ def pick_device(preference: str = "auto"):
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     import torch
 
-    from pipeline.errors import PipelineError
-
     if preference == "cuda" and not torch.cuda.is_available():
-        raise PipelineError("device = 'cuda' but no CUDA GPU is visible.", hint="Use --set <section>.device=auto or cpu.")
+        raise ModelError(
+            "E306",
+            "device = 'cuda' but no CUDA GPU is visible.",
+            hint="Set the device key of the section (for example train_topic.device) to auto or cpu.",
+        )
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     return torch.device("cuda")
-
-

@@ -15,19 +15,26 @@ import math
 
 import torch
 
+from pipeline.errors import ConfigError
+
 # Below this temperature sampling is replaced by argmax: dividing logits by a
 # tiny number overflows to inf/nan long before the distribution is a delta.
 GREEDY_TEMPERATURE = 1e-5
 
 
 def validate_sampling(*, temperature: float, top_k: int, top_p: float) -> None:
-    """Raise ValueError for settings that make no sampling sense (callers turn it into a user error)."""
+    """Raise ``ConfigError`` E109 (a ``ValueError``) for settings that make no sampling sense.
+
+    Temperature 0 is valid: it means greedy decoding (argmax).
+    """
     if not (temperature >= 0.0) or math.isinf(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        raise ConfigError(
+            "E109", f"temperature must be a finite number >= 0, got {temperature!r}.", hint="0 is greedy decoding; 0.8 is a common choice."
+        )
     if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {top_k!r}")
+        raise ConfigError("E109", f"top_k must be >= 0 (0 = off), got {top_k!r}.", hint="For example 40; 0 turns top-k filtering off.")
     if not (0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        raise ConfigError("E109", f"top_p must be in (0, 1], got {top_p!r}.", hint="For example 0.9; 1 turns nucleus filtering off.")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

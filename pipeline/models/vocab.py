@@ -23,9 +23,13 @@ class Vocab:
         self.stoi = {token: index for index, token in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, sequences: Iterable[list[str]], *, min_count: int = 1, specials: tuple[str, ...] = (PAD, UNK), max_size: int | None = None) -> "Vocab":
+    def build(
+        cls, sequences: Iterable[list[str]], *, min_count: int = 1, specials: tuple[str, ...] = (PAD, UNK), max_size: int | None = None
+    ) -> Vocab:
         counts = Counter(token for sequence in sequences for token in sequence)
-        kept = [token for token, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if count >= min_count and token not in specials]
+        kept = [
+            token for token, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if count >= min_count and token not in specials
+        ]
         if max_size is not None:
             kept = kept[: max(0, max_size - len(specials))]
         return cls(list(specials) + kept)
@@ -52,7 +56,7 @@ class Vocab:
         return {"itos": self.itos, **extra}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Vocab":
+    def from_json(cls, data: dict[str, Any]) -> Vocab:
         return cls(list(data["itos"]))
 
 
@@ -89,5 +93,3 @@ def embedding_matrix(vocab: Vocab, words: list[str], vectors: np.ndarray, *, see
             found += 1
     coverage = found / max(1, len(vocab) - 2)
     return matrix, coverage
-
-

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, InputError
 from pipeline.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Tokenizer:
         """``with_pos=False`` skips UD POS (empty ``pos`` list) and so never imports spaCy:
         word-similarity queries only need the normalized form and load in a fraction of the time."""
         if split_mode not in SPLIT_MODES:
-            raise PipelineError(f"Unknown Sudachi split mode '{split_mode}'.", hint="Valid split modes: A, B, C.")
+            raise ConfigError("E109", f"Unknown Sudachi split mode '{split_mode}'.", hint="Valid split modes: A, B, C.")
         try:
             from sudachipy import Dictionary, SplitMode
 
@@ -100,7 +100,9 @@ class Tokenizer:
                 from spacy.lang.ja import resolve_pos
                 from spacy.parts_of_speech import NAMES as POS_NAMES
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise PipelineError(f"Tokenization needs spaCy and SudachiPy ({exc}).", hint="pip install ginza ja-ginza") from None
+            raise ConfigError(
+                "E110", f"Tokenization needs spaCy and SudachiPy ({exc}).", hint="Install them: pip install ginza ja-ginza"
+            ) from None
         self.split_mode = split_mode
         self.with_pos = with_pos
         if with_pos:
@@ -144,7 +146,7 @@ class Tokenizer:
             return {"surface": surfaces, "lemma": lemmas, "norm": norms, "pos": pos, "tag": tags}
         next_pos = None
         names = self._pos_names
-        for index, (surface, tag) in enumerate(zip(surfaces, tags)):
+        for index, (surface, tag) in enumerate(zip(surfaces, tags, strict=True)):
             if next_pos:  # decided by the previous token's bigram rule, as in spaCy
                 pos.append(names[next_pos])
                 next_pos = None
@@ -180,7 +182,6 @@ def read_token_rows(path: str | os.PathLike, *, split: str | None = None) -> Ite
     for row in read_jsonl(path):
         if split is None or row.get("split") == split:
             yield row
-
 
 
 # ---------------------------------------------------------------------- stage
@@ -226,7 +227,12 @@ def tokenize_stage(ctx) -> dict[str, Any]:
     }
     with open(ctx.output(TOKENS_META), "w", encoding="utf-8") as handle:
         json.dump(meta, handle, ensure_ascii=False, indent=2)
-    return {"sentences": sentence_count, "tokens": token_count, "extra_documents": extra_docs, "sentences_per_second": meta["knbc_sentences_per_second"]}
+    return {
+        "sentences": sentence_count,
+        "tokens": token_count,
+        "extra_documents": extra_docs,
+        "sentences_per_second": meta["knbc_sentences_per_second"],
+    }
 
 
 def _stream_corpus(path: Path, tokenizer: Tokenizer) -> Iterator[tuple[int, dict[str, list[str]]]]:
@@ -238,12 +244,18 @@ def _stream_corpus(path: Path, tokenizer: Tokenizer) -> Iterator[tuple[int, dict
     try:
         handle = open_text(path)
         with handle:
-            for line_number, line in enumerate(tqdm(handle, desc=f"tokenize {path.name}", unit=" lines", mininterval=1.0, disable=None), start=1):
+            for line_number, line in enumerate(
+                tqdm(handle, desc=f"tokenize {path.name}", unit=" lines", mininterval=1.0, disable=None), start=1
+            ):
                 line = line.strip()
                 if line:
                     yield line_number, tokenizer.tokenize(line)
     except UnicodeDecodeError as exc:
-        raise PipelineError(f"Extra corpus {path} is not UTF-8 text ({exc}).", hint="Convert it with `iconv -t UTF-8`, or remove it from tokenize.extra_corpora.") from None
+        raise InputError(
+            "E206",
+            f"Extra corpus {path} is not UTF-8 text ({exc}).",
+            hint="Convert it with `iconv -t UTF-8`, or remove it from tokenize.extra_corpora.",
+        ) from None
 
 
 def _versions() -> dict[str, str]:
@@ -256,54 +268,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return versions
-
-
-# ------------------------------------------------------------------ benchmark
-def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C", full_limit: int = 400) -> dict[str, Any]:
-    """Sentences/s of full ja_ginza, its tokenizer alone, this pipeline's tokenizer and raw SudachiPy, in one process.
-
-    All three use the same split mode and the KNBC sentences of the prepare stage.
-    Full ja_ginza (parser + NER) is slow, so it runs on the first ``full_limit`` sentences.
-    """
-    from pipeline.io import read_jsonl
-    from pipeline.paths import SENTENCES
-
-    path = Path(project_dir) / SENTENCES
-    if not path.exists():
-        raise PipelineError(f"{SENTENCES} not found in {project_dir}.", hint="Run `jpipe run prepare` first.")
-    texts = [row["text"] for row in read_jsonl(path)]
-
-    def measure(function, sample: list[str]) -> dict[str, Any]:
-        function(sample[:20])  # warm-up: first calls pay for dictionary pages
-        started = time.perf_counter()
-        function(sample)
-        seconds = time.perf_counter() - started
-        return {"sentences_per_second": round(len(sample) / seconds, 1), "sentences": len(sample), "seconds": round(seconds, 3), "split_mode": split_mode}
-
-    import spacy
-    from sudachipy import Dictionary, SplitMode
-
-    nlp = spacy.load("ja_ginza", config={"nlp": {"tokenizer": {"split_mode": split_mode}}})
-    full = measure(lambda sample: [None for _ in nlp.pipe(sample, batch_size=64)], texts[:full_limit])
-    # ja_ginza's tokenizer alone (spaCy Doc objects, sub-token lists), for reference.
-    ginza_tokenizer = measure(lambda sample: [nlp.tokenizer(t) for t in sample], texts)
-    del nlp
-
-    tokenizer = Tokenizer(split_mode)
-    pipeline = measure(lambda sample: [tokenizer.tokenize(t) for t in sample], texts)
-
-    sudachi = Dictionary().create(mode=getattr(SplitMode, split_mode))
-
-    def raw(sample: list[str]) -> None:
-        for text in sample:
-            for m in sudachi.tokenize(text):
-                (m.surface(), m.dictionary_form(), m.normalized_form(), m.part_of_speech())
-
-    sudachipy = measure(raw, texts)
-    return {
-        "full_ginza": full,
-        "ginza_tokenizer_only": ginza_tokenizer,
-        "pipeline": pipeline,
-        "sudachipy": sudachipy,
-        "pipeline_vs_sudachipy": round(pipeline["sentences_per_second"] / sudachipy["sentences_per_second"], 3),
-    }

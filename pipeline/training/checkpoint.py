@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.io import atomic_path, read_jsonl
 
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """A resumable training checkpoint (tensors and plain data only), written atomically."""
     import torch
@@ -16,7 +17,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> dict:
+def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu") -> dict:
     import torch
 
     # weights_only=True: a checkpoint can hold tensors and plain containers, never code.

@@ -1,30 +1,25 @@
-"""Stage ``train_generator``: train the LSTM language model of ``pipeline.nn.generator``.
+"""Stage ``train_generator``: train the LSTM language model of ``pipeline.models.language_model``.
 
 Imports torch, numpy and torch-only pipeline modules, so it runs on a GPU machine
-without spaCy or gensim.
+without spaCy or gensim. The loop (epochs, early stopping, resume, checkpoints,
+AMP, clipping) is ``pipeline.training.loop``; what is specific to the language model
+(``LanguageModelTraining``):
 
 - Data: the surface tokens (or characters) of ``data/tokens/knbc.jsonl``, framed
   by ``<s>`` / ``</s>`` per sentence or per article (``sequence_unit``); the
   vocabulary keeps training-split units seen at least ``min_count`` times, the
   rest become ``<unk>``.
-- Optimisation: Adam, gradient clipping, optional truncated BPTT (``bptt`` > 0:
-  the hidden state is carried across chunks of that many tokens, gradients are
-  not). The learning rate is multiplied by ``lr_decay`` after an epoch without
-  dev improvement; training stops after ``patience`` such epochs, keeping the
-  weights of the best dev perplexity.
-- Every epoch appends a line to ``train_log.jsonl`` and writes a checkpoint in
-  the stage's work directory; ``jpipe run train_generator --resume`` continues
-  from it when data and settings match (``epochs`` and ``patience`` may change,
-  so a finished run can be extended).
+- Optimisation: Adam, optional truncated BPTT (``bptt`` > 0: the hidden state is
+  carried across chunks of that many tokens, gradients are not). Epoch ``e``
+  batches with a ``torch.Generator`` seeded ``seed * 1000 + e``; dropout draws from
+  the global torch RNG, carried across epochs (and saved in the checkpoint).
+- Early stopping on dev perplexity; the learning rate is multiplied by ``lr_decay``
+  after an epoch without dev improvement (``on_plateau``).
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
-import math
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,27 +30,41 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import PipelineError
-from pipeline.io import sha256_file, sha256_text
 from pipeline.data.labels import THEMES
-from pipeline.models.model_dir import write_model_dir
+from pipeline.errors import ConfigError, InputError, ModelError
+from pipeline.io import sha256_file
+from pipeline.metrics import perplexity
+from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, theme_slot
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
-from pipeline.training.checkpoint import EpochLog, load_checkpoint, save_checkpoint
-from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, theme_slot
+from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
+from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file, publish_model
+
+__all__ = [
+    "Encoded",
+    "Sequence",
+    "build_sequences",
+    "build_vocab",
+    "corpus_nll",
+    "encode",
+    "make_batches",
+    "perplexity",
+    "read_splits",
+    "sentence_units",
+    "target_count",
+]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-LOG = "train_log.jsonl"
 EVAL_BATCH_SIZE = 64
-# Keys that may change between an interrupted run and its --resume.
-RESUMABLE_CHANGES = ("epochs", "patience", "device")
+ARCHITECTURE = "LSTMLanguageModel"
+# Early stopping: a dev perplexity must drop by more than this to count as a gain.
+MIN_PERPLEXITY_GAIN = 1e-6
 
 
 # ---------------------------------------------------------------------- data
-def sentence_units(row: dict, level: str) -> list[str]:
+def sentence_units(row: dict, *, level: str) -> list[str]:
     """The units of one token row: GiNZA surface tokens, or the characters they spell."""
     if level == "char":
         return list("".join(row["surface"]))
@@ -79,7 +88,7 @@ def build_sequences(rows: Iterable[dict], *, level: str, unit: str) -> list[Sequ
     """
     rows = list(rows)
     if unit == "sentence":
-        return [Sequence([BOS, *sentence_units(row, level), EOS], row["theme"]) for row in rows]
+        return [Sequence([BOS, *sentence_units(row, level=level), EOS], row["theme"]) for row in rows]
     articles: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         articles[row["article_id"]].append(row)
@@ -87,7 +96,7 @@ def build_sequences(rows: Iterable[dict], *, level: str, unit: str) -> list[Sequ
     for article_rows in articles.values():  # dict keeps corpus order of first appearance
         units = [BOS]
         for row in sorted(article_rows, key=lambda r: r["position"]):
-            units.extend(sentence_units(row, level))
+            units.extend(sentence_units(row, level=level))
             units.append(EOS)
         sequences.append(Sequence(units, article_rows[0]["theme"]))
     return sequences
@@ -121,7 +130,9 @@ def target_count(encoded: list[Encoded]) -> int:
     return sum(len(e.ids) - 1 for e in encoded)
 
 
-def make_batches(encoded: list[Encoded], *, batch_size: int, pad_index: int, generator: torch.Generator | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def make_batches(
+    encoded: list[Encoded], *, batch_size: int, pad_index: int, generator: torch.Generator | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of ``(tokens [batch, time] padded with pad_index, themes [batch])``.
 
     Sequences of similar length share a batch (less padding, much faster on CPU).
@@ -149,7 +160,9 @@ def make_batches(encoded: list[Encoded], *, batch_size: int, pad_index: int, gen
 
 # ---------------------------------------------------------------- perplexity
 @torch.no_grad()
-def corpus_nll(model: nn.Module, encoded: list[Encoded], *, pad_index: int, device: torch.device | str = "cpu", use_theme: bool = False) -> tuple[float, int]:
+def corpus_nll(
+    model: nn.Module, encoded: list[Encoded], *, pad_index: int, device: torch.device | str = "cpu", use_theme: bool = False
+) -> tuple[float, int]:
     """(sum of -log p(target) in nats, number of targets) over ``encoded``.
 
     Every position after ``<s>`` is scored once with the full left context of its
@@ -164,18 +177,18 @@ def corpus_nll(model: nn.Module, encoded: list[Encoded], *, pad_index: int, devi
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1] each
         logits, _ = model(inputs, themes=themes)  # [batch, time-1, vocab]
         # float64 sum: ~10^5 terms must not lose precision
-        nll = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=pad_index, reduction="sum")
+        nll = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=pad_index, reduction="sum"
+        )
         total += float(nll.double())
         count += int((targets != pad_index).sum())
     return total, count
 
 
-def perplexity(total_nll: float, count: int) -> float:
-    return math.exp(total_nll / max(count, 1))
-
-
 # ------------------------------------------------------------------- vectors
-def pretrained_embeddings(vocab: Vocab, *, vectors_file: Path, surface_to_norm: dict[str, str], seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+def pretrained_embeddings(
+    vocab: Vocab, *, vectors_file: Path, surface_to_norm: dict[str, str], seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Embedding table for a surface-form vocabulary from vectors keyed by the normalized form.
 
     A surface form takes the vector of the same string when there is one
@@ -206,12 +219,12 @@ def pretrained_embeddings(vocab: Vocab, *, vectors_file: Path, surface_to_norm: 
 def _surface_to_norm(tokens_path: Path) -> dict[str, str]:
     pairs: dict[str, Counter] = defaultdict(Counter)
     for row in read_token_rows(tokens_path, split="train"):
-        for surface, norm in zip(row["surface"], row["norm"]):
+        for surface, norm in zip(row["surface"], row["norm"], strict=True):
             pairs[surface][norm] += 1
     return {surface: counts.most_common(1)[0][0] for surface, counts in pairs.items()}
 
 
-# --------------------------------------------------------------------- stage
+# --------------------------------------------------------------------- model
 def _model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
     return {
         "vocab_size": len(vocab),
@@ -225,25 +238,79 @@ def _model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
     }
 
 
-def _signature(section: dict, vocab: Vocab, tokens_sha: str) -> str:
-    """What a checkpoint must match to be resumed: settings (except RESUMABLE_CHANGES), vocabulary, data."""
-    settings = {key: value for key, value in section.items() if key not in RESUMABLE_CHANGES}
-    return sha256_text(json.dumps({"settings": settings, "vocab": vocab.itos, "tokens": tokens_sha}, sort_keys=True, ensure_ascii=False))
+def _init_pretrained(model: LSTMLanguageModel, *, vectors_file: Path, tokens_path: Path, section: dict, vocab: Vocab) -> dict[str, Any]:
+    """Copy pretrained vectors into the embedding; returns coverage statistics."""
+    source = section["embedding_init"]
+    matrix, stats = pretrained_embeddings(
+        vocab, vectors_file=vectors_file, surface_to_norm=_surface_to_norm(tokens_path), seed=section["seed"]
+    )
+    if matrix.shape[1] != section["embedding_size"]:
+        same = " and train_generator.hidden_size (tied weights need equal sizes)" if section["tie_weights"] else ""
+        raise ModelError(
+            "E307",
+            f"The {source} vectors have {matrix.shape[1]} dimensions but train_generator.embedding_size is {section['embedding_size']}.",
+            hint=f"Set train_generator.embedding_size{same} to {matrix.shape[1]}.",
+        )
+    matrix[vocab.pad_index] = 0.0
+    model.init_embeddings(matrix)
+    stats["source"] = source
+    logger.info(
+        "embeddings from %s: %.1f%% of the vocabulary (%.1f%% by surface form, the rest via the normalized form)",
+        source,
+        100 * stats["coverage"],
+        100 * stats["coverage_exact"],
+    )
+    return stats
 
 
-def train_epoch(
+def _vectors_file(ctx, section: dict) -> Path | None:
+    if section["embedding_init"] != "random" and section["level"] == "char":
+        raise ConfigError(
+            "E108",
+            "train_generator.embedding_init needs level = 'word': the vector sources hold words, not characters.",
+            hint='Set train_generator.embedding_init = "random" with train_generator.level = "char".',
+        )
+    return pretrained_vectors_file(ctx, section_name="train_generator", source=section["embedding_init"])
+
+
+# ----------------------------------------------------------------- training
+def _train_chunks(
+    model: LSTMLanguageModel, tokens: torch.Tensor, themes: torch.Tensor, *, steps: StepRunner, pad_index: int, bptt: int
+) -> tuple[float, int]:
+    """One batch, ``tokens`` [batch, time], in BPTT chunks; returns (sum of NLL in nats, targets)."""
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1]
+    chunk = bptt if bptt > 0 else inputs.size(1)
+    total, count, state = 0.0, 0, None
+    for start in range(0, inputs.size(1), chunk):
+        chunk_targets = targets[:, start : start + chunk]
+        chunk_count = int((chunk_targets != pad_index).sum())
+        if chunk_count == 0:  # only padding left in this batch
+            break
+        with steps.autocast():
+            logits, state = model(inputs[:, start : start + chunk], themes=themes, state=state)  # [batch, chunk, vocab]
+        loss_sum = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), chunk_targets.reshape(-1), ignore_index=pad_index, reduction="sum"
+        )
+        steps.step(loss_sum / chunk_count)
+        # truncated BPTT: keep the state's values, cut its gradient history
+        state = tuple(s.detach() for s in state)
+        total += float(loss_sum.detach())
+        count += chunk_count
+    return total, count
+
+
+def train_pass(
     model: LSTMLanguageModel,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
-    optimizer: torch.optim.Optimizer,
+    steps: StepRunner,
     pad_index: int,
-    device: torch.device,
     bptt: int,
-    grad_clip: float,
     theme_dropout: float,
 ) -> tuple[float, int]:
     """One pass over ``batches``; returns (sum of training NLL in nats, targets)."""
     model.train()
+    device = steps.device
     total, count = 0.0, 0
     for tokens, themes in batches:
         tokens, themes = tokens.to(device), themes.to(device)
@@ -251,188 +318,117 @@ def train_epoch(
             # "any theme" for a random share of sequences, so unconditioned generation is learned too
             dropped = torch.rand(themes.shape, device=device) < theme_dropout
             themes = themes.masked_fill(dropped, ANY_THEME)
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1]
-        chunk = bptt if bptt > 0 else inputs.size(1)
-        state = None
-        for start in range(0, inputs.size(1), chunk):
-            chunk_targets = targets[:, start : start + chunk]
-            chunk_count = int((chunk_targets != pad_index).sum())
-            if chunk_count == 0:  # only padding left in this batch
-                break
-            logits, state = model(inputs[:, start : start + chunk], themes=themes, state=state)
-            loss_sum = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), chunk_targets.reshape(-1), ignore_index=pad_index, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            (loss_sum / chunk_count).backward()
-            if grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            # truncated BPTT: keep the state's values, cut its gradient history
-            state = tuple(s.detach() for s in state)
-            total += float(loss_sum.detach())
-            count += chunk_count
+        batch_total, batch_count = _train_chunks(model, tokens, themes, steps=steps, pad_index=pad_index, bptt=bptt)
+        total += batch_total
+        count += batch_count
     return total, count
 
 
-def train_generator_stage(ctx) -> dict[str, Any]:
-    from pipeline.paths import GENERATOR_DIR, TOKENS, VECTOR_SOURCES
+class LanguageModelTraining:
+    """The language model's part of the training loop: seeded batch order, BPTT, dev perplexity, lr decay."""
 
-    section = ctx.section
-    level, unit = section["level"], section["sequence_unit"]
-    seed_everything(section["seed"])
-    device = pick_device(section["device"])
-    tokens_path = ctx.input(TOKENS)
+    def __init__(self, *, model: LSTMLanguageModel, train: list[Encoded], dev: list[Encoded], section: dict, pad_index: int) -> None:
+        self.model = model
+        self.train, self.dev = train, dev
+        self.section = section
+        self.pad_index = pad_index
 
-    splits = read_splits(tokens_path, level=level, unit=unit)
+    def train_epoch(self, epoch: int, steps: StepRunner) -> TrainStats:
+        # a fresh, seeded order every epoch: the same on a resumed run
+        shuffle = torch.Generator().manual_seed(self.section["seed"] * 1000 + epoch)
+        batches = make_batches(self.train, batch_size=self.section["batch_size"], pad_index=self.pad_index, generator=shuffle)
+        nll, count = train_pass(
+            self.model,
+            steps.progress(batches, total=len(batches), desc=f"generator epoch {epoch}"),
+            steps=steps,
+            pad_index=self.pad_index,
+            bptt=self.section["bptt"],
+            theme_dropout=self.section["theme_dropout"],
+        )
+        return TrainStats(record={"train_perplexity": round(perplexity(nll, count), 3)}, items=count, unit="tokens")
+
+    def evaluate(self, epoch: int, steps: StepRunner) -> DevStats:
+        device = steps.device
+        dev_perplexity = perplexity(*corpus_nll(self.model, self.dev, pad_index=self.pad_index, device=device))
+        record = {"dev_perplexity": round(dev_perplexity, 3)}
+        if self.model.theme_embedding is not None:
+            with_theme = corpus_nll(self.model, self.dev, pad_index=self.pad_index, device=device, use_theme=True)
+            record["dev_perplexity_with_theme"] = round(perplexity(*with_theme), 3)
+        return DevStats(record=record, value=dev_perplexity)
+
+    def on_plateau(self, steps: StepRunner) -> None:
+        """No dev gain: multiply the learning rate by ``lr_decay`` (saved with the optimizer state)."""
+        for group in steps.optimizer.param_groups:
+            group["lr"] *= self.section["lr_decay"]
+
+
+# --------------------------------------------------------------------- stage
+def _read_data(tokens_path: Path, section: dict) -> tuple[Vocab, list[Encoded], list[Encoded]]:
+    splits = read_splits(tokens_path, level=section["level"], unit=section["sequence_unit"])
     if not splits["train"] or not splits["dev"]:
-        raise PipelineError("The tokens file has no train or no dev sentences.", hint="Check the prepare split ratios, then `jpipe run tokenize`.")
+        raise InputError(
+            "E209",
+            "The tokens file has no train or no dev sentences.",
+            hint="Check prepare.train_ratio and prepare.dev_ratio, then `jpipe run tokenize`.",
+        )
     vocab = build_vocab(splits["train"], min_count=section["min_count"])
-    train, dev = encode(splits["train"], vocab), encode(splits["dev"], vocab)
-    pad = vocab.pad_index
+    return vocab, encode(splits["train"], vocab), encode(splits["dev"], vocab)
+
+
+def train_language_model(*, section: dict, tokens_path: Path, vectors_file: Path | None, work_dir: Path, resume: bool) -> TrainedModel:
+    """Train on the training split with early stopping on dev perplexity; the model keeps its best weights."""
+    seed_everything(section["seed"])  # before the model: its initial weights come from the seed
+    device = pick_device(section["device"])
+    vocab, train_set, dev_set = _read_data(tokens_path, section)
     model_args = _model_args(section, vocab)
     model = LSTMLanguageModel(**model_args)
-
-    vector_stats: dict[str, Any] = {}
-    if section["embedding_init"] != "random":
-        source = section["embedding_init"]
-        if level == "char":
-            raise PipelineError(
-                "train_generator.embedding_init needs level = 'word': the vector sources hold words, not characters.",
-                hint="Use --set train_generator.embedding_init=random with level=char.",
-            )
-        vectors_file = ctx.input(VECTOR_SOURCES[source]) / "vectors.txt"
-        if not vectors_file.exists():
-            raise PipelineError(f"{vectors_file} is missing.", hint=f"Run `jpipe run {'word2vec' if source == 'word2vec' else source}` first, or use embedding_init=random.")
-        matrix, vector_stats = pretrained_embeddings(vocab, vectors_file=vectors_file, surface_to_norm=_surface_to_norm(tokens_path), seed=section["seed"])
-        if matrix.shape[1] != section["embedding_size"]:
-            raise PipelineError(
-                f"The {source} vectors have {matrix.shape[1]} dimensions but train_generator.embedding_size is {section['embedding_size']}.",
-                hint=f"Use --set train_generator.embedding_size={matrix.shape[1]}"
-                + (f" --set train_generator.hidden_size={matrix.shape[1]} (tied weights need equal sizes)." if section["tie_weights"] else "."),
-            )
-        matrix[pad] = 0.0
-        model.init_embeddings(matrix)
-        vector_stats["source"] = source
-        logger.info("embeddings from %s: %.1f%% of the vocabulary (%.1f%% by surface form, the rest via the normalized form)", source, 100 * vector_stats["coverage"], 100 * vector_stats["coverage_exact"])
+    vector_stats = (
+        _init_pretrained(model, vectors_file=vectors_file, tokens_path=tokens_path, section=section, vocab=vocab) if vectors_file else {}
+    )
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=section["learning_rate"])
+    steps = StepRunner(model=model, optimizer=optimizer, device=device, amp=section.get("amp", False), grad_clip=section["grad_clip"])
     parameter_count = sum(p.numel() for p in model.parameters())
-
-    # ---- resume
-    signature = _signature(section, vocab, sha256_file(tokens_path))
-    checkpoint_path = Path(ctx.work_dir) / CHECKPOINT
-    state = {"epoch": 0, "best_dev": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "stopped": False, "lr": section["learning_rate"]}
-    best_weights = copy.deepcopy(model.state_dict())
-    if ctx.resume and checkpoint_path.exists():
-        checkpoint = load_checkpoint(checkpoint_path, device=str(device))
-        if checkpoint.get("signature") != signature:
-            logger.warning("Checkpoint %s is from other data or settings: starting from scratch.", checkpoint_path)
-        else:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            best_weights = checkpoint["best_model"]
-            state = checkpoint["state"]
-            # a larger --set patience lets an early-stopped run continue
-            state["stopped"] = state["bad_epochs"] >= section["patience"]
-            torch.set_rng_state(checkpoint["torch_rng"].cpu())
-            if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(checkpoint["cuda_rng"].cpu())
-            logger.info("Resuming after epoch %d (best dev perplexity %.2f at epoch %d).", state["epoch"], state["best_dev"], state["best_epoch"])
-    elif ctx.resume:
-        logger.info("No checkpoint in %s: starting from scratch.", ctx.work_dir)
-    epoch_log = EpochLog(Path(ctx.work_dir) / LOG)
-    for record in state["history"]:
-        epoch_log.write(record)
-
     logger.info(
         "train_generator: %s-level %s sequences, %d train / %d dev, vocabulary %d, %d parameters, device %s",
-        level, unit, len(train), len(dev), len(vocab), parameter_count, device,
+        *(section["level"], section["sequence_unit"], len(train_set), len(dev_set), len(vocab), parameter_count, device),
     )
-    started = time.perf_counter()
-    epochs_this_run = 0
-    while state["epoch"] < section["epochs"] and not state["stopped"]:
-        epoch = state["epoch"] + 1
-        for group in optimizer.param_groups:
-            group["lr"] = state["lr"]
-        # a fresh, seeded order every epoch: the same on a resumed run
-        shuffle = torch.Generator().manual_seed(section["seed"] * 1000 + epoch)
-        batches = make_batches(train, batch_size=section["batch_size"], pad_index=pad, generator=shuffle)
-        epoch_started = time.perf_counter()
-        train_nll, train_count = train_epoch(
-            model, batches, optimizer=optimizer, pad_index=pad, device=device, bptt=section["bptt"],
-            grad_clip=section["grad_clip"], theme_dropout=section["theme_dropout"],
-        )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_seconds = time.perf_counter() - epoch_started
-        dev_ppl = perplexity(*corpus_nll(model, dev, pad_index=pad, device=device))
-        record = {
-            "epoch": epoch,
-            "train_perplexity": round(perplexity(train_nll, train_count), 3),
-            "dev_perplexity": round(dev_ppl, 3),
-            "learning_rate": state["lr"],
-            "train_seconds": round(train_seconds, 2),
-            "train_tokens_per_second": round(train_count / max(train_seconds, 1e-9), 1),
-            "device": device.type,
-        }
-        if model.theme_embedding is not None:
-            record["dev_perplexity_with_theme"] = round(perplexity(*corpus_nll(model, dev, pad_index=pad, device=device, use_theme=True)), 3)
-        if dev_ppl < state["best_dev"] - 1e-6:
-            state.update(best_dev=dev_ppl, best_epoch=epoch, bad_epochs=0)
-            best_weights = copy.deepcopy(model.state_dict())
-        else:
-            state["bad_epochs"] += 1
-            state["lr"] *= section["lr_decay"]
-            state["stopped"] = state["bad_epochs"] >= section["patience"]
-        state["epoch"] = epoch
-        state["history"].append(record)
-        epoch_log.write(record)
-        logger.info("epoch %d: train ppl %.2f, dev ppl %.2f (best %.2f @ %d), %.1fs", epoch, record["train_perplexity"], dev_ppl, state["best_dev"], state["best_epoch"], train_seconds)
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "signature": signature,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_model": best_weights,
-                "state": state,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            },
-        )
-        epochs_this_run += 1
-        if state["stopped"]:
-            logger.info("Early stop: %d epochs without dev improvement.", state["bad_epochs"])
-
-    model.load_state_dict(best_weights)
-    history = state["history"]
-    epoch_seconds = [r["train_seconds"] for r in history if r["device"] == device.type]
+    vectors_sha = sha256_file(vectors_file) if vectors_file else None
+    signature = checkpoint_signature(section, vocab=vocab.itos, tokens=sha256_file(tokens_path), vectors=vectors_sha)
+    stopping = EarlyStopping(monitor="dev_perplexity", mode="min", patience=section["patience"], min_delta=MIN_PERPLEXITY_GAIN)
+    settings = LoopSettings(
+        name="train_generator", epochs=section["epochs"], stopping=stopping, work_dir=work_dir, signature=signature, resume=resume
+    )
+    training = LanguageModelTraining(model=model, train=train_set, dev=dev_set, section=section, pad_index=vocab.pad_index)
+    result = train(training, steps=steps, settings=settings)
     metrics = {
-        "level": level,
-        "sequence_unit": unit,
-        "dev_perplexity": round(state["best_dev"], 3),
-        "best_epoch": state["best_epoch"],
-        "epochs_run": state["epoch"],
-        "stopped_early": state["stopped"],
+        "level": section["level"],
+        "sequence_unit": section["sequence_unit"],
+        **result.metrics,
         "vocab_size": len(vocab),
-        "train_tokens": target_count(train),
+        "train_tokens": target_count(train_set),
         "parameters": parameter_count,
-        "device": device.type,
-        "seconds_per_epoch": round(sum(epoch_seconds) / max(len(epoch_seconds), 1), 2),
-        "train_seconds_this_run": round(time.perf_counter() - started, 1),
-        **({"embedding_" + key: value for key, value in vector_stats.items()}),
+        **{"embedding_" + key: value for key, value in vector_stats.items()},
     }
-    if history and "dev_perplexity_with_theme" in history[state["best_epoch"] - 1]:
-        metrics["dev_perplexity_with_theme"] = history[state["best_epoch"] - 1]["dev_perplexity_with_theme"]
-    out = ctx.output(GENERATOR_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    write_model_dir(
-        out,
-        model=model,
-        architecture="LSTMLanguageModel",
-        model_args=model_args,
-        vocab=vocab,
-        metrics={**metrics, "config": dict(section)},
-        extra={"level": level, "unit": unit, "token_field": "surface", "themes": THEMES if model.theme_embedding is not None else [], "min_count": section["min_count"]},
+    extra = {
+        "level": section["level"],
+        "unit": section["sequence_unit"],
+        "token_field": "surface",
+        "themes": THEMES if model.theme_embedding is not None else [],
+        "min_count": section["min_count"],
+    }
+    return TrainedModel(
+        model=model, architecture=ARCHITECTURE, model_args=model_args, vocab=vocab, metrics=metrics, records=result.records, extra=extra
     )
-    (out / LOG).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in history), encoding="utf-8")
-    return {key: metrics[key] for key in ("dev_perplexity", "best_epoch", "epochs_run", "vocab_size", "seconds_per_epoch", "device")}
+
+
+def train_generator_stage(ctx) -> dict[str, Any]:
+    from pipeline.paths import GENERATOR_DIR, TOKENS
+
+    section = ctx.section
+    tokens_path = ctx.input(TOKENS)
+    vectors_file = _vectors_file(ctx, section)
+    trained = train_language_model(
+        section=section, tokens_path=tokens_path, vectors_file=vectors_file, work_dir=Path(ctx.work_dir), resume=ctx.resume
+    )
+    return publish_model(ctx, GENERATOR_DIR, trained, token_field="surface", monitor="dev_perplexity")

@@ -1,4 +1,4 @@
-"""Word-similarity queries: neighbours, similarity, analogy, scored pairs.
+"""Word-similarity queries on any vector directory: ``Vectors.load(path).most_similar("京都", topn=5)``.
 
 Imports numpy, SudachiPy and the standard library only (no torch, spaCy or gensim),
 so a cold ``jpipe similar`` stays well under a few seconds.
@@ -7,7 +7,8 @@ How a query word becomes a key
 ------------------------------
 Vectors are keyed by one token field (``meta.json`` ``token_field``, by default
 Sudachi's normalized form). A query goes through the same Sudachi tokenizer and
-split mode as the corpus, so natural forms work: 食べた -> 食べる, おいしい -> 美味しい,
+split mode as the corpus the vectors were built from (``meta.json`` ``split_mode``,
+"C" for directories written before it was recorded), so natural forms work: 食べた -> 食べる, おいしい -> 美味しい,
 ケータイ -> 携帯.
 
 1. A query that is itself a key is used as is (a normalized form, or any key of
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InputError, ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,14 @@ logger = logging.getLogger(__name__)
 FUNCTION_POS = ("助詞", "助動詞", "補助記号", "記号", "空白", "接頭辞")
 # Rows scored per block: bounds the temporary memory for very large imported tables.
 SCORE_BLOCK_ROWS = 262144
+DEFAULT_SPLIT_MODE = "C"
 
 
-class OutOfVocabulary(PipelineError):
-    """A query (or one of its tokens) has no vector in the chosen source."""
+class OutOfVocabulary(InputError):
+    """A query (or one of its tokens) has no vector in the chosen source (E208)."""
 
     def __init__(self, message: str, *, hint: str | None = None, query: str = "", missing: str = "") -> None:
-        super().__init__(message, hint=hint)
+        super().__init__("E208", message, hint=hint)
         self.query = query
         self.missing = missing
 
@@ -82,12 +84,27 @@ class VectorIndex:
         self._norms: np.ndarray | None = None
 
     @classmethod
-    def load(cls, *, project_dir: str | os.PathLike, source: str) -> "VectorIndex":
-        from pipeline.vectors.store import load_vector_arrays, read_meta, require_source_dir
+    def load(cls, *, project_dir: str | os.PathLike, source: str) -> VectorIndex:
+        """Source ``source`` (word2vec, spacy, imported) of a project."""
+        from pipeline.vectors.store import require_source_dir
 
-        directory = require_source_dir(project_dir, source)
+        return cls.load_dir(require_source_dir(project_dir, source), source=source)
+
+    @classmethod
+    def load_dir(cls, directory: str | os.PathLike, *, source: str | None = None) -> VectorIndex:
+        """Any vector directory (``meta.json``, ``words.txt`` and the ``.npy`` array), memory-mapped with numpy only."""
+        from pipeline.vectors.store import META_FILENAME, load_vector_arrays, read_meta
+
+        directory = Path(directory)
+        if not (directory / META_FILENAME).is_file():
+            raise ModelError(
+                "E305",
+                f"No word vectors in {directory} (no {META_FILENAME}).",
+                hint="Give a vector directory such as models/vectors/word2vec: build one with `jpipe run word2vec`, or import one with `jpipe vectors import PATH`.",
+            )
+        meta = read_meta(directory)
         words, vectors = load_vector_arrays(directory)
-        return cls(source=source, words=words, vectors=vectors, meta=read_meta(directory))
+        return cls(source=source or meta.get("source") or directory.name, words=words, vectors=vectors, meta=meta)
 
     @property
     def token_field(self) -> str:
@@ -119,7 +136,7 @@ class VectorIndex:
         """(dim,) unit vector of one row."""
         return np.asarray(self.vectors[row], dtype=np.float32) / self.norms[row]
 
-    def query_vector(self, rows: list[int], negative_rows: list[int] = ()) -> np.ndarray:
+    def query_vector(self, rows: list[int], negative_rows: list[int] | tuple[int, ...] = ()) -> np.ndarray:
         """(dim,) unit vector of mean(unit(rows)) - mean-weighted unit(negative_rows), as gensim's most_similar."""
         vector = np.zeros(self.dim, dtype=np.float32)
         for row in rows:
@@ -158,19 +175,72 @@ class VectorIndex:
         return float(self.query_vector(rows_a) @ self.query_vector(rows_b))
 
 
-class QueryEngine:
-    """Normalizes query text like the corpus and answers similar / similarity / analogy."""
+def _scored(neighbours: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """Neighbours as JSON rows, scores rounded to 4 digits (CLI output and reports)."""
+    return [{"word": word, "score": round(score, 4)} for word, score in neighbours]
 
-    def __init__(self, index: VectorIndex, *, split_mode: str = "C") -> None:
+
+class Vectors:
+    """Word vectors from one vector directory, queried with the corpus' normalization.
+
+    The light query object of the public API: numpy and the standard library on load,
+    SudachiPy only once a query needs normalizing; never torch, spaCy or gensim.
+
+    >>> vectors = Vectors.load("models/vectors/word2vec")
+    >>> vectors.most_similar("京都", topn=5)  # [(word, cosine), ...], best first
+    >>> vectors.similarity("犬", "猫"), vectors.analogy("京都", "寺", "神社", topn=3), len(vectors)
+    """
+
+    def __init__(self, index: VectorIndex, *, split_mode: str = DEFAULT_SPLIT_MODE) -> None:
         self.index = index
         self.split_mode = split_mode
         self._tokenizer = None
 
     @classmethod
-    def load(cls, *, project_dir: str | os.PathLike, source: str = "word2vec") -> "QueryEngine":
-        from pipeline.text.tokenize import tokenized_split_mode
+    def load(cls, directory: str | os.PathLike, *, split_mode: str | None = None) -> Vectors:
+        """Vectors from any directory written by ``jpipe`` (``word2vec``, ``spacy_vectors``, ``vectors import``), any working directory.
 
-        return cls(VectorIndex.load(project_dir=project_dir, source=source), split_mode=tokenized_split_mode(project_dir))
+        Queries are tokenized with ``split_mode``, by default the split mode recorded in
+        the directory's ``meta.json`` (the one its corpus was tokenized with), else "C".
+        """
+        index = VectorIndex.load_dir(directory)
+        return cls(index, split_mode=split_mode or index.meta.get("split_mode") or DEFAULT_SPLIT_MODE)
+
+    @classmethod
+    def from_project(cls, *, project_dir: str | os.PathLike, source: str = "word2vec") -> Vectors:
+        """Source ``source`` (word2vec, spacy, imported) of a project; old directories use the project's split mode."""
+        index = VectorIndex.load(project_dir=project_dir, source=source)
+        split_mode = index.meta.get("split_mode")
+        if not split_mode:
+            from pipeline.text.tokenize import tokenized_split_mode
+
+            split_mode = tokenized_split_mode(project_dir)
+        return cls(index, split_mode=split_mode)
+
+    @property
+    def source(self) -> str:
+        return self.index.source
+
+    @property
+    def token_field(self) -> str:
+        return self.index.token_field
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.index)
+
+    @property
+    def dim(self) -> int:
+        return self.index.dim
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def __repr__(self) -> str:
+        return f"Vectors(source={self.source!r}, vocab_size={self.vocab_size}, dim={self.dim}, token_field={self.token_field!r}, split_mode={self.split_mode!r})"
 
     @property
     def tokenizer(self):
@@ -197,10 +267,10 @@ class QueryEngine:
         return None
 
     def resolve(self, text: str) -> ResolvedQuery:
-        """Map a query to vector rows, or raise ``OutOfVocabulary`` with a clear message."""
+        """Map a query to vector rows, or raise ``OutOfVocabulary`` (E208) naming the missing token."""
         text = text.strip()
         if not text:
-            raise PipelineError("Empty query.", hint="Give a word, for example: jpipe similar 京都")
+            raise InputError("E207", "Empty query.", hint="Give a word, for example 京都.")
         index = self.index
         if text in index.key_to_index:
             return ResolvedQuery(text=text, keys=[text], rows=[index.key_to_index[text]], how="key")
@@ -219,7 +289,9 @@ class QueryEngine:
                 )
             keys.append(key)
         keys = list(dict.fromkeys(keys))  # 行く行く -> one key
-        return ResolvedQuery(text=text, keys=keys, rows=[index.key_to_index[k] for k in keys], how="normalized" if len(keys) == 1 else "averaged")
+        return ResolvedQuery(
+            text=text, keys=keys, rows=[index.key_to_index[k] for k in keys], how="normalized" if len(keys) == 1 else "averaged"
+        )
 
     def _oov_hint(self, key: str) -> str:
         index = self.index
@@ -228,7 +300,7 @@ class QueryEngine:
         parts = [f"{index.source} has {len(index):,} words (token field: {index.token_field})."]
         if close:
             parts.append("Keys containing it: " + ", ".join(close) + ".")
-        parts.append("Try another form, or another source with --vectors word2vec|spacy|imported.")
+        parts.append("Try another form, or another vector source (word2vec, spacy, imported).")
         return " ".join(parts)
 
     def try_resolve(self, text: str) -> ResolvedQuery | None:
@@ -238,34 +310,55 @@ class QueryEngine:
             return None
 
     # --------------------------------------------------------------- queries
-    def similar(self, text: str, *, topn: int = 10) -> dict[str, Any]:
-        """Nearest neighbours of ``text`` by cosine, without the query's own keys."""
+    def _neighbours(self, text: str, *, topn: int) -> tuple[ResolvedQuery, list[tuple[str, float]]]:
         query = self.resolve(text)
         vector = self.index.query_vector(query.rows)
-        neighbours = self.index.nearest(vector, topn=topn, exclude=set(query.rows))
-        return {**query.to_json(), "vectors": self.index.source, "neighbours": [{"word": w, "score": round(s, 4)} for w, s in neighbours]}
+        return query, self.index.nearest(vector, topn=topn, exclude=set(query.rows))
 
-    def similarity(self, text_a: str, text_b: str) -> dict[str, Any]:
-        a, b = self.resolve(text_a), self.resolve(text_b)
-        return {"w1": text_a, "w2": text_b, "keys1": a.keys, "keys2": b.keys, "vectors": self.index.source, "score": round(self.index.similarity_rows(a.rows, b.rows), 4)}
+    def _analogy(self, text_a: str, text_b: str, text_c: str, *, topn: int) -> tuple[list[ResolvedQuery], list[tuple[str, float]]]:
+        a, b, c = self.resolve(text_a), self.resolve(text_b), self.resolve(text_c)
+        vector = self.index.query_vector(a.rows + c.rows, b.rows)
+        return [a, b, c], self.index.nearest(vector, topn=topn, exclude=set(a.rows + b.rows + c.rows))
+
+    def most_similar(self, word: str, *, topn: int = 10) -> list[tuple[str, float]]:
+        """The ``topn`` nearest neighbours of ``word`` by cosine, as ``(word, score)``, without the query's own keys."""
+        return self._neighbours(word, topn=topn)[1]
+
+    def similarity(self, word_a: str, word_b: str) -> float:
+        """Cosine similarity of two queries (several content words are averaged)."""
+        return self.index.similarity_rows(self.resolve(word_a).rows, self.resolve(word_b).rows)
+
+    def analogy(self, a: str, b: str, c: str, *, topn: int = 10) -> list[tuple[str, float]]:
+        """Words closest to A - B + C (unit vectors, as gensim ``most_similar(positive=[A, C], negative=[B])``)."""
+        return self._analogy(a, b, c, topn=topn)[1]
 
     def pair_score(self, text_a: str, text_b: str) -> float | None:
-        """Cosine of two queries, or None when either is out of vocabulary (the ``--pairs`` contract)."""
+        """Cosine of two queries rounded to 4 digits, or None when either is out of vocabulary (the ``--pairs`` contract)."""
         a, b = self.try_resolve(text_a), self.try_resolve(text_b)
         if a is None or b is None:
             return None
         return round(self.index.similarity_rows(a.rows, b.rows), 4)
 
-    def analogy(self, text_a: str, text_b: str, text_c: str, *, topn: int = 10) -> dict[str, Any]:
-        """Words closest to A - B + C (unit vectors, as gensim ``most_similar(positive=[A, C], negative=[B])``)."""
-        a, b, c = self.resolve(text_a), self.resolve(text_b), self.resolve(text_c)
-        vector = self.index.query_vector(a.rows + c.rows, b.rows)
-        neighbours = self.index.nearest(vector, topn=topn, exclude=set(a.rows + b.rows + c.rows))
+    # ------------------------------------------------- JSON views (CLI, reports)
+    def similar_json(self, text: str, *, topn: int = 10) -> dict[str, Any]:
+        """``most_similar`` with the resolved keys: ``{"query", "keys", "how", "vectors", "neighbours": [{"word", "score"}]}``."""
+        query, neighbours = self._neighbours(text, topn=topn)
+        return {**query.to_json(), "vectors": self.source, "neighbours": _scored(neighbours)}
+
+    def similarity_json(self, text_a: str, text_b: str) -> dict[str, Any]:
+        a, b = self.resolve(text_a), self.resolve(text_b)
+        score = round(self.index.similarity_rows(a.rows, b.rows), 4)
+        return {"w1": text_a, "w2": text_b, "keys1": a.keys, "keys2": b.keys, "vectors": self.source, "score": score}
+
+    def analogy_json(self, text_a: str, text_b: str, text_c: str, *, topn: int = 10) -> dict[str, Any]:
+        (a, b, c), neighbours = self._analogy(text_a, text_b, text_c, topn=topn)
         return {
-            "a": text_a, "b": text_b, "c": text_c,
+            "a": text_a,
+            "b": text_b,
+            "c": text_c,
             "keys": {"a": a.keys, "b": b.keys, "c": c.keys},
-            "vectors": self.index.source,
-            "neighbours": [{"word": w, "score": round(s, 4)} for w, s in neighbours],
+            "vectors": self.source,
+            "neighbours": _scored(neighbours),
         }
 
 
@@ -283,88 +376,10 @@ def read_pairs(lines, *, name: str = "pairs") -> list[tuple[str, str]]:
         fields = line.split("\t") if "\t" in line else line.split()
         fields = [f.strip() for f in fields]
         if len(fields) < 2 or not fields[0] or not fields[1]:
-            raise PipelineError(f"{name} line {number}: expected two tab-separated words, got {line!r}.", hint="Write one pair per line: WORD1<TAB>WORD2")
+            raise InputError(
+                "E207",
+                f"{name} line {number}: expected two tab-separated words, got {line!r}.",
+                hint="Write one pair per line: WORD1<TAB>WORD2",
+            )
         pairs.append((fields[0], fields[1]))
     return pairs
-
-
-def load_engine(*, project_dir: str | os.PathLike, source: str) -> QueryEngine:
-    return QueryEngine.load(project_dir=Path(project_dir), source=source)
-
-
-# ------------------------------------------------------------------ benchmark
-COLD_TARGET_S = 3.0
-WARM_TARGET_MS = 5.0
-# Natural (inflected / variant) forms: these go through Sudachi before the lookup.
-TEXT_QUERIES = ("食べた", "おいしかった", "ケータイ", "行った", "京都", "野球", "電話した", "お寺", "試合", "店")
-
-
-def _latency_ms(function, queries: list[str]) -> dict[str, float]:
-    import time
-
-    times = []
-    for query in queries:
-        started = time.perf_counter()
-        try:
-            function(query)
-        except OutOfVocabulary:
-            pass
-        times.append((time.perf_counter() - started) * 1000)
-    times_array = np.asarray(times)
-    return {
-        "queries": len(times),
-        "median_ms": round(float(np.median(times_array)), 3),
-        "p95_ms": round(float(np.percentile(times_array, 95)), 3),
-        "max_ms": round(float(times_array.max()), 3),
-    }
-
-
-def benchmark_similar(*, project_dir: str | os.PathLike, source: str = "word2vec", word: str = "京都", cold_runs: int = 3, warm_queries: int = 300, seed: int = 13) -> dict[str, Any]:
-    """Cold latency (``python -m pipeline similar`` in fresh processes) and warm latency (in-process).
-
-    Warm latency is measured for queries that are keys (no tokenization), for natural
-    forms (Sudachi first), and on a synthetic 20,000 x 300 table, the size the issue's
-    target is stated for (the KNBC vocabularies are smaller).
-    """
-    import statistics
-    import subprocess
-    import sys
-    import time
-
-    project_dir = Path(project_dir)
-    engine = QueryEngine.load(project_dir=project_dir, source=source)  # fails early with a clear message
-    command = [sys.executable, "-m", "pipeline", "--dir", str(project_dir), "similar", word, "--vectors", source]
-    runs = []
-    for _ in range(cold_runs):
-        started = time.perf_counter()
-        completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        runs.append(round(time.perf_counter() - started, 3))
-        if completed.returncode != 0:
-            raise PipelineError(f"`{' '.join(command[1:])}` failed: {completed.stderr.strip()[-400:]}", hint="Run it by hand to see the error.")
-
-    rng = np.random.default_rng(seed)
-    index = engine.index
-    key_queries = [index.words[i] for i in rng.integers(0, len(index), size=warm_queries)]
-    text_queries = [TEXT_QUERIES[i % len(TEXT_QUERIES)] for i in range(warm_queries)]
-    engine.similar(key_queries[0])  # warm-up: norms, tokenizer, BLAS
-    engine.try_resolve(text_queries[0])
-    warm_key = _latency_ms(lambda q: engine.similar(q, topn=10), key_queries)
-    warm_text = _latency_ms(lambda q: engine.similar(q, topn=10), text_queries)
-
-    # A 20k x 300 table (ja_ginza's size), random unit-scale vectors: the search cost does not depend on the values.
-    synthetic_words = [f"w{i}" for i in range(20000)]
-    synthetic = QueryEngine(VectorIndex(source="synthetic", words=synthetic_words, vectors=rng.standard_normal((20000, 300)).astype(np.float32)))
-    synthetic.similar(synthetic_words[0])
-    warm_synthetic = _latency_ms(lambda q: synthetic.similar(q, topn=10), [synthetic_words[i] for i in rng.integers(0, 20000, size=warm_queries)])
-
-    cold_median = statistics.median(runs)
-    return {
-        "source": source,
-        "vocab_size": len(index),
-        "dim": index.dim,
-        "cold": {"command": " ".join(["python"] + command[1:]), "runs_s": runs, "median_s": round(cold_median, 3)},
-        "warm": {"key": warm_key, "text": warm_text},
-        "synthetic_20k": {"vocab_size": 20000, "dim": 300, **warm_synthetic},
-        "targets": {"cold_s": COLD_TARGET_S, "warm_ms": WARM_TARGET_MS},
-        "meets_targets": cold_median <= COLD_TARGET_S and warm_synthetic["median_ms"] <= WARM_TARGET_MS and warm_text["median_ms"] <= WARM_TARGET_MS,
-    }

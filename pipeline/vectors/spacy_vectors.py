@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError
 from pipeline.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,16 @@ def load_spacy_vectors(model_name: str):
     try:
         nlp = spacy.load(model_name, exclude=components)
     except OSError as exc:
-        raise PipelineError(
+        raise ConfigError(
+            "E110",
             f"spaCy model '{model_name}' is not installed ({exc}).".replace("\n", " "),
             hint="Install it with `pip install ja-ginza`, or set spacy_vectors.model to an installed package.",
         ) from None
     vectors = nlp.vocab.vectors
     if vectors.shape[0] == 0 or vectors.shape[1] == 0:
-        raise PipelineError(f"spaCy model '{model_name}' has no static vectors.", hint="Use ja_ginza (not ja_ginza_electra).")
+        raise ConfigError(
+            "E111", f"spaCy model '{model_name}' has no static vectors.", hint="Set spacy_vectors.model to ja_ginza (not ja_ginza_electra)."
+        )
     return nlp, vectors
 
 
@@ -102,25 +105,18 @@ def shared_row_statistics(*, key_rows: dict[str, int], vectors) -> dict[str, Any
     }
 
 
-def spacy_vectors_stage(ctx) -> dict[str, Any]:
-    """Look up every corpus word (``token_field``, at least ``min_count`` times) in the spaCy vectors."""
-    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS
-    from pipeline.vectors.store import corpus_coverage, library_versions, make_keyed_vectors, write_vector_dir
+def lookup_rows(vocab: list[str], *, forms: dict[str, Counter], nlp, vectors, field: str) -> tuple[dict[str, int], Counter]:
+    """word -> row of the spaCy table, and how each was found (``field`` itself or "other form").
 
-    section = ctx.section
-    field, model_name, min_count = section["token_field"], section["model"], section["min_count"]
-    started = time.perf_counter()
-    counts, forms = _collect_vocab(ctx.input(TOKENS), field)
-    vocab = [word for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if count >= min_count]
-    nlp, vectors = load_spacy_vectors(model_name)
+    The token field is looked up first; a word missing from the table falls back to its other
+    forms in the corpus (most frequent first), e.g. a norm whose surface form is there.
+    """
     strings, key2row = nlp.vocab.strings, vectors.key2row
 
     def row_of(text: str) -> int | None:
         # StringStore.__getitem__ hashes any string (adding nothing for a lookup by text)
         return key2row.get(strings.as_int(text) if hasattr(strings, "as_int") else strings[text])
 
-    # Look up the token field first; fall back to the word's other forms in the corpus
-    # (most frequent first), e.g. a norm missing from the table whose surface form is there.
     key_rows: dict[str, int] = {}
     found_by: Counter = Counter()
     for word in vocab:
@@ -135,19 +131,45 @@ def spacy_vectors_stage(ctx) -> dict[str, Any]:
         if row is not None:
             key_rows[word] = int(row)
             found_by[how] += 1
-    words = list(key_rows)
-    # (len(words), dim) copy of the rows: the project table, one row per word even when rows are shared.
-    table = np.asarray(vectors.data[[key_rows[w] for w in words]], dtype=np.float32) if words else np.zeros((0, vectors.shape[1]), np.float32)
-    shared = shared_row_statistics(key_rows=key_rows, vectors=vectors)
+    return key_rows, found_by
+
+
+def _coverage(key_rows: dict[str, int], counts: Counter, *, vocab: list[str], min_count: int, found_by: Counter) -> dict[str, Any]:
+    from pipeline.vectors.store import corpus_coverage
+
     coverage = corpus_coverage(key_rows, counts)
     coverage["vocab_min_count"] = min_count
     coverage["vocab_words"] = len(vocab)
-    coverage["vocab_words_with_vector"] = len(words)
-    coverage["vocab_coverage"] = round(len(words) / max(1, len(vocab)), 4)
+    coverage["vocab_words_with_vector"] = len(key_rows)
+    coverage["vocab_coverage"] = round(len(key_rows) / max(1, len(vocab)), 4)
     coverage["found_by"] = dict(found_by)
+    return coverage
+
+
+def spacy_vectors_stage(ctx) -> dict[str, Any]:
+    """Look up every corpus word (``token_field``, at least ``min_count`` times) in the spaCy vectors."""
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS
+    from pipeline.text.tokenize import tokenized_split_mode
+    from pipeline.vectors.store import library_versions, make_keyed_vectors, write_vector_dir
+
+    section = ctx.section
+    field, model_name, min_count = section["token_field"], section["model"], section["min_count"]
+    started = time.perf_counter()
+    counts, forms = _collect_vocab(ctx.input(TOKENS), field)
+    vocab = [word for word, count in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if count >= min_count]
+    nlp, vectors = load_spacy_vectors(model_name)
+    key_rows, found_by = lookup_rows(vocab, forms=forms, nlp=nlp, vectors=vectors, field=field)
+    words = list(key_rows)
+    # (len(words), dim) copy of the rows: the project table, one row per word even when rows are shared.
+    table = (
+        np.asarray(vectors.data[[key_rows[w] for w in words]], dtype=np.float32) if words else np.zeros((0, vectors.shape[1]), np.float32)
+    )
+    shared = shared_row_statistics(key_rows=key_rows, vectors=vectors)
+    coverage = _coverage(key_rows, counts, vocab=vocab, min_count=min_count, found_by=found_by)
     meta = {
         "source": "spacy",
         "token_field": field,
+        "split_mode": tokenized_split_mode(ctx.project_dir),
         "model": model_name,
         "model_version": nlp.meta.get("version"),
         "model_vectors": nlp.meta.get("vectors", {}),
@@ -159,7 +181,11 @@ def spacy_vectors_stage(ctx) -> dict[str, Any]:
     meta = write_vector_dir(ctx.output(SPACY_VECTORS_DIR), keyed_vectors=make_keyed_vectors(words, table), meta=meta)
     logger.info(
         "spacy_vectors: %d of %d words found in %s (%.1f%%); %d words share a vector row with another corpus word",
-        len(words), len(vocab), model_name, 100 * coverage["vocab_coverage"], shared["vocab_words_sharing_a_row"],
+        len(words),
+        len(vocab),
+        model_name,
+        100 * coverage["vocab_coverage"],
+        shared["vocab_words_sharing_a_row"],
     )
     return {
         "vocab_size": len(words),

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, InputError, ModelError
 from pipeline.io import atomic_open, read_json, read_jsonl, replace_dir, write_json
 
 logger = logging.getLogger(__name__)
@@ -44,16 +44,16 @@ def source_names() -> tuple[str, ...]:
 
 
 def source_dir(project_dir: str | os.PathLike, source: str) -> Path:
-    """``models/vectors/<source>`` of a project; an unknown name is a ``PipelineError``."""
+    """``models/vectors/<source>`` of a project; an unknown name is a ``ConfigError`` (E109)."""
     from pipeline.paths import VECTOR_SOURCES
 
     if source not in VECTOR_SOURCES:
-        raise PipelineError(f"Unknown vector source '{source}'.", hint=f"Valid sources: {', '.join(VECTOR_SOURCES)}.")
+        raise ConfigError("E109", f"Unknown vector source '{source}'.", hint=f"Valid sources: {', '.join(VECTOR_SOURCES)}.")
     return Path(project_dir) / VECTOR_SOURCES[source]
 
 
 def require_source_dir(project_dir: str | os.PathLike, source: str) -> Path:
-    """The directory of ``source``, or a ``PipelineError`` that says how to build it and what exists."""
+    """The directory of ``source``, or a ``ModelError`` (E305) that says how to build it and what exists."""
     directory = source_dir(project_dir, source)
     if (directory / META_FILENAME).exists():
         return directory
@@ -63,8 +63,8 @@ def require_source_dir(project_dir: str | os.PathLike, source: str) -> Path:
         "spacy": "Build them with `jpipe run spacy_vectors`.",
         "imported": "Import a word2vec-format or KeyedVectors file with `jpipe vectors import PATH`.",
     }[source]
-    others = f" Available now: {', '.join(available)} (choose with --vectors)." if available else ""
-    raise PipelineError(f"No {source} vectors in {directory}.", hint=how + others)
+    others = f" Available now: {', '.join(available)}." if available else ""
+    raise ModelError("E305", f"No {source} vectors in {directory}.", hint=how + others)
 
 
 def available_sources(project_dir: str | os.PathLike) -> list[str]:
@@ -160,7 +160,7 @@ def load_keyed_vectors(directory: str | os.PathLike, *, mmap: str | None = "r"):
     quiet_gensim()
     path = Path(directory) / KV_FILENAME
     if not path.exists():
-        raise PipelineError(f"{path} is missing.", hint="Rebuild the source with `jpipe run` (or re-import it).")
+        raise ModelError("E304", f"{path} is missing.", hint="Rebuild the source with `jpipe run` (or re-import it).")
     return KeyedVectors.load(str(path), mmap=mmap)
 
 
@@ -224,12 +224,13 @@ def detect_format(path: str | os.PathLike) -> str:
     try:
         count, dim = (int(x) for x in header.split())
     except ValueError:
-        raise PipelineError(
+        raise InputError(
+            "E207",
             f"{path} is not a word2vec-format or KeyedVectors file (first line {header[:60]!r} is not 'COUNT DIM').",
             hint="Accepted: word2vec text (.txt/.vec, optionally .gz), word2vec binary (.bin), gensim KeyedVectors (.kv), fastText .bin.",
         ) from None
     if count <= 0 or dim <= 0:
-        raise PipelineError(f"{path}: header says {count} words of {dim} dimensions.", hint="The file is empty or damaged.")
+        raise InputError("E207", f"{path}: header says {count} words of {dim} dimensions.", hint="The file is empty or damaged.")
     # Text: the next line is "word v1 ... vDIM" in UTF-8. Binary: raw float32 bytes follow the word.
     first_line = rest.split(b"\n", 1)[0]
     try:
@@ -259,8 +260,76 @@ def _load_external(path: Path, file_format: str, limit: int | None):
     loaded = SaveLoad.load(str(path), mmap="r")
     keyed = getattr(loaded, "wv", loaded)  # a whole Word2Vec/FastText model: take its vectors
     if not isinstance(keyed, KeyedVectors):
-        raise PipelineError(f"{path} holds a {type(loaded).__name__}, not KeyedVectors.", hint="Save vectors with `model.wv.save(path)`.")
+        raise InputError(
+            "E207", f"{path} holds a {type(loaded).__name__}, not KeyedVectors.", hint="Save vectors with `model.wv.save(path)`."
+        )
     return keyed
+
+
+def _check_import_options(path: Path, *, file_format: str, token_field: str) -> None:
+    if not path.exists():
+        raise InputError("E205", f"{path} does not exist.", hint="Give the path of a word2vec .txt/.vec/.bin or a gensim .kv file.")
+    if file_format not in IMPORT_FORMATS:
+        raise ConfigError("E109", f"Unknown format '{file_format}'.", hint=f"Valid formats: {', '.join(IMPORT_FORMATS)}.")
+    if token_field not in TOKEN_FIELDS:
+        raise ConfigError("E109", f"Unknown token field '{token_field}'.", hint=f"Valid fields: {', '.join(TOKEN_FIELDS)}.")
+
+
+def _read_external(path: Path, *, file_format: str, limit: int | None) -> tuple[str, list[str], np.ndarray, int]:
+    """(detected format, kept keys, their ``(len(keys), dim)`` float32 vectors, keys read before dropping whitespace keys)."""
+    detected = detect_format(path) if file_format == "auto" else file_format
+    logger.info("importing %s (%s format)%s", path, detected, f", first {limit} words" if limit else "")
+    try:
+        keyed = _load_external(path, detected, limit)
+    except InputError:
+        raise
+    except Exception as exc:  # gensim raises many types for a damaged or mislabelled file
+        raise InputError(
+            "E207",
+            f"Could not read {path} as {detected} vectors: {type(exc).__name__}: {exc}",
+            hint=f"Give the file format explicitly ({', '.join(IMPORT_FORMATS[1:])}), or check the file.",
+        ) from None
+    words = list(keyed.index_to_key)
+    count = len(words) if limit is None else min(limit, len(words))
+    keep = [index for index in range(count) if not has_whitespace(words[index])]
+    vectors = np.asarray(keyed.vectors[:count], dtype=np.float32)
+    if len(keep) < count:
+        vectors = vectors[keep]
+    if not keep:
+        raise InputError("E209", f"{path} holds no usable vectors.", hint="Check the file (and the word limit, if one was given).")
+    if not np.isfinite(vectors).all():
+        raise InputError("E207", f"{path} has NaN or infinite values.", hint="The file is damaged; export it again.")
+    return detected, [words[index] for index in keep], vectors, count
+
+
+def _project_coverage(project_dir: Path, words: list[str], token_field: str) -> dict[str, Any] | None:
+    """Coverage of the project's tokenized corpus by the imported keys, when the corpus is tokenized."""
+    from pipeline.paths import TOKENS
+
+    tokens_path = project_dir / TOKENS
+    if not tokens_path.exists():
+        return None
+    coverage = corpus_coverage(set(words), count_field(tokens_path, token_field))
+    if coverage["type_coverage"] < 0.2:
+        logger.warning(
+            "only %.0f%% of the corpus %s forms have a vector: are the keys another token field (surface, lemma, norm)?",
+            100 * coverage["type_coverage"],
+            token_field,
+        )
+    return coverage
+
+
+def _swap_in(target: Path, *, keyed_vectors, meta: dict[str, Any]) -> dict[str, Any]:
+    """Build the source beside ``target``, then swap directories: readers see the old or the new source, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        meta = write_vector_dir(staging, keyed_vectors=keyed_vectors, meta=meta)
+        replace_dir(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
 
 
 def import_vectors(
@@ -277,68 +346,29 @@ def import_vectors(
     very large files such as full chiVe. ``token_field`` records which token field the
     keys are (chiVe: ``norm``; fastText cc.ja: ``surface``) so that queries and the
     classifiers look up the right form; coverage of the project's corpus is measured
-    for that field.
+    for that field. Queries are normalized with the project's split mode, recorded as ``split_mode``.
     """
-    from pipeline.paths import TOKENS
+    from pipeline.text.tokenize import tokenized_split_mode
 
     path = Path(path).expanduser()
-    if not path.exists():
-        raise PipelineError(f"{path} does not exist.", hint="Give the path of a word2vec .txt/.vec/.bin or a gensim .kv file.")
-    if file_format not in IMPORT_FORMATS:
-        raise PipelineError(f"Unknown format '{file_format}'.", hint=f"Valid formats: {', '.join(IMPORT_FORMATS)}.")
-    if token_field not in TOKEN_FIELDS:
-        raise PipelineError(f"Unknown token field '{token_field}'.", hint=f"Valid fields: {', '.join(TOKEN_FIELDS)}.")
+    _check_import_options(path, file_format=file_format, token_field=token_field)
     started = time.perf_counter()
-    detected = detect_format(path) if file_format == "auto" else file_format
-    logger.info("importing %s (%s format)%s", path, detected, f", first {limit} words" if limit else "")
-    try:
-        keyed = _load_external(path, detected, limit)
-    except PipelineError:
-        raise
-    except Exception as exc:  # gensim raises many types for a damaged or mislabelled file
-        raise PipelineError(
-            f"Could not read {path} as {detected} vectors: {type(exc).__name__}: {exc}",
-            hint=f"Pass the right --format ({', '.join(IMPORT_FORMATS[1:])}), or check the file.",
-        ) from None
-    words = list(keyed.index_to_key)
-    count = len(words) if limit is None else min(limit, len(words))
-    keep = [index for index in range(count) if not has_whitespace(words[index])]
-    kept_words = [words[index] for index in keep]
-    vectors = np.asarray(keyed.vectors[:count], dtype=np.float32)[keep] if len(keep) < count else np.asarray(keyed.vectors[:count], dtype=np.float32)
-    if not kept_words:
-        raise PipelineError(f"{path} holds no usable vectors.", hint="Check the file (and --limit).")
-    if not np.isfinite(vectors).all():
-        raise PipelineError(f"{path} has NaN or infinite values.", hint="The file is damaged; export it again.")
-    imported = make_keyed_vectors(kept_words, vectors)
-
+    detected, words, vectors, count = _read_external(path, file_format=file_format, limit=limit)
     meta: dict[str, Any] = {
         "source": "imported",
         "origin": str(path.resolve()),
         "origin_size_bytes": path.stat().st_size,
         "format": detected,
         "token_field": token_field,
+        "split_mode": tokenized_split_mode(project_dir),
         "limit": limit,
-        "skipped_whitespace_keys": count - len(keep),
+        "skipped_whitespace_keys": count - len(words),
     }
-    tokens_path = Path(project_dir) / TOKENS
-    if tokens_path.exists():
-        meta["coverage"] = corpus_coverage(set(kept_words), count_field(tokens_path, token_field))
-        if meta["coverage"]["type_coverage"] < 0.2:
-            logger.warning(
-                "only %.0f%% of the corpus %s forms have a vector: are the keys another token field? (--token-field surface|lemma|norm)",
-                100 * meta["coverage"]["type_coverage"], token_field,
-            )
+    coverage = _project_coverage(Path(project_dir), words, token_field)
+    if coverage is not None:
+        meta["coverage"] = coverage
     meta["import_seconds"] = round(time.perf_counter() - started, 3)
-
-    # Build beside the target, then swap directories: readers see the old or the new source, never half.
     target = source_dir(project_dir, "imported")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        meta = write_vector_dir(staging, keyed_vectors=imported, meta=meta)
-        replace_dir(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    meta = _swap_in(target, keyed_vectors=make_keyed_vectors(words, vectors), meta=meta)
     logger.info("imported %d vectors of %d dimensions into %s", meta["vocab_size"], meta["dim"], target)
     return meta

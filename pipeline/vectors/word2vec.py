@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 # gensim's Cython routines truncate longer sentences (MAX_WORDS_IN_BATCH); cut documents instead.
 MAX_SENTENCE_TOKENS = 10000
+# The word2vec section keys passed to gensim (and recorded in meta.json "params").
+TRAIN_PARAMS = ("sg", "vector_size", "window", "min_count", "negative", "sample", "epochs", "seed", "workers")
 
 
 class TokenStream:
@@ -37,14 +39,9 @@ class TokenStream:
                     yield tokens[start : start + MAX_SENTENCE_TOKENS]
 
 
-def train_word2vec(*, sentences: TokenStream, sg: int, vector_size: int, window: int, min_count: int, negative: int, sample: float, epochs: int, seed: int, workers: int):
-    """Train and return a gensim ``Word2Vec`` model; logs one line per epoch."""
-    from gensim.models import Word2Vec
+def _epoch_logger(epochs: int):
+    """A gensim callback that logs epochs 1, every 5th and the last, with the elapsed time."""
     from gensim.models.callbacks import CallbackAny2Vec
-
-    from pipeline.vectors.store import quiet_gensim
-
-    quiet_gensim()
 
     class EpochLogger(CallbackAny2Vec):
         def __init__(self) -> None:
@@ -56,6 +53,28 @@ def train_word2vec(*, sentences: TokenStream, sg: int, vector_size: int, window:
             if self.epoch == 1 or self.epoch % 5 == 0 or self.epoch == epochs:
                 logger.info("word2vec epoch %d/%d (%.1fs)", self.epoch, epochs, time.perf_counter() - self.started)
 
+    return EpochLogger()
+
+
+def train_word2vec(
+    *,
+    sentences: TokenStream,
+    sg: int,
+    vector_size: int,
+    window: int,
+    min_count: int,
+    negative: int,
+    sample: float,
+    epochs: int,
+    seed: int,
+    workers: int,
+):
+    """Train and return a gensim ``Word2Vec`` model; logs one line per epoch."""
+    from gensim.models import Word2Vec
+
+    from pipeline.vectors.store import quiet_gensim
+
+    quiet_gensim()
     model = Word2Vec(
         vector_size=vector_size,
         window=window,
@@ -70,12 +89,20 @@ def train_word2vec(*, sentences: TokenStream, sg: int, vector_size: int, window:
     )
     model.build_vocab(corpus_iterable=sentences)
     if not model.wv.index_to_key:
-        from pipeline.errors import PipelineError
+        from pipeline.errors import InputError
 
-        raise PipelineError(
-            f"word2vec: no word occurs at least {min_count} times.", hint="Lower it with --set word2vec.min_count=1, or add text."
+        raise InputError(
+            "E209",
+            f"word2vec: no word occurs at least {min_count} times.",
+            hint="Lower word2vec.min_count (for example to 1), or add text.",
         )
-    model.train(corpus_iterable=sentences, total_examples=model.corpus_count, total_words=model.corpus_total_words, epochs=model.epochs, callbacks=[EpochLogger()])
+    model.train(
+        corpus_iterable=sentences,
+        total_examples=model.corpus_count,
+        total_words=model.corpus_total_words,
+        epochs=model.epochs,
+        callbacks=[_epoch_logger(epochs)],
+    )
     return model
 
 
@@ -84,6 +111,7 @@ def word2vec_stage(ctx) -> dict[str, Any]:
     import gensim
 
     from pipeline.paths import EXTRA_TOKENS, TOKENS, WORD2VEC_DIR
+    from pipeline.text.tokenize import tokenized_split_mode
     from pipeline.vectors.store import corpus_coverage, count_field, library_versions, write_vector_dir
 
     section = ctx.section
@@ -93,26 +121,18 @@ def word2vec_stage(ctx) -> dict[str, Any]:
         paths.append(ctx.input(EXTRA_TOKENS))
     sentences = TokenStream(paths, token_field=field)
     started = time.perf_counter()
-    model = train_word2vec(
-        sentences=sentences,
-        sg=section["sg"],
-        vector_size=section["vector_size"],
-        window=section["window"],
-        min_count=section["min_count"],
-        negative=section["negative"],
-        sample=section["sample"],
-        epochs=section["epochs"],
-        seed=section["seed"],
-        workers=section["workers"],
-    )
+    params = {key: section[key] for key in TRAIN_PARAMS}
+    model = train_word2vec(sentences=sentences, **params)
     training_seconds = time.perf_counter() - started
     keyed = model.wv
     coverage = corpus_coverage(keyed.key_to_index, count_field(ctx.input(TOKENS), field))
     meta = {
         "source": "word2vec",
         "token_field": field,
+        # Queries are normalized with the split mode of the tokens the vectors were trained on.
+        "split_mode": tokenized_split_mode(ctx.project_dir),
         "algorithm": "skip-gram" if section["sg"] else "CBOW",
-        "params": {key: section[key] for key in ("sg", "vector_size", "window", "min_count", "negative", "sample", "epochs", "seed", "workers")},
+        "params": params,
         "corpus_files": [str(Path(p).relative_to(ctx.project_dir)) if Path(p).is_relative_to(ctx.project_dir) else str(p) for p in paths],
         "training_sentences": model.corpus_count,
         "training_tokens": model.corpus_total_words,
@@ -124,7 +144,11 @@ def word2vec_stage(ctx) -> dict[str, Any]:
     meta = write_vector_dir(directory, keyed_vectors=keyed, meta=meta)
     logger.info(
         "word2vec: %d words x %d dims from %d tokens in %.1fs; KNBC type coverage %.1f%%",
-        meta["vocab_size"], meta["dim"], model.corpus_total_words, training_seconds, 100 * coverage["type_coverage"],
+        meta["vocab_size"],
+        meta["dim"],
+        model.corpus_total_words,
+        training_seconds,
+        100 * coverage["type_coverage"],
     )
     return {
         "vocab_size": meta["vocab_size"],

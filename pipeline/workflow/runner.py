@@ -1,18 +1,21 @@
-"""The stage runner: staleness, the lock file, and transactional stage runs.
+"""The stage runner: staleness with early cutoff, the lock file, and transactional stage runs.
 
-A stage is *fresh* when its recorded fingerprint still describes the world:
-same stage version, same config section, same input files, same upstream runs,
-and its outputs are where it left them. Otherwise it is *stale*, with reasons
-such as ``config tokenize.split_mode changed`` or ``upstream prepare reran``.
+A stage is *fresh* when what it depends on is what it saw when it last ran: the
+same stage version, config section (fingerprinted keys), package versions, and the
+same *content* in every input. Otherwise it is *stale*, with reasons such as
+``config tokenize.split_mode changed`` or ``input data/tokens/knbc.jsonl changed``.
+
+Early cutoff (as in Bazel or DVC): staleness compares content hashes, not "did the
+upstream run". When an upstream stage reruns and writes byte-identical outputs, the
+stages that read them stay fresh, with the note ``upstream tokenize reran, its outputs
+are unchanged``. A stale upstream still makes its downstream stale ("upstream X is
+stale": its outputs may change), and ``run`` re-checks each planned stage just before
+running it, so a stage whose inputs came out unchanged is skipped.
 
 A stage never writes its declared outputs in place. It writes into a staging
-directory (``ctx.output(path)``); only when the stage function returns does
-the runner move every output into place and then rewrite ``jpipe.lock``
-atomically. A failing or interrupted stage therefore leaves the previous
-outputs and the lock exactly as they were.
-
-File hashes are cached in the lock by (size, mtime), so checking a fresh
-project costs a few ``stat`` calls, not a re-read of every artifact.
+directory (``ctx.output(path)``); only when the stage function returns does the
+runner move every output into place, hash it once, and rewrite ``jpipe.lock``
+atomically. A failing or interrupted stage leaves the outputs and the lock as they were.
 """
 
 from __future__ import annotations
@@ -27,21 +30,23 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
 from pipeline.config import Config
+from pipeline.errors import WorkflowError
+from pipeline.io import replace_dir
+from pipeline.workflow.hashing import FileHasher
+from pipeline.workflow.lock import LOCK_FILENAME, LOCK_FORMAT, UNVERIFIED_PREFIX, migrate_v1, read_lock, write_lock
 from pipeline.workflow.stage import Stage, StageContext
-from pipeline.errors import PipelineError
-from pipeline.io import replace_dir, sha256_file, write_json
+
+__all__ = ["LOCK_FILENAME", "LOCK_FORMAT", "FileHasher", "Runner", "Stage", "StageContext", "StageStatus"]
 
 logger = logging.getLogger(__name__)
 
-LOCK_FILENAME = "jpipe.lock"
 STATE_DIRNAME = ".jpipe"
-LOCK_FORMAT = 1
+FORCED = "forced"
 
 
 @dataclass
@@ -49,6 +54,8 @@ class StageStatus:
     name: str
     fresh: bool
     reasons: list[str] = field(default_factory=list)
+    # Why a fresh stage is fresh although something upstream reran (early cutoff).
+    notes: list[str] = field(default_factory=list)
     last_run: str | None = None
     duration_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -58,47 +65,69 @@ class StageStatus:
             "name": self.name,
             "state": "fresh" if self.fresh else "stale",
             "reasons": self.reasons,
+            "notes": self.notes,
             "last_run": self.last_run,
             "duration_s": self.duration_s,
             "metrics": self.metrics,
         }
 
 
-class FileHasher:
-    """Content hashes of files and directories, cached by (size, mtime_ns)."""
+@dataclass
+class _Current:
+    """What a stage depends on now (config view, input content hashes, package versions)."""
 
-    def __init__(self, project_dir: Path, cache: dict[str, dict[str, Any]] | None = None) -> None:
-        self.project_dir = project_dir
-        self.cache = dict(cache or {})
-
-    def _abs(self, relative: str) -> Path:
-        path = Path(relative)
-        return path if path.is_absolute() else self.project_dir / path
-
-    def hash(self, relative: str) -> str | None:
-        """sha256 of a file, or of a directory's (path, size, mtime) listing; None when missing."""
-        path = self._abs(relative)
-        if path.is_dir():
-            digest = hashlib.sha256()
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                stat = child.stat()
-                digest.update(f"{child.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-            return "dir:" + digest.hexdigest()
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            return None
-        cached = self.cache.get(relative)
-        if cached and cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
-            return cached["sha256"]
-        sha = sha256_file(path)
-        self.cache[relative] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}
-        return sha
+    config: dict[str, Any]
+    inputs: dict[str, str | None]
+    optional: dict[str, str | None]
+    packages: dict[str, str | None]
 
 
-def _fingerprint(*, version: int, config: dict, inputs: dict, upstream: dict) -> str:
-    payload = json.dumps({"version": version, "config": config, "inputs": inputs, "upstream": upstream}, sort_keys=True, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+def _fingerprint(*, version: int, current: _Current) -> str:
+    """What the stage's last run was made of. Upstream runs are not part of it: content is."""
+    payload = {"version": version, "config": current.config, "inputs": {**current.inputs, **current.optional}, "packages": current.packages}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+
+
+def _config_reasons(section: str | None, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [f"config {section}.{key} changed" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _content_reason(kind: str, path: str, recorded: str | None, current: str | None, *, optional: bool = False) -> str | None:
+    """The reason an input or output no longer matches the lock, or None when it does."""
+    if current == recorded:
+        return None
+    if isinstance(recorded, str) and recorded.startswith(UNVERIFIED_PREFIX):
+        return f"{kind} {path} unverifiable (lock format 1 recorded its file times, which changed)"
+    if current is None:
+        return f"{kind} {path} {'removed' if optional else 'missing'}"
+    return f"{kind} {path} {'changed' if kind == 'input' else 'modified'}"
+
+
+def _input_reasons(entry: dict[str, Any], current: _Current) -> list[str]:
+    reasons = []
+    recorded, optional = entry.get("inputs", {}), entry.get("optional_inputs", {})
+    for path, digest in current.inputs.items():
+        if path not in recorded and digest is not None:
+            reasons.append(f"input {path} added")  # a new input (e.g. one more extra corpus)
+        else:
+            reasons.append(_content_reason("input", path, recorded.get(path), digest))
+    for path, digest in current.optional.items():
+        reasons.append(_content_reason("input", path, optional.get(path), digest, optional=True))
+    return [reason for reason in reasons if reason]
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_size, info.st_mtime_ns
+
+
+def _package_reasons(old: dict[str, Any], new: dict[str, str | None]) -> list[str]:
+    return [
+        f"package {package} changed ({old.get(package)} -> {version})" for package, version in new.items() if old.get(package) != version
+    ]
 
 
 class Runner:
@@ -115,10 +144,10 @@ class Runner:
         self.order = [stage.name for stage in stages]
         self.lock_path = self.project_dir / LOCK_FILENAME
         self.state_dir = self.project_dir / STATE_DIRNAME
-        self.lock = self._read_lock()
-        self.hasher = FileHasher(self.project_dir, self.lock.get("file_cache"))
         self._producer = {output: stage.name for stage in stages for output in stage.outputs}
+        self._packages: dict[str, dict[str, str | None]] = {}
         self._check_graph()
+        self._load_lock()
 
     # ----------------------------------------------------------------- graph
     def _check_graph(self) -> None:
@@ -126,7 +155,7 @@ class Runner:
         for stage in self.stages.values():
             for upstream in self.upstream(stage.name):
                 if position[upstream] >= position[stage.name]:
-                    raise RuntimeError(f"stage table out of order: {stage.name} reads an output of {upstream}")
+                    raise WorkflowError("E405", f"Stage table out of order: {stage.name} reads an output of {upstream}, which comes later.")
 
     def upstream(self, name: str) -> list[str]:
         """Stages whose outputs ``name`` reads, in table order."""
@@ -146,31 +175,26 @@ class Runner:
 
     def stage(self, name: str) -> Stage:
         if name not in self.stages:
-            raise PipelineError(f"Unknown stage '{name}'.", hint=f"Valid stages: {', '.join(self.order)}.")
+            raise WorkflowError("E401", f"Unknown stage '{name}'.", hint=f"Valid stages: {', '.join(self.order)}.")
         return self.stages[name]
 
     # ------------------------------------------------------------------ lock
-    def _read_lock(self) -> dict[str, Any]:
-        if not self.lock_path.exists():
-            return {"format": LOCK_FORMAT, "stages": {}, "file_cache": {}}
-        try:
-            with open(self.lock_path, encoding="utf-8") as handle:
-                lock = json.load(handle)
-        except (json.JSONDecodeError, OSError) as exc:
-            raise PipelineError(
-                f"{self.lock_path} is unreadable ({exc}).", hint="Delete it and run `jpipe run` to rebuild what is stale."
-            ) from None
-        lock.setdefault("stages", {})
-        lock.setdefault("file_cache", {})
-        return lock
+    def _load_lock(self) -> None:
+        """Read the lock (again: ``run`` re-reads it once it holds the project lock) and migrate format 1."""
+        self._lock_stat = _stat_key(self.lock_path)
+        self.lock = read_lock(self.lock_path)
+        self.hasher = FileHasher(self.project_dir, self.lock.get("file_cache"))
+        self.migrated = self.lock.get("format", 1) < LOCK_FORMAT
+        self.unverified: list[str] = []
+        if self.migrated:
+            self.unverified = migrate_v1(self.lock, self.hasher)
+            # status shows the unverifiable directories as reasons; `run` writes the upgraded lock
+            logger.debug("jpipe.lock: read lock format 1 as %d; unverifiable: %s", LOCK_FORMAT, self.unverified or "none")
 
     def _write_lock(self) -> None:
-        self.lock["format"] = LOCK_FORMAT
-        self.lock["jpipe_version"] = __version__
-        # keep only cache entries for files a stage still references
-        referenced = {path for entry in self.lock["stages"].values() for part in ("inputs", "optional_inputs", "outputs") for path in entry.get(part, {})}
-        self.lock["file_cache"] = {path: value for path, value in self.hasher.cache.items() if path in referenced}
-        write_json(self.lock_path, self.lock, indent=1)
+        write_lock(self.lock_path, self.lock, self.hasher.cache)
+        self._lock_stat = _stat_key(self.lock_path)
+        self.migrated = False
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -181,84 +205,101 @@ class Runner:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise PipelineError(
-                    f"Another `jpipe run` is working in {self.project_dir}.", hint="Wait for it to finish, then try again."
+                raise WorkflowError(
+                    "E402", f"Another `jpipe run` is working in {self.project_dir}.", hint="Wait for it to finish, then try again."
                 ) from None
             yield
         finally:
             handle.close()
 
     # ---------------------------------------------------------------- status
-    def _current(self, name: str) -> tuple[dict, dict, dict, dict, dict]:
+    def _current(self, name: str) -> _Current:
         stage = self.stages[name]
-        config_view = self.config.fingerprint_view(stage.section) if stage.section else {}
-        inputs = {path: self.hasher.hash(path) for path in stage.input_paths(self.config)}
-        optional = {path: self.hasher.hash(path) for path in stage.optional_inputs}
-        upstream = {up: self.lock["stages"].get(up, {}).get("fingerprint") for up in self.upstream(name)}
-        return config_view, inputs, optional, upstream, stage.package_versions()
+        if name not in self._packages:  # importlib.metadata scans sys.path: once per runner
+            self._packages[name] = stage.package_versions()
+        return _Current(
+            config=self.config.fingerprint_view(stage.section) if stage.section else {},
+            inputs={path: self.hasher.hash(path) for path in stage.input_paths(self.config)},
+            optional={path: self.hasher.hash(path) for path in stage.optional_inputs},
+            packages=self._packages[name],
+        )
+
+    def _fingerprint_of(self, name: str) -> str | None:
+        return self.lock["stages"].get(name, {}).get("fingerprint")
+
+    def stage_reasons(self, name: str, upstream_fresh: dict[str, bool]) -> tuple[list[str], list[str]]:
+        """Why stage ``name`` is stale (empty when fresh), and notes on a fresh one.
+
+        ``upstream_fresh`` holds the freshness of the stages before it in the table.
+        """
+        stage, entry = self.stages[name], self.lock["stages"].get(name)
+        if entry is None:
+            return ["never run"], []
+        current = self._current(name)
+        reasons = [f"upstream {up} is stale" for up in self.upstream(name) if not upstream_fresh[up]]
+        if entry.get("version") != stage.version:
+            reasons.append(f"stage version changed ({entry.get('version')} -> {stage.version})")
+        reasons += _config_reasons(stage.section, entry.get("config", {}), current.config)
+        reasons += _input_reasons(entry, current)
+        reasons += _package_reasons(entry.get("packages", {}), current.packages)
+        for path in stage.outputs:
+            reasons.append(_content_reason("output", path, entry.get("outputs", {}).get(path), self.hasher.hash(path)))
+        reasons = [reason for reason in reasons if reason]
+        return reasons, self._cutoff_notes(name, entry, current, upstream_fresh)
+
+    def _cutoff_notes(self, name: str, entry: dict[str, Any], current: _Current, upstream_fresh: dict[str, bool]) -> list[str]:
+        """Notes on early cutoff: a fresh upstream reran since this stage ran, but what it read is unchanged."""
+        notes = []
+        for up in self.upstream(name):
+            if not upstream_fresh[up] or entry.get("upstream", {}).get(up) == self._fingerprint_of(up):
+                continue
+            read = [path for path in current.inputs if self._producer.get(path) == up]
+            if any(current.inputs[path] != entry.get("inputs", {}).get(path) for path in read):
+                continue  # a changed input is a reason, not a note
+            if len(read) == len(self.stages[up].outputs):
+                notes.append(f"upstream {up} reran, its outputs are unchanged")
+            else:
+                notes.append(
+                    f"upstream {up} reran, its output{'s' if len(read) > 1 else ''} {', '.join(read)} {'are' if len(read) > 1 else 'is'} unchanged"
+                )
+        return notes
 
     def status(self) -> list[StageStatus]:
-        statuses: dict[str, StageStatus] = {}
+        """Every stage, in table order, fresh or stale with reasons."""
+        self.hasher.reset()  # files may have changed since the last call: stat them again
+        statuses: list[StageStatus] = []
+        fresh: dict[str, bool] = {}
         for name in self.order:
-            stage = self.stages[name]
-            entry = self.lock["stages"].get(name)
-            config_view, inputs, optional, upstream, packages = self._current(name)
-            reasons: list[str] = []
-            if entry is None:
-                reasons.append("never run")
-            else:
-                for up, fingerprint in upstream.items():
-                    if not statuses[up].fresh:
-                        reasons.append(f"upstream {up} is stale")
-                    elif entry.get("upstream", {}).get(up) != fingerprint:
-                        reasons.append(f"upstream {up} reran")
-                if entry.get("version") != stage.version:
-                    reasons.append(f"stage version changed ({entry.get('version')} -> {stage.version})")
-                old_config = entry.get("config", {})
-                for key in sorted(set(old_config) | set(config_view)):
-                    if old_config.get(key) != config_view.get(key):
-                        reasons.append(f"config {stage.section}.{key} changed")
-                # An input produced by an upstream that reran is already explained by that reason.
-                explained = {path for up in upstream for path in self.stages[up].outputs if any(r.startswith(f"upstream {up} ") for r in reasons)}
-                for path, digest in inputs.items():
-                    if digest is None:
-                        reasons.append(f"input {path} missing")
-                    elif digest != entry.get("inputs", {}).get(path) and path not in explained:
-                        reasons.append(f"input {path} changed")
-                for path, digest in optional.items():
-                    if digest != entry.get("optional_inputs", {}).get(path):
-                        reasons.append(f"input {path} {'removed' if digest is None else 'changed'}")
-                for package, version in packages.items():
-                    old_version = entry.get("packages", {}).get(package)
-                    if version != old_version:
-                        reasons.append(f"package {package} changed ({old_version} -> {version})")
-                for path in stage.outputs:
-                    digest = self.hasher.hash(path)
-                    if digest is None:
-                        reasons.append(f"output {path} missing")
-                    elif digest != entry.get("outputs", {}).get(path):
-                        reasons.append(f"output {path} modified")
-            statuses[name] = StageStatus(
-                name=name,
-                fresh=not reasons,
-                reasons=reasons,
-                last_run=(entry or {}).get("finished_at"),
-                duration_s=(entry or {}).get("duration_s"),
-                metrics=(entry or {}).get("metrics", {}),
+            reasons, notes = self.stage_reasons(name, fresh)
+            fresh[name] = not reasons
+            entry = self.lock["stages"].get(name) or {}
+            statuses.append(
+                StageStatus(
+                    name=name,
+                    fresh=not reasons,
+                    reasons=reasons,
+                    notes=notes,
+                    last_run=entry.get("finished_at"),
+                    duration_s=entry.get("duration_s"),
+                    metrics=entry.get("metrics", {}),
+                )
             )
-        return [statuses[name] for name in self.order]
+        return statuses
 
     # ------------------------------------------------------------------- run
     def plan(self, target: str | None = None, *, force: bool = False) -> list[tuple[str, list[str]]]:
-        """The stages a run would execute, each with why."""
+        """The stages a run would execute, each with why (``forced`` when only ``force`` asks for it).
+
+        A stage stale only because an upstream is stale may still be skipped by ``run``
+        when that upstream's outputs come out unchanged.
+        """
         statuses = {status.name: status for status in self.status()}
         if target is None:
-            names = self.order
-            return [(n, statuses[n].reasons or ["--force"]) for n in names if force or not statuses[n].fresh]
+            return [(n, statuses[n].reasons or [FORCED]) for n in self.order if force or not statuses[n].fresh]
         self.stage(target)
         plan = [(n, statuses[n].reasons) for n in self.ancestors(target) if not statuses[n].fresh]
         if force or not statuses[target].fresh:
-            plan.append((target, statuses[target].reasons or ["--force"]))
+            plan.append((target, statuses[target].reasons or [FORCED]))
         return plan
 
     def run(
@@ -269,63 +310,95 @@ class Runner:
         resume: bool = False,
         on_stage_start: Callable[[str, list[str]], None] | None = None,
         on_stage_end: Callable[[str, float, dict], None] | None = None,
+        on_stage_skip: Callable[[str, list[str]], None] | None = None,
     ) -> list[str]:
-        """Run what is stale (up to ``target``); returns the names of the stages that ran."""
+        """Run what is stale (up to ``target``); returns the names of the stages that ran.
+
+        Each planned stage is checked again just before it runs: if the stages run before
+        it wrote the same bytes as last time, it is fresh and skipped (``on_stage_skip``
+        gets its notes).
+        """
         with self.exclusive():
-            plan = self.plan(target, force=force)
-            for name, reasons in plan:
+            if _stat_key(self.lock_path) != self._lock_stat:
+                self._load_lock()  # another run finished since this runner read the lock
+            if self.migrated:
+                self._write_lock()
+            forced = set(self.order) if force and target is None else {target} if force else set()
+            ran: list[str] = []
+            for name, reasons in self.plan(target, force=force):
+                if ran:  # what ran before may have cut this stage off: check it again
+                    current = {status.name: status for status in self.status()}[name]
+                    if current.fresh and name not in forced:
+                        if on_stage_skip:
+                            on_stage_skip(name, current.notes)
+                        else:
+                            logger.info("%s is fresh: %s", name, "; ".join(current.notes) or "its inputs are unchanged")
+                        continue
+                    reasons = current.reasons or [FORCED]
                 if on_stage_start:
                     on_stage_start(name, reasons)
                 seconds, metrics = self._run_one(name, resume=resume)
+                ran.append(name)
                 if on_stage_end:
                     on_stage_end(name, seconds, metrics)
-            return [name for name, _ in plan]
+            return ran
 
-    def _run_one(self, name: str, *, resume: bool) -> tuple[float, dict]:
-        stage = self.stages[name]
-        config_view, _, optional, upstream, packages = self._current(name)
-        # Hash inputs as they are when the stage starts: what it read is what we record.
-        inputs = {}
+    def _hash_inputs(self, name: str) -> dict[str, str]:
+        """Content hashes of the inputs as the stage starts: what it reads is what the lock records."""
+        stage, inputs = self.stages[name], {}
         for path in stage.input_paths(self.config):
             digest = self.hasher.hash(path)
             if digest is None:
                 producer = self._producer.get(path)
-                hint = f"Run `jpipe run {producer}` first." if producer else "Check the path in the config."
-                raise PipelineError(f"Stage {name}: input {path} is missing.", hint=hint)
+                hint = f"Run `jpipe run {producer}` first." if producer else f"Check the paths in the {stage.section} config section."
+                raise WorkflowError("E404", f"Stage {name}: input {path} is missing.", hint=hint)
             inputs[path] = digest
+        return inputs
+
+    def _commit(self, stage: Stage, staging: Path) -> None:
+        """Move every staged output into place (each a rename: the old or the new, never a mixture)."""
+        missing = [path for path in stage.outputs if not (staging / path).exists()]
+        if missing:
+            raise WorkflowError("E407", f"Stage {stage.name} finished without writing {', '.join(missing)}.")
+        for path in stage.outputs:
+            source, target = staging / path, self.project_dir / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                replace_dir(source, target)
+            else:
+                os.replace(source, target)
+
+    def _run_one(self, name: str, *, resume: bool) -> tuple[float, dict]:
+        stage = self.stages[name]
+        self.hasher.reset()
+        inputs = self._hash_inputs(name)
+        current = self._current(name)
         staging = self.state_dir / "staging" / f"{name}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         work_dir = self.state_dir / "work" / name
         work_dir.mkdir(parents=True, exist_ok=True)
-        ctx = StageContext(stage=stage, project_dir=self.project_dir, config=self.config, staging_dir=staging, work_dir=work_dir, resume=resume)
+        ctx = StageContext(
+            stage=stage, project_dir=self.project_dir, config=self.config, staging_dir=staging, work_dir=work_dir, resume=resume
+        )
         started = time.perf_counter()
         try:
             metrics = stage.load()(ctx) or {}
-            missing = [path for path in stage.outputs if not (staging / path).exists()]
-            if missing:
-                raise RuntimeError(f"stage {name} finished without writing {', '.join(missing)}")
-            for path in stage.outputs:
-                source, target = staging / path, self.project_dir / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if source.is_dir():
-                    replace_dir(source, target)
-                else:
-                    os.replace(source, target)
+            self._commit(stage, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         seconds = time.perf_counter() - started
-        outputs = {path: self.hasher.hash(path) for path in stage.outputs}
+        self.hasher.reset()  # the outputs are new: hash them now, once (later checks only stat them)
         self.lock["stages"][name] = {
-            "fingerprint": _fingerprint(version=stage.version, config=config_view, inputs={**inputs, **optional, **packages}, upstream=upstream),
+            "fingerprint": _fingerprint(version=stage.version, current=current),
             "version": stage.version,
-            "config": config_view,
+            "config": current.config,
             "inputs": inputs,
-            "optional_inputs": optional,
-            "packages": packages,
-            "outputs": outputs,
-            "upstream": upstream,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "optional_inputs": current.optional,
+            "packages": current.packages,
+            "outputs": {path: self.hasher.hash(path) for path in stage.outputs},
+            "upstream": {up: self._fingerprint_of(up) for up in self.upstream(name)},
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "duration_s": round(seconds, 3),
             "metrics": metrics,
         }

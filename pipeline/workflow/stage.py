@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.errors import PipelineError
+from pipeline.errors import WorkflowError
 
 
 @dataclass(frozen=True)
@@ -80,13 +80,15 @@ class StageContext:
     def input(self, relative: str) -> Path:
         path = self.path(relative)
         if not path.exists():
-            raise PipelineError(f"Stage {self.stage.name}: input {relative} is missing.", hint="Run `jpipe run` to build it.")
+            raise WorkflowError("E404", f"Stage {self.stage.name}: input {relative} is missing.", hint="Run `jpipe run` to build it.")
         return path
 
     def output(self, relative: str) -> Path:
         """Where to write declared output ``relative``; moved into place when the stage succeeds."""
         if relative not in self.stage.outputs:
-            raise ValueError(f"{relative} is not a declared output of stage {self.stage.name}: {self.stage.outputs}")
+            raise WorkflowError(
+                "E407", f"Stage {self.stage.name} writes {relative}, which is not one of its declared outputs {self.stage.outputs}."
+            )
         path = self.staging_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

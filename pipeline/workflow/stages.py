@@ -9,8 +9,6 @@ Data flows one way: corpus -> prepare -> tokenize -> vectors -> models -> report
 from __future__ import annotations
 
 from pipeline.config import Config
-from pipeline.workflow.stage import Stage
-
 from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
     CLASSIFIER_DIRS,
     CLASSIFIERS_FIGURES,
@@ -32,6 +30,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     VECTORS_REPORT,
     WORD2VEC_DIR,
 )
+from pipeline.workflow.stage import Stage
 
 
 def _tokenize_inputs(config: Config) -> list[str]:
@@ -46,6 +45,9 @@ def _vectors_input(source: str) -> list[str]:
     return [] if source == "random" else [VECTOR_SOURCES[source]]
 
 
+# Model and vector stages also read data/tokens/meta.json (the split mode, for their model
+# directories) without declaring it: it holds a timing and the extra-corpus counts, which change
+# on every tokenize run and would defeat early cutoff; a new split mode always changes knbc.jsonl.
 def _classifier_inputs(task: str):
     def inputs(config: Config) -> list[str]:
         return [TOKENS, *_vectors_input(config[f"train_{task}"]["embedding_init"])]

@@ -11,6 +11,8 @@ import shutil
 
 import pytest
 
+from tests.conftest import png_size
+
 pytestmark = pytest.mark.integration
 
 FLOORS = {"topic": 0.72, "sentiment": 0.60}
@@ -43,8 +45,8 @@ def test_floors_and_above_tfidf(evaluated_project, task):
 def test_report_figures_and_model_dirs(evaluated_project):
     figures = evaluated_project / "models/report/classifiers"
     for task in ("topic", "sentiment"):
-        assert (figures / f"confusion_{task}.png").stat().st_size > 1000
-        assert (figures / f"training_{task}.png").stat().st_size > 1000
+        assert png_size(figures / f"confusion_{task}.png") == (1210, 528)  # figsize (11, 4.8) at 110 dpi
+        assert png_size(figures / f"training_{task}.png") == (1100, 440)  # figsize (10, 4) at 110 dpi
         metrics = json.loads((evaluated_project / f"models/classifier/{task}/metrics.json").read_text())
         assert metrics["epochs_run"] >= metrics["best_epoch"] >= 1
 

@@ -36,11 +36,15 @@ def test_lstm_beats_ngram_baseline_on_test_split(generator_project):
 
     report = json.loads((generator_project / GENERATOR_REPORT).read_text(encoding="utf-8"))
     lstm, ngram = report["lstm"]["perplexity"], report["ngram"]["perplexity"]
-    print(f"\ntest perplexity: LSTM {lstm}, {ngram and report['ngram']['order']}-gram {report['ngram']['smoothing']} {ngram}, "
-          f"ratio {report['lstm_to_ngram_ratio']}, n-gram scoring {report['ngram']['score_seconds']}s")
+    print(
+        f"\ntest perplexity: LSTM {lstm}, {ngram and report['ngram']['order']}-gram {report['ngram']['smoothing']} {ngram}, "
+        f"ratio {report['lstm_to_ngram_ratio']}, n-gram scoring {report['ngram']['score_seconds']}s"
+    )
     assert report["lstm"]["targets"] == report["ngram"]["targets"] > 5000
     assert ngram is not None and lstm < ngram  # the floor
-    assert len(report["samples"]) > 0 and all(s["text"] for s in report["samples"])
+    assert len(report["samples"]) == 5 and all(
+        s["text"] and s["theme"] and isinstance(s["seed"], int) for s in report["samples"]
+    )  # evaluate_generator.num_samples
 
 
 @pytest.mark.integration
@@ -49,8 +53,26 @@ def test_cli_generate_same_seed_same_text(generator_project):
 
     from pipeline.cli import app
 
-    args = ["--dir", str(generator_project), "generate", "--prompt", "京都の", "--num", "3", "--max-tokens", "40",
-            "--temperature", "0.8", "--top-k", "40", "--top-p", "0.9", "--seed", "1", "--json"]
+    args = [
+        "--dir",
+        str(generator_project),
+        "generate",
+        "--prompt",
+        "京都の",
+        "--num",
+        "3",
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "40",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "1",
+        "--json",
+    ]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
     samples = json.loads(first.stdout)["samples"]

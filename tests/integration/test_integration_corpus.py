@@ -7,8 +7,8 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data.labels import SENTIMENTS, THEMES
-from pipeline.workflow.runner import Runner
 from pipeline.paths import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES, TOKENS
+from pipeline.workflow.runner import Runner
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.config import load_config
-from pipeline.workflow.runner import Runner
 from pipeline.paths import SPACY_VECTORS_DIR, VECTORS_MAP, VECTORS_REPORT, WORD2VEC_DIR
+from pipeline.workflow.runner import Runner
 from tests.conftest import SYNONYMS
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,9 @@ def test_report_has_sane_values(vectors_project):
         assert synonyms["roc_auc"] > 0.5, (name, synonyms)
         assert 0 <= synonyms["neighbour_precision"]["r_precision"] <= 1
     # the imported copy of word2vec scores like word2vec
-    assert report["sources"]["imported"]["synonyms"]["roc_auc"] == pytest.approx(report["sources"]["word2vec"]["synonyms"]["roc_auc"], abs=1e-3)
+    assert report["sources"]["imported"]["synonyms"]["roc_auc"] == pytest.approx(
+        report["sources"]["word2vec"]["synonyms"]["roc_auc"], abs=1e-3
+    )
     common = report["common"]
     assert common["pairs"] > 100 and all(r["roc_auc"] > 0.5 for r in common["results"].values())
     for word in ("京都", "携帯", "美味しい", "野球", "店", "電話", "寺", "試合"):
@@ -76,7 +78,9 @@ def test_queries_on_the_real_vectors(vectors_project):
     data = json.loads(result.stdout)
     assert data["keys"] == ["食べる"] and len(data["neighbours"]) == 10
     pairs = "京都\t大阪\n野球\tサッカー\n京都\tｘｙｚｚｙ語\n"
-    result = CliRunner().invoke(app, ["--dir", str(vectors_project), "similarity", "--pairs", "-", "--json", "--vectors", "spacy"], input=pairs)
+    result = CliRunner().invoke(
+        app, ["--dir", str(vectors_project), "similarity", "--pairs", "-", "--json", "--vectors", "spacy"], input=pairs
+    )
     assert result.exit_code == 0, result.output
     scores = [json.loads(line)["score"] for line in result.stdout.splitlines()]
     assert scores[0] is not None and scores[1] is not None and scores[2] is None

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pipeline.models.classifier import ATTENTIONS, CELLS, MERGE_MODES, AttentionClassifier, lengths_to_mask, load_classifier  # noqa: E402
-from pipeline.models.model_dir import write_model_dir# noqa: E402
-from pipeline.models.vocab import Vocab# noqa: E402
+from pipeline.models.model_dir import write_model_dir  # noqa: E402
+from pipeline.models.vocab import Vocab  # noqa: E402
 
 
 def make_model(**overrides) -> AttentionClassifier:
@@ -92,9 +92,9 @@ def test_every_cell_and_merge_mode_trains(cell, merge):
 
 
 def test_invalid_options_are_rejected():
-    with pytest.raises(ValueError, match="bidirectional_merge"):
+    with pytest.raises(ValueError, match="E109: AttentionClassifier: bidirectional_merge"):
         make_model(bidirectional_merge="max")
-    with pytest.raises(ValueError, match="cell"):
+    with pytest.raises(ValueError, match="E109: AttentionClassifier: cell"):
         make_model(cell="rnn")
 
 
@@ -112,11 +112,34 @@ def test_frozen_embeddings_stay_fixed():
 
 
 def test_save_load_round_trip_on_cpu(tmp_path):
-    args = {"vocab_size": 30, "embedding_dim": 6, "num_classes": 3, "hidden_size": 5, "num_layers": 2, "cell": "gru", "bidirectional_merge": "mul", "attention": "scaled_dot", "attention_size": 4, "dropout": 0.2, "embedding_dropout": 0.1, "freeze_embeddings": False, "padding_index": 0}
+    args = {
+        "vocab_size": 30,
+        "embedding_dim": 6,
+        "num_classes": 3,
+        "hidden_size": 5,
+        "num_layers": 2,
+        "cell": "gru",
+        "bidirectional_merge": "mul",
+        "attention": "scaled_dot",
+        "attention_size": 4,
+        "dropout": 0.2,
+        "embedding_dropout": 0.1,
+        "freeze_embeddings": False,
+        "padding_index": 0,
+    }
     torch.manual_seed(3)
     model = AttentionClassifier(**args).eval()
     vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(28)])
-    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args=args, vocab=vocab, labels=["a", "b", "c"], metrics={"dev_macro_f1": 0.5}, extra={"token_field": "lemma", "max_tokens": 17, "task": "sentiment"})
+    write_model_dir(
+        tmp_path / "m",
+        model=model,
+        architecture="AttentionClassifier",
+        model_args=args,
+        vocab=vocab,
+        labels=["a", "b", "c"],
+        metrics={"dev_macro_f1": 0.5},
+        extra={"token_field": "lemma", "max_tokens": 17, "task": "sentiment"},
+    )
     # Everything but the weights is plain JSON.
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_args"] == args
     loaded = load_classifier(tmp_path / "m", device="cpu")
@@ -135,7 +158,15 @@ def test_weights_file_holds_cpu_tensors_without_pickle(tmp_path):
     from safetensors import safe_open
 
     model = make_model()
-    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args={}, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
+    write_model_dir(
+        tmp_path / "m",
+        model=model,
+        architecture="AttentionClassifier",
+        model_args={},
+        vocab=Vocab(["<pad>", "<unk>"]),
+        labels=["a", "b", "c"],
+        metrics={},
+    )
     with safe_open(str(tmp_path / "m" / "model.safetensors"), framework="pt", device="cpu") as handle:
         names = set(handle.keys())
     assert "embedding.weight" in names and "output.weight" in names
@@ -145,7 +176,15 @@ def test_weights_file_holds_cpu_tensors_without_pickle(tmp_path):
 def test_gpu_model_loads_on_cpu(tmp_path):
     args = {"vocab_size": 30, "embedding_dim": 6, "num_classes": 3, "hidden_size": 5, "attention_size": 4}
     model = AttentionClassifier(**args).cuda().eval()
-    write_model_dir(tmp_path / "m", model=model, architecture="AttentionClassifier", model_args=args, vocab=Vocab(["<pad>", "<unk>"]), labels=["a", "b", "c"], metrics={})
+    write_model_dir(
+        tmp_path / "m",
+        model=model,
+        architecture="AttentionClassifier",
+        model_args=args,
+        vocab=Vocab(["<pad>", "<unk>"]),
+        labels=["a", "b", "c"],
+        metrics={},
+    )
     loaded = AttentionClassifier.from_dir(tmp_path / "m", device="cpu")
     ids, lengths = batch([3, 2])
     with torch.no_grad():

@@ -15,7 +15,7 @@ pytest.importorskip("sudachipy")
 from typer.testing import CliRunner  # noqa: E402
 
 from pipeline.cli import app  # noqa: E402
-from tests.unit.test_classifier_fixtures import fast_overrides, write_tiny_project  # noqa: E402
+from tests.conftest import fast_overrides, write_tiny_project  # noqa: E402
 
 runner = CliRunner()
 
@@ -91,7 +91,7 @@ def test_csv_missing_column_undecodable_and_ids(trained_project, tmp_path):
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert [row["id"] for row in rows] == ["r1", "r2", "r3", "r4", "r5"]
     assert rows[0]["error"] == "" and rows[0]["topic"] in {"Gourmet", "Keitai", "Kyoto", "Sports"}
-    assert float(rows[0]["topic_p_Gourmet"]) + float(rows[0]["topic_p_Keitai"]) + float(rows[0]["topic_p_Kyoto"]) + float(rows[0]["topic_p_Sports"]) == pytest.approx(1.0, abs=1e-3)
+    assert sum(float(rows[0][f"topic_p_{label}"]) for label in ("Gourmet", "Keitai", "Kyoto", "Sports")) == pytest.approx(1.0, abs=1e-6)
     assert rows[0]["sentiment_top_tokens"]
     assert "missing column 'body'" in rows[1]["error"]
     assert "UTF-8" in rows[2]["error"]
@@ -105,6 +105,7 @@ def test_wrong_text_column_is_a_clear_error(trained_project, tmp_path):
     source.write_text("id\tbody\n1\tラーメン\n", encoding="utf-8")
     result = invoke(trained_project, "classify", str(source))
     assert result.exit_code != 0
+    assert result.exception.code == "E235"
     assert "no column 'text'" in str(result.exception) and "'body'" in str(result.exception)
     ok = invoke(trained_project, "classify", str(source), "--text-column", "body", "--format", "csv")
     assert ok.exit_code == 0, ok.output
@@ -154,11 +155,11 @@ def test_stdin_and_exit_code_when_nothing_could_be_classified(trained_project):
 
 def test_long_review_is_aggregated_or_truncated(trained_project):
     """max_tokens is 8 in the fixture models: a 30-token review spans several windows."""
-    from pipeline.inference.classifier import ReviewClassifier
+    from pipeline.inference.batch import TaskClassifiers
 
     text = "ラーメンが美味しい。" * 6  # 24 tokens
-    aggregated = ReviewClassifier(project_dir=trained_project, long_policy="aggregate").classify([text])[0]
-    truncated = ReviewClassifier(project_dir=trained_project, long_policy="truncate").classify([text])[0]
+    aggregated = TaskClassifiers.from_project(trained_project, long_policy="aggregate").classify([text])[0]
+    truncated = TaskClassifiers.from_project(trained_project, long_policy="truncate").classify([text])[0]
     for task in ("topic", "sentiment"):
         whole, first = aggregated[task], truncated[task]
         assert len(whole.tokens) == 24 and whole.windows == 3 and first.windows == 1
@@ -170,32 +171,33 @@ def test_long_review_is_aggregated_or_truncated(trained_project):
 
 def test_batches_do_not_change_results(trained_project):
     """Streaming in small batches gives the same rows as one big batch."""
-    from pipeline.inference.classifier import InputRecord, ReviewClassifier, classify_records
+    from pipeline.data.readers import InputRecord
+    from pipeline.inference.batch import TaskClassifiers, classify_records
 
     texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉", "", "野球の試合に行く", "サッカー選手が好き"]
     records = [InputRecord(id=str(i), text=t, error="empty text" if not t else None) for i, t in enumerate(texts)]
-    small = list(classify_records(records, ReviewClassifier(project_dir=trained_project, batch_size=2)))
-    big = list(classify_records(records, ReviewClassifier(project_dir=trained_project, batch_size=64)))
+    small = list(classify_records(records, TaskClassifiers.from_project(trained_project, batch_size=2)))
+    big = list(classify_records(records, TaskClassifiers.from_project(trained_project, batch_size=64)))
     assert [r["id"] for r in small] == [str(i) for i in range(6)]
-    for a, b in zip(small, big):
+    for a, b in zip(small, big, strict=True):
         assert a["error"] == b["error"]
         if a["error"] is None:
             for task in ("topic", "sentiment"):
                 assert a[task]["label"] == b[task]["label"]
                 for label, p in a[task]["probabilities"].items():
-                    assert p == pytest.approx(b[task]["probabilities"][label], abs=1e-4)
+                    assert p == pytest.approx(b[task]["probabilities"][label], abs=1e-6)
 
 
 def test_int8_models_are_quantized_and_close_to_fp32(trained_project):
     import torch
 
-    from pipeline.inference.classifier import ReviewClassifier
+    from pipeline.inference.batch import TaskClassifiers
 
     texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉", "野球の試合に行く"]
-    fast = ReviewClassifier(project_dir=trained_project, int8=True)
-    exact = ReviewClassifier(project_dir=trained_project)
-    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in fast.models["topic"].model.modules())
-    for a, b in zip(fast.classify(texts), exact.classify(texts)):
+    fast = TaskClassifiers.from_project(trained_project, int8=True)
+    exact = TaskClassifiers.from_project(trained_project)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.LSTM) for m in fast.classifiers["topic"].loaded.model.modules())
+    for a, b in zip(fast.classify(texts), exact.classify(texts), strict=True):
         for task in ("topic", "sentiment"):
             assert sum(a[task].probabilities.values()) == pytest.approx(1.0, abs=1e-3)
             for label, p in a[task].probabilities.items():
@@ -209,14 +211,14 @@ def test_missing_model_is_a_clear_error(tmp_path):
     source.write_text("ラーメン\n", encoding="utf-8")
     result = invoke(tmp_path, "classify", str(source))
     assert result.exit_code != 0
-    assert "jpipe run train_topic" in str(result.exception)
+    assert result.exception.code == "E301" and "jpipe run train_topic" in str(result.exception)
 
 
 def test_unknown_task_lists_valid_ones(trained_project, tmp_path):
     source = tmp_path / "r.txt"
     source.write_text("ラーメン\n", encoding="utf-8")
     result = invoke(trained_project, "classify", str(source), "--task", "topic,spam")
-    assert result.exit_code != 0 and "topic, sentiment" in str(result.exception)
+    assert result.exit_code != 0 and result.exception.code == "E109" and "topic, sentiment" in str(result.exception)
 
 
 def test_explain_prints_weights_and_writes_html(trained_project, tmp_path):
@@ -243,4 +245,37 @@ def test_explain_default_html_dir_is_in_the_project(trained_project):
 
 def test_explain_rejects_empty_text(trained_project):
     result = invoke(trained_project, "explain", "   ")
-    assert result.exit_code != 0 and "whitespace" in str(result.exception)
+    assert result.exit_code != 0 and result.exception.code == "E236" and "whitespace" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    "args, code, text",
+    [
+        (["missing.txt"], "E205", "does not exist"),
+        (["reviews.xml"], "E207", "Cannot tell the format"),
+        (["reviews.txt", "--input-format", "xml"], "E207", "Unknown input format 'xml'"),
+        (["reviews.txt", "--format", "xml"], "E109", "Unknown output format 'xml'"),
+        (["reviews.txt", "--long", "middle"], "E109", "Unknown long-review policy 'middle'"),
+    ],
+)
+def test_whole_input_problems_are_coded_errors_without_flags(trained_project, tmp_path, monkeypatch, args, code, text):
+    monkeypatch.chdir(tmp_path)
+    for name in ("reviews.txt", "reviews.xml"):
+        (tmp_path / name).write_text("ラーメン\n", encoding="utf-8")
+    result = invoke(trained_project, "classify", *args)
+    assert result.exit_code != 0 and result.exception.code == code and text in result.exception.message
+    assert "--" not in result.exception.message and "--" not in (result.exception.hint or "")
+
+
+def test_probabilities_are_written_with_full_precision(trained_project):
+    """CSV and JSONL carry the probabilities of Classifier.predict to 1e-6 (not rounded to 4 digits)."""
+    from pipeline import Classifier
+
+    texts = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉"]
+    expected = Classifier.from_dir(trained_project / "models/classifier/sentiment").predict(texts)
+    as_csv = list(csv.DictReader(io.StringIO(invoke(trained_project, "classify", "-", "--format", "csv", stdin="\n".join(texts)).stdout)))
+    as_jsonl = jsonl(invoke(trained_project, "classify", "-", stdin="\n".join(texts)).stdout)
+    for prediction, row, line in zip(expected, as_csv, as_jsonl, strict=True):
+        for label, p in prediction.probabilities.items():
+            assert abs(float(row[f"sentiment_p_{label}"]) - p) <= 1e-6
+            assert abs(line["sentiment"]["probabilities"][label] - p) <= 1e-6

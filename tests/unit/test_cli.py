@@ -1,15 +1,55 @@
 """The CLI: fast help without heavy imports, status/run/config commands, readable errors."""
 
 import json
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.cli._app import state
+from tests.fixtures.tiny_knbc import SENTENCE_COUNT
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def fresh_cli_state():
+    """Undo what one invocation leaves behind for the next test.
+
+    The top-level callback stores --dir/--verbose on the module-level ``state``, and
+    ``logging.basicConfig`` adds a root handler bound to the CliRunner's captured
+    stream, which is closed once that invocation ends. Without this, a test would see
+    the previous test's project directory, verbosity and dead log handler.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    saved = dict(vars(state))
+    state.project_dir, state.verbose = Path.cwd().resolve(), False
+    yield
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    for name in ("project_dir", "verbose"):
+        if name in saved:
+            setattr(state, name, saved[name])
+        else:
+            vars(state).pop(name, None)
+
+
+def test_state_does_not_leak_between_invocations(tmp_path):
+    first = runner.invoke(app, ["--dir", str(tmp_path), "--verbose", "status", "--json"])
+    assert first.exit_code == 0, first.output
+    assert state.project_dir == tmp_path.resolve() and state.verbose
+    # without --dir/--verbose the callback resets both: nothing of the first call carries over
+    second = runner.invoke(app, ["status", "--json"])
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["project"] == str(Path.cwd().resolve())
+    assert state.verbose is False
 
 
 def test_help_does_not_import_heavy_libraries():
@@ -37,9 +77,12 @@ def test_status_json_on_empty_project(tmp_path):
 
 
 def test_bad_override_is_a_clean_error(tmp_path):
+    from pipeline.errors import ConfigError
+
     result = runner.invoke(app, ["--dir", str(tmp_path), "status", "--set", "tokenize.split_mode=Q"])
     assert result.exit_code != 0
-    assert isinstance(result.exception, Exception) and "Valid values" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and result.exception.code == "E104"
+    assert "Valid values" in str(result.exception)
 
 
 def test_main_prints_error_without_traceback(tmp_path):
@@ -50,7 +93,8 @@ def test_main_prints_error_without_traceback(tmp_path):
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "does not exist" in result.stderr and "--source" in result.stderr
+    assert "Error E201:" in result.stderr and "does not exist" in result.stderr
+    assert "--source" in result.stderr  # the CLI's own tip; the library hint names config keys
 
 
 def test_run_dry_run_and_noop(tiny_project):
@@ -67,7 +111,7 @@ def test_run_dry_run_and_noop(tiny_project):
     assert states["prepare"]["state"] == "fresh"
     assert states["tokenize"]["reasons"] == ["config tokenize.split_mode changed"]
     stats = runner.invoke(app, ["--dir", str(project), "corpus-stats", "--json"])
-    assert json.loads(stats.stdout)["sentences"] > 0
+    assert json.loads(stats.stdout)["sentences"] == SENTENCE_COUNT
 
 
 def test_config_defaults_is_valid_toml(tmp_path):
@@ -79,10 +123,32 @@ def test_config_defaults_is_valid_toml(tmp_path):
 
 
 def test_env_source_is_used(tmp_path, monkeypatch):
-    from pipeline.cli._app import load_project_config, state
+    from pipeline.cli._app import load_project_config
 
     monkeypatch.setenv("KNBC_SOURCE", "/somewhere/knbc.tar.bz2")
-    state.project_dir = tmp_path
+    state.project_dir = tmp_path  # restored by fresh_cli_state
     assert load_project_config()["corpus"]["source"] == "/somewhere/knbc.tar.bz2"
     assert load_project_config(source="/cli/wins.tar.bz2")["corpus"]["source"] == "/cli/wins.tar.bz2"
     assert load_project_config(['corpus.source="/set/wins.tar.bz2"'])["corpus"]["source"] == "/set/wins.tar.bz2"
+
+
+def test_status_and_run_show_early_cutoff(tmp_path, monkeypatch):
+    """Toy stages (tests/unit/test_early_cutoff.py): up reruns with the same out/main.txt, down stays fresh."""
+    from tests.unit import test_early_cutoff as toy
+
+    monkeypatch.setattr("pipeline.workflow.stages.STAGES", toy.STAGES)
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    base = ["--dir", str(tmp_path)]
+    assert runner.invoke(app, [*base, "run"]).exit_code == 0
+    dry = runner.invoke(app, [*base, "run", "--dry-run", "--set", "tokenize.split_mode=A"])
+    assert "would run down: upstream up is stale (skipped if its inputs come out unchanged)" in dry.stdout
+    ran = runner.invoke(app, [*base, "run", "--set", "tokenize.split_mode=A"])
+    assert ran.exit_code == 0, ran.output
+    assert f"= down is fresh ({toy.NOTE})" in ran.stdout and "> side" in ran.stdout
+    assert "> down" not in ran.stdout
+    data = json.loads(runner.invoke(app, [*base, "status", "--json", "--set", "tokenize.split_mode=A"]).stdout)
+    down = next(stage for stage in data["stages"] if stage["name"] == "down")
+    assert down["state"] == "fresh" and down["reasons"] == [] and down["notes"] == [toy.NOTE]
+    assert data["lock_format"] == 2
+    table = runner.invoke(app, [*base, "status", "--set", "tokenize.split_mode=A"], env={"COLUMNS": "240"})
+    assert toy.NOTE in table.stdout

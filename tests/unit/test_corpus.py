@@ -9,9 +9,9 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.data.knbc.prepare import parse_evaluations, parse_knp, sentence_sort_key, sentiment_label, split_articles
-from pipeline.errors import PipelineError
-from pipeline.workflow.runner import LOCK_FILENAME, Runner
+from pipeline.errors import InputError
 from pipeline.paths import CORPUS_MANIFEST, CORPUS_STATS, SENTENCES
+from pipeline.workflow.runner import LOCK_FILENAME, Runner
 from tests.fixtures.tiny_knbc import ARTICLE_COUNT, SENTENCE_COUNT, tiny_overrides, write_tiny_knbc
 
 
@@ -37,7 +37,9 @@ def test_archive_source_end_to_end(tiny_project):
     assert first["gold"]["lemma"][2] == "美味しい" and first["gold"]["pos"][0] == "名詞"
     assert first["bunsetsu"][0] == {"start": 0, "head": 1, "dep": "D"}
     assert first["sentiment"] == "positive"
-    assert first["evaluations"] == [{"evaluator": "[著者]", "expression": "美味しい", "type": "批評＋", "polarity": "+", "target": "ラーメン"}]
+    assert first["evaluations"] == [
+        {"evaluator": "[著者]", "expression": "美味しい", "type": "批評＋", "polarity": "+", "target": "ラーメン"}
+    ]
 
 
 def test_directory_source(tmp_path):
@@ -49,32 +51,33 @@ def test_directory_source(tmp_path):
 
 def test_count_mismatch_is_an_error_and_writes_nothing(tiny_project):
     project, overrides = tiny_project
-    with pytest.raises(PipelineError, match="expected 4186"):
+    with pytest.raises(InputError, match="E204: .*expected 4186"):
         run(project, [o for o in overrides if "expected_sentences" not in o], "corpus")
     assert not (project / "data").exists() or not any((project / "data").rglob("*.json"))
     assert not (project / LOCK_FILENAME).exists()
 
 
 def test_missing_file_says_how_to_pass_source(tmp_path):
-    with pytest.raises(PipelineError) as info:
+    with pytest.raises(InputError) as info:
         run(tmp_path, [f'corpus.source="{tmp_path}/nope.tar.bz2"'], "corpus")
-    assert "does not exist" in info.value.message and "--source" in info.value.hint
+    assert info.value.code == "E201" and "does not exist" in info.value.message
+    assert "corpus.source" in info.value.hint and "KNBC_SOURCE" in info.value.hint and "--" not in info.value.hint
 
 
 def test_corrupt_archive(tmp_path):
     bad = tmp_path / "KNBC.tar.bz2"
     bad.write_bytes(b"BZh91AY&SY this is not really bzip2 data")
-    with pytest.raises(PipelineError, match="corrupt") as info:
+    with pytest.raises(InputError, match="E203: .*corrupt") as info:
         run(tmp_path, [f'corpus.source="{bad}"'], "corpus")
-    assert "--source" in info.value.hint
+    assert "corpus.source" in info.value.hint
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
 
 
 def test_no_network(tmp_path):
     # Port 9 (discard) on loopback: refused at once, like a machine without network.
-    with pytest.raises(PipelineError, match="Could not download") as info:
+    with pytest.raises(InputError, match="E202: Could not download") as info:
         run(tmp_path, ['corpus.source="http://127.0.0.1:9/KNBC_v1.0_090925_utf8.tar.bz2"'], "corpus")
-    assert "--source" in info.value.hint
+    assert "corpus.source" in info.value.hint
 
 
 @pytest.mark.parametrize("kind", ["traversal", "symlink"])
@@ -91,14 +94,14 @@ def test_unsafe_archive_is_rejected(tmp_path, kind):
             info.type = tarfile.SYMTYPE
             info.linkname = "/etc"
             tar.addfile(info)
-    with pytest.raises(PipelineError, match="unsafe"):
+    with pytest.raises(InputError, match="E203: .*unsafe"):
         run(tmp_path, [f'corpus.source="{archive}"'], "corpus")
     assert not (tmp_path.parent / "escaped.txt").exists()
 
 
 def test_parse_knp_units():
     text = (
-        "# S-ID:KN1_Kyoto_1-1-2-01 KNP:x\n* 1D <a>\n+ 1D <b>\n京都 きょうと 京都 名詞 6 地名 4 * 0 * 0 \"代表表記:京都/きょうと a b\" <c>\n"
+        '# S-ID:KN1_Kyoto_1-1-2-01 KNP:x\n* 1D <a>\n+ 1D <b>\n京都 きょうと 京都 名詞 6 地名 4 * 0 * 0 "代表表記:京都/きょうと a b" <c>\n'
         "* -1D <d>\n+ -1D <e>\n行く いく 行く 動詞 2 * 0 子音動詞カ行促音便形 3 基本形 2 NIL <f>\nEOS\n"
     )
     parsed = parse_knp(text)
@@ -147,3 +150,25 @@ def test_prepare_rows_never_share_an_article_across_splits(tiny_project):
     assert {s for v in splits_of.values() for s in v} == {"train", "dev", "test"}
     assert sum(info["sentences"] for info in stats["splits"].values()) == SENTENCE_COUNT
     assert stats["mixed_polarity_sentences"] == 1
+
+
+def test_theme_of_and_labels_errors():
+    from pipeline.data.knbc.prepare import theme_of
+    from pipeline.data.labels import theme_from_name
+
+    assert theme_of("KN001_Keitai_1") == "Keitai"
+    with pytest.raises(InputError, match="E207: Cannot tell the theme of article KN001_Cooking_1"):
+        theme_of("KN001_Cooking_1")
+    assert theme_from_name("グルメ") == theme_from_name("gourmet") == "Gourmet"
+    with pytest.raises(ValueError, match="E220: Unknown theme 'Food'") as info:  # an InputError is a ValueError
+        theme_from_name("Food")
+    assert "Gourmet (グルメ)" in info.value.hint
+
+
+def test_corpus_stats_missing_names_the_command(tmp_path):
+    from pipeline.data.knbc.prepare import load_stats
+    from pipeline.errors import WorkflowError
+
+    with pytest.raises(WorkflowError, match="E404") as info:
+        load_stats(tmp_path)
+    assert info.value.hint == "Run `jpipe run prepare` first."

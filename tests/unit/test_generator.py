@@ -16,14 +16,15 @@ import torch
 from torch import nn
 
 from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.inference.generator import TextGenerator, detokenize, resolve_theme
 from pipeline.data.labels import THEMES
-from pipeline.models.vocab import BOS, EOS, PAD, UNK
+from pipeline.errors import PipelineError
+from pipeline.inference.generator import Generator, detokenize, resolve_theme
+from pipeline.metrics import perplexity
 from pipeline.models.language_model import LSTMLanguageModel, generate_ids, load_generator
-from pipeline.training.language_model import Encoded, build_sequences, build_vocab, corpus_nll, encode, perplexity, target_count
-from pipeline.workflow.runner import StageContext
+from pipeline.models.vocab import BOS, EOS, PAD, UNK
 from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
+from pipeline.training.language_model import Encoded, build_sequences, build_vocab, corpus_nll, encode, target_count
+from pipeline.workflow.runner import StageContext
 from pipeline.workflow.stages import STAGES
 
 WORDS = {
@@ -48,11 +49,22 @@ def token_rows(seed: int = 0) -> list[dict]:
                     surface.insert(0, "未知語")  # never in training: <unk>
                 if split == "train" and position == 0:
                     surface.insert(0, f"珍語{theme}{article}")  # seen once: <unk> with min_count 2
-                rows.append({
-                    "sentence_id": f"{article_id}-{position}", "article_id": article_id, "theme": theme, "sentiment": "neutral",
-                    "split": split, "position": position, "text": "".join(surface), "surface": surface, "lemma": surface,
-                    "norm": surface, "pos": ["NOUN"] * len(surface), "tag": ["名詞"] * len(surface),
-                })
+                rows.append(
+                    {
+                        "sentence_id": f"{article_id}-{position}",
+                        "article_id": article_id,
+                        "theme": theme,
+                        "sentiment": "neutral",
+                        "split": split,
+                        "position": position,
+                        "text": "".join(surface),
+                        "surface": surface,
+                        "lemma": surface,
+                        "norm": surface,
+                        "pos": ["NOUN"] * len(surface),
+                        "tag": ["名詞"] * len(surface),
+                    }
+                )
     return rows
 
 
@@ -67,8 +79,12 @@ def make_project(tmp_path: Path) -> Path:
 
 
 TINY = [
-    "train_generator.embedding_size=16", "train_generator.hidden_size=16", "train_generator.num_layers=1",
-    "train_generator.min_count=2", "train_generator.batch_size=8", "train_generator.device=cpu",
+    "train_generator.embedding_size=16",
+    "train_generator.hidden_size=16",
+    "train_generator.num_layers=1",
+    "train_generator.min_count=2",
+    "train_generator.batch_size=8",
+    "train_generator.device=cpu",
 ]
 
 
@@ -135,13 +151,15 @@ def test_vocab_min_count_maps_rare_units_to_unk():
 
 # ------------------------------------------------------------------------ model
 def test_model_shapes_and_tied_weights_saved_once():
-    model = LSTMLanguageModel(vocab_size=30, embedding_size=8, hidden_size=8, num_layers=2, dropout=0.1, tie_weights=True, num_theme_slots=5)
+    model = LSTMLanguageModel(
+        vocab_size=30, embedding_size=8, hidden_size=8, num_layers=2, dropout=0.1, tie_weights=True, num_theme_slots=5
+    )
     logits, (h, c) = model(torch.randint(0, 30, (3, 7)), themes=torch.tensor([0, 1, 4]))
     assert logits.shape == (3, 7, 30) and h.shape == c.shape == (2, 3, 8)
     assert "output_weight" not in dict(model.named_parameters())
     untied = LSTMLanguageModel(vocab_size=30, embedding_size=8, hidden_size=12, tie_weights=False)
     assert untied(torch.zeros(1, 2, dtype=torch.long))[0].shape == (1, 2, 30)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="E108: tie_weights needs embedding_size == hidden_size, got 8 and 12"):
         LSTMLanguageModel(vocab_size=30, embedding_size=8, hidden_size=12, tie_weights=True)
 
 
@@ -204,12 +222,12 @@ def test_indexed_kneser_ney_equals_nltk():
     from nltk.lm import KneserNeyInterpolated
     from nltk.util import everygrams
 
-    from pipeline.evaluation.generator import fit_ngram, pad_sentence
+    from pipeline.evaluation.ngram import fit_ngram, pad_sentence
 
     vocabulary = [UNK, BOS, EOS, "a", "b", "c"]
     ours = fit_ngram(toy_sentences(), vocabulary=vocabulary, order=3, smoothing="kneser_ney", discount=0.75)
     stock = KneserNeyInterpolated(3, discount=0.75, vocabulary=ours.vocab)
-    stock.fit([gram for gram in everygrams(pad_sentence(s, 3), max_len=3) if gram[-1] != BOS] for s in toy_sentences())
+    stock.fit([gram for gram in everygrams(pad_sentence(s, order=3), max_len=3) if gram[-1] != BOS] for s in toy_sentences())
     for context in [(BOS, BOS), (BOS, "a"), ("a", "b"), ("b", "c"), ("c", "c"), ("b",), ()]:
         for word in ["a", "b", "c", EOS, UNK]:
             assert ours.unmasked_score(word, context or None) == stock.unmasked_score(word, context or None)
@@ -217,7 +235,7 @@ def test_indexed_kneser_ney_equals_nltk():
 
 @pytest.mark.parametrize("smoothing", ["kneser_ney", "witten_bell"])
 def test_ngram_distributions_sum_to_one(smoothing):
-    from pipeline.evaluation.generator import fit_ngram
+    from pipeline.evaluation.ngram import fit_ngram
 
     vocabulary = [UNK, BOS, EOS, "a", "b", "c"]
     model = fit_ngram(toy_sentences(), vocabulary=vocabulary, order=3, smoothing=smoothing)
@@ -227,7 +245,7 @@ def test_ngram_distributions_sum_to_one(smoothing):
 
 
 def test_ngram_perplexity_by_hand_unigram():
-    from pipeline.evaluation.generator import fit_ngram, ngram_nll
+    from pipeline.evaluation.ngram import fit_ngram, ngram_nll
 
     # Witten-Bell of order 1 is the maximum-likelihood unigram: counts over units and </s>
     sentences = [["a", "b"], ["a"]]  # a:2 b:1 </s>:2, N = 5
@@ -269,7 +287,9 @@ def test_resume_ignores_a_checkpoint_of_other_settings(tmp_path, caplog):
     project = make_project(tmp_path)
     run_stage(project, "train_generator", [*TINY, "train_generator.epochs=1"], tag="first")
     with caplog.at_level("WARNING"):
-        metrics = run_stage(project, "train_generator", [*TINY, "train_generator.epochs=1", "train_generator.dropout=0.1"], resume=True, tag="second")
+        metrics = run_stage(
+            project, "train_generator", [*TINY, "train_generator.epochs=1", "train_generator.dropout=0.1"], resume=True, tag="second"
+        )
     assert "starting from scratch" in caplog.text
     assert metrics["epochs_run"] == 1
 
@@ -305,7 +325,7 @@ def test_generation_stops_at_sentence_end_or_max_tokens():
 
 
 def test_same_seed_same_text(trained_project):
-    generator = TextGenerator.from_project(trained_project)
+    generator = Generator.from_dir(trained_project / GENERATOR_DIR)
     kwargs = dict(prompt="", num=3, max_tokens=12, temperature=1.0, top_k=0, top_p=1.0, theme="Kyoto")
     first = generator.generate(seed=5, **kwargs).samples
     assert generator.generate(seed=5, **kwargs).samples == first
@@ -320,7 +340,7 @@ def test_theme_names_and_errors():
     with pytest.raises(PipelineError) as error:
         resolve_theme("Food", available=THEMES)
     assert "京都観光" in error.value.hint and "Gourmet" in error.value.hint
-    with pytest.raises(PipelineError):
+    with pytest.raises(PipelineError, match="trained without theme conditioning"):
         resolve_theme("Kyoto", available=[])
 
 
@@ -341,10 +361,9 @@ def test_cli_generate_json_is_reproducible(trained_project):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--temperature", "0"], "--temperature must be greater than 0"),
-        (["--temperature", "-1"], "--temperature must be greater than 0"),
-        (["--top-p", "0"], "--top-p must be in (0, 1]"),
-        (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
+        (["--temperature", "-1"], "E109: temperature must be 0 or more"),
+        (["--top-p", "0"], "E109: top_p must be in (0, 1]"),
+        (["--top-p", "1.5"], "E109: top_p must be in (0, 1]"),
         (["--theme", "Food"], "Unknown theme 'Food'"),
     ],
 )
@@ -360,6 +379,20 @@ def test_cli_rejects_bad_options(trained_project, options, message):
     assert message in text
     if "theme" in message:
         assert "グルメ" in text
+
+
+def test_cli_temperature_zero_is_greedy(trained_project):
+    """Temperature 0 is greedy decoding (argmax at every step), so every seed gives the same text."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    outputs = [
+        CliRunner().invoke(app, ["--dir", str(trained_project), "generate", "--temperature", "0", "--seed", seed, "--json"])
+        for seed in ("1", "2")
+    ]
+    assert all(result.exit_code == 0 for result in outputs), [result.output for result in outputs]
+    assert json.loads(outputs[0].stdout)["samples"] == json.loads(outputs[1].stdout)["samples"]
 
 
 def test_cli_without_model_says_how_to_train(tmp_path):

@@ -5,9 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pipeline.models.model_dir import load_weights, save_state_dict# noqa: E402
-
-from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text# noqa: E402
+from pipeline.models.model_dir import load_weights, save_state_dict  # noqa: E402
+from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text  # noqa: E402
 
 
 def test_vocab_min_count_and_specials():

@@ -75,7 +75,8 @@ def test_config_change_makes_only_that_stage_and_downstream_stale(project):
     assert upstream_changed["second"] == ["upstream first is stale"]
     runner = make_runner(project, ["tokenize.split_mode=A"])
     runner.run("first")
-    assert reasons(make_runner(project, ["tokenize.split_mode=A"]))["second"] == ["upstream first reran"]
+    # first rewrote out/first.txt with other content: second reads it, so it is stale
+    assert reasons(make_runner(project, ["tokenize.split_mode=A"]))["second"] == ["input out/first.txt changed"]
 
 
 def test_non_fingerprint_setting_does_not_make_stale(project):
@@ -130,27 +131,35 @@ def test_lock_records_fingerprints_and_metrics(project):
 
 
 def test_unknown_stage_lists_valid_ones(project):
-    from pipeline.errors import PipelineError
+    from pipeline.errors import WorkflowError
 
-    with pytest.raises(PipelineError) as info:
+    with pytest.raises(WorkflowError, match="E401") as info:
         make_runner(project).run("third")
+    assert info.value.code == "E401"
     assert "first, second" in info.value.hint
 
 
 def test_concurrent_run_is_refused(project):
-    from pipeline.errors import PipelineError
+    from pipeline.errors import WorkflowError
 
     runner = make_runner(project)
     with runner.exclusive():
-        with pytest.raises(PipelineError, match="Another"):
+        with pytest.raises(WorkflowError, match="E402: Another"):
             with make_runner(project).exclusive():
                 pass
 
 
 def test_optional_input_and_package_versions(project):
     stages = [
-        Stage(name="first", func="tests.unit.test_runner:first_stage", inputs=("in.txt",), optional_inputs=("extra/opt.txt",),
-              outputs=("out/first.txt",), section="tokenize", packages=("pytest",)),
+        Stage(
+            name="first",
+            func="tests.unit.test_runner:first_stage",
+            inputs=("in.txt",),
+            optional_inputs=("extra/opt.txt",),
+            outputs=("out/first.txt",),
+            section="tokenize",
+            packages=("pytest",),
+        ),
     ]
     config = load_config(project)
     Runner(project, config, stages=stages).run()
@@ -175,3 +184,40 @@ def test_atomic_writes_are_readable_like_plain_files(tmp_path):
     write_json(tmp_path / "a.json", {"x": 1})
     (tmp_path / "b.json").write_text("{}", encoding="utf-8")
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == (tmp_path / "b.json").stat().st_mode & 0o777
+
+
+def lazy_stage(ctx):
+    CALLS.append("lazy")  # returns without writing its declared output
+
+
+def undeclared_stage(ctx):
+    ctx.output("out/elsewhere.txt")
+
+
+def test_workflow_errors_have_codes_and_no_flags(project):
+    from pipeline.errors import WorkflowError
+
+    (project / "in.txt").unlink()
+    with pytest.raises(WorkflowError, match="E404") as info:
+        make_runner(project).run("first")
+    assert info.value.hint == "Check the paths in the tokenize config section."
+    (project / "in.txt").write_text("hello\n", encoding="utf-8")
+    stages = [toy_stages()[1]]  # second alone: its input has no producer in this table and is missing
+    with pytest.raises(WorkflowError, match="E404"):
+        Runner(project, load_config(project), stages=stages).run()
+    with pytest.raises(WorkflowError, match="E405"):
+        Runner(project, load_config(project), stages=list(reversed(toy_stages())))
+    for func in ("lazy_stage", "undeclared_stage"):
+        with pytest.raises(WorkflowError, match="E407"):
+            make_runner(project, second=f"tests.unit.test_runner:{func}").run()
+    (project / LOCK_FILENAME).write_text("{not json", encoding="utf-8")
+    with pytest.raises(WorkflowError, match="E403") as info:
+        make_runner(project)
+    assert "jpipe run" in info.value.hint and "--" not in info.value.hint
+
+
+def test_plan_reasons_and_forced(project):
+    make_runner(project).run()
+    assert make_runner(project).plan() == []
+    assert make_runner(project).plan(force=True) == [("first", ["forced"]), ("second", ["forced"])]
+    assert make_runner(project, ["prepare.seed=1"]).plan("second") == [("second", ["config prepare.seed changed"])]

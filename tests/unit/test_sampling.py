@@ -114,8 +114,14 @@ def test_banned_tokens_are_never_chosen():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(temperature=-1.0, top_k=0, top_p=1.0), dict(temperature=math.nan, top_k=0, top_p=1.0), dict(temperature=1.0, top_k=-1, top_p=1.0), dict(temperature=1.0, top_k=0, top_p=0.0), dict(temperature=1.0, top_k=0, top_p=1.5)],
+    [
+        dict(temperature=-1.0, top_k=0, top_p=1.0),
+        dict(temperature=math.nan, top_k=0, top_p=1.0),
+        dict(temperature=1.0, top_k=-1, top_p=1.0),
+        dict(temperature=1.0, top_k=0, top_p=0.0),
+        dict(temperature=1.0, top_k=0, top_p=1.5),
+    ],
 )
 def test_invalid_settings_are_rejected(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"E109: (temperature|top_k|top_p) must be"):
         validate_sampling(**kwargs)

@@ -6,9 +6,10 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.workflow.runner import Runner
+from pipeline.errors import ConfigError, InputError, WorkflowError
 from pipeline.paths import EXTRA_TOKENS, TOKENS, TOKENS_META
 from pipeline.text.tokenize import SUDACHI_MAX_BYTES, Tokenizer, split_long_text
+from pipeline.workflow.runner import Runner
 
 SAMPLES = [
     "京都の寺で美味しいラーメンを食べた。",
@@ -104,3 +105,29 @@ def test_extra_corpus_is_streamed(tmp_path):
     assert line_number == 1 and tokens["surface"][0] == "京都"
     assert CountingTokenizer.calls == 1
     stream.close()
+
+
+def test_unknown_split_mode_is_a_coded_error():
+    with pytest.raises(ConfigError, match="E109: Unknown Sudachi split mode 'D'") as info:
+        Tokenizer("D")
+    assert info.value.hint == "Valid split modes: A, B, C."
+
+
+def test_extra_corpus_that_is_not_utf8(tmp_path):
+    from pipeline.text import tokenize
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(InputError, match="E206") as info:
+        list(tokenize._stream_corpus(path, Tokenizer("C", with_pos=False)))
+    assert "tokenize.extra_corpora" in info.value.hint
+
+
+def test_tokenizer_benchmark_lives_in_bench_and_needs_prepare(tmp_path):
+    from pipeline.bench.tokenize import benchmark_tokenizers
+    from pipeline.text import tokenize
+
+    assert not hasattr(tokenize, "benchmark_tokenizers")
+    with pytest.raises(WorkflowError, match="E404") as info:
+        benchmark_tokenizers(project_dir=tmp_path)
+    assert "jpipe run prepare" in info.value.hint

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InputError
 from pipeline.io import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,8 @@ _ARTICLE_DIR = re.compile(r"^KN\d{3}_[A-Za-z]+_\w+$")
 # archive also has a stray error file ``KN024_Kyoto_1/2`` ("Cannot make mrph"), which is not a sentence.
 SENTENCE_FILE = re.compile(r"^KN\d{3}_[A-Za-z]+_\w+-\d+-\d+-\d+$")
 _HOW_TO_SOURCE = (
-    "Pass a local copy: `jpipe run corpus --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2` "
-    "(an extracted directory works too), or set KNBC_SOURCE, or corpus.source in jpipe.toml."
+    "Point corpus.source (in jpipe.toml, or the KNBC_SOURCE environment variable) at a local copy of "
+    "KNBC_v1.0_090925_utf8.tar.bz2 or an extracted directory, then `jpipe run corpus`."
 )
 
 
@@ -58,7 +58,7 @@ def download(url: str, destination: Path, *, timeout: float = 60.0) -> Path:
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
-        raise PipelineError(f"Could not download KNBC from {url} ({reason}). No network?", hint=_HOW_TO_SOURCE) from None
+        raise InputError("E202", f"Could not download KNBC from {url} ({reason}). No network?", hint=_HOW_TO_SOURCE) from None
     os.replace(partial, destination)
     return destination
 
@@ -77,12 +77,14 @@ def safe_extract(archive: Path, target: Path) -> Path:
         with tarfile.open(archive, "r:*") as tar:
             tar.extractall(target, filter="data")
     except tarfile.FilterError as exc:
-        raise PipelineError(f"{archive} contains an unsafe entry and was not extracted: {exc}.", hint=_HOW_TO_SOURCE) from None
+        raise InputError("E203", f"{archive} contains an unsafe entry and was not extracted: {exc}.", hint=_HOW_TO_SOURCE) from None
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise PipelineError(f"{archive} is not a readable KNBC archive ({exc}); it may be truncated or corrupt.", hint=_HOW_TO_SOURCE) from None
+        raise InputError(
+            "E203", f"{archive} is not a readable KNBC archive ({exc}); it may be truncated or corrupt.", hint=_HOW_TO_SOURCE
+        ) from None
     root = _find_corpus_root(target)
     if root is None:
-        raise PipelineError(f"{archive} does not contain KNBC (no corpus1/ and corpus2/ inside).", hint=_HOW_TO_SOURCE)
+        raise InputError("E204", f"{archive} does not contain KNBC (no corpus1/ and corpus2/ inside).", hint=_HOW_TO_SOURCE)
     return root
 
 
@@ -95,7 +97,7 @@ def _local_source(source: str, *, download_dir: Path) -> Iterator[Path]:
         return
     path = Path(source).expanduser()
     if not path.exists():
-        raise PipelineError(f"KNBC source {path} does not exist.", hint=_HOW_TO_SOURCE)
+        raise InputError("E201", f"KNBC source {path} does not exist.", hint=_HOW_TO_SOURCE)
     yield path
 
 
@@ -121,7 +123,7 @@ def corpus_stage(ctx) -> dict[str, Any]:
         if local.is_dir():
             root = _find_corpus_root(local)
             if root is None:
-                raise PipelineError(f"{local} is not an extracted KNBC directory (no corpus1/ and corpus2/).", hint=_HOW_TO_SOURCE)
+                raise InputError("E204", f"{local} is not an extracted KNBC directory (no corpus1/ and corpus2/).", hint=_HOW_TO_SOURCE)
             logger.info("copying KNBC from %s", root)
             shutil.copytree(root, target, symlinks=False)
         else:
@@ -130,10 +132,14 @@ def corpus_stage(ctx) -> dict[str, Any]:
             os.replace(root, target)
             shutil.rmtree(scratch, ignore_errors=True)
     counts = count_corpus(target)
-    expected = {"articles": ctx.section["expected_articles"], "sentences": ctx.section["expected_sentences"], "corpus2_rows": ctx.section["expected_sentences"]}
+    expected = {
+        "articles": ctx.section["expected_articles"],
+        "sentences": ctx.section["expected_sentences"],
+        "corpus2_rows": ctx.section["expected_sentences"],
+    }
     wrong = [f"{key}: found {counts[key]}, expected {value}" for key, value in expected.items() if counts[key] != value]
     if wrong:
-        raise PipelineError(f"The KNBC copy from {source} is incomplete or not v1.0 ({'; '.join(wrong)}).", hint=_HOW_TO_SOURCE)
+        raise InputError("E204", f"The KNBC copy from {source} is incomplete or not v1.0 ({'; '.join(wrong)}).", hint=_HOW_TO_SOURCE)
     files = {str(p.relative_to(target)): sha256_file(p) for p in sorted(target.rglob("*")) if p.is_file()}
     manifest = {"source": source, "root": CORPUS_ROOT_NAME, **counts, "license_file": "README.txt", "files": files}
     from pipeline.io import write_json

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.knbc.fetch import SENTENCE_FILE
-from pipeline.errors import PipelineError
 from pipeline.data.labels import SENTIMENTS, SPLITS, THEMES
+from pipeline.errors import InputError, WorkflowError
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def theme_of(article_id: str) -> str:
     for theme in THEMES:
         if f"_{theme}_" in f"{article_id}_":
             return theme
-    raise PipelineError(f"Cannot tell the theme of article {article_id}: expected one of {', '.join(THEMES)} in its name.")
+    raise InputError("E207", f"Cannot tell the theme of article {article_id}: expected one of {', '.join(THEMES)} in its name.")
 
 
 def parse_knp(text: str) -> dict[str, Any]:
@@ -73,14 +73,14 @@ def parse_knp(text: str) -> dict[str, Any]:
         if line.startswith(("* ", "+ ")):
             match = re.match(r"^[*+] (-?\d+)([DPIA])", line)
             if not match:
-                raise ValueError(f"bad KNP dependency line: {line[:60]}")
+                raise InputError("E207", f"bad KNP dependency line: {line[:60]}")
             unit = {"start": len(gold["surface"]), "head": int(match.group(1)), "dep": match.group(2)}
             (bunsetsu if line[0] == "*" else tag_units).append(unit)
             continue
         # surface reading lemma pos pos_id pos_detail id conj_type id conj_form id [features]
         fields = line.split(" ", 11)
         if len(fields) < 11:
-            raise ValueError(f"bad KNP morpheme line: {line[:60]}")
+            raise InputError("E207", f"bad KNP morpheme line: {line[:60]}")
         gold["surface"].append(fields[0])
         gold["reading"].append(fields[1])
         gold["lemma"].append(fields[2])
@@ -132,7 +132,7 @@ def read_corpus2(root: Path) -> dict[str, dict[str, Any]]:
                     continue
                 fields = line.split("\t")
                 if len(fields) < 2:
-                    raise PipelineError(f"{tsv.name}:{line_number}: expected tab-separated columns, got {line[:60]!r}.")
+                    raise InputError("E207", f"{tsv.name}:{line_number}: expected tab-separated columns, got {line[:60]!r}.")
                 fields += [""] * (6 - len(fields))
                 rows[fields[0]] = {"text": fields[1], "evaluations": parse_evaluations(*fields[2:6])}
     return rows
@@ -152,8 +152,8 @@ def split_articles(articles_by_theme: dict[str, list[str]], *, train_ratio: floa
     return assignment
 
 
-def build_rows(root: Path, *, train_ratio: float, dev_ratio: float, seed: int) -> list[dict[str, Any]]:
-    corpus2 = read_corpus2(root)
+def parse_corpus1(root: Path) -> list[dict[str, Any]]:
+    """Every KNP sentence file of ``corpus1/``, parsed (article directories in name order)."""
     parsed: list[dict[str, Any]] = []
     for article_dir in sorted(p for p in (root / "corpus1").iterdir() if p.is_dir()):
         for path in article_dir.iterdir():
@@ -162,16 +162,32 @@ def build_rows(root: Path, *, train_ratio: float, dev_ratio: float, seed: int) -
             try:
                 sentence = parse_knp(path.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError) as exc:
-                raise PipelineError(f"Cannot parse {path}: {exc}.", hint="Re-extract the corpus with `jpipe run corpus --force`.") from None
+                raise InputError(
+                    "E207",
+                    f"Cannot parse {path}: {exc}.",
+                    hint="The extracted corpus is damaged: delete data/corpus/ and run `jpipe run corpus` again.",
+                ) from None
             sentence["sentence_id"] = sentence["sentence_id"] or path.name
             parsed.append(sentence)
-    articles_by_theme: dict[str, list[str]] = {}
-    for sentence in parsed:
+    return parsed
+
+
+def articles_by_theme(sentences: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """theme -> article ids, in order of first appearance."""
+    themes: dict[str, list[str]] = {}
+    for sentence in sentences:
         article = article_of(sentence["sentence_id"])
-        articles_by_theme.setdefault(theme_of(article), [])
-        if article not in articles_by_theme[theme_of(article)]:
-            articles_by_theme[theme_of(article)].append(article)
-    splits = split_articles(articles_by_theme, train_ratio=train_ratio, dev_ratio=dev_ratio, seed=seed)
+        articles = themes.setdefault(theme_of(article), [])
+        if article not in articles:
+            articles.append(article)
+    return themes
+
+
+def build_rows(root: Path, *, train_ratio: float, dev_ratio: float, seed: int) -> list[dict[str, Any]]:
+    """The sentence table: corpus1 sentences in article order, with their corpus2 text and annotations, labels and split."""
+    corpus2 = read_corpus2(root)
+    parsed = parse_corpus1(root)
+    splits = split_articles(articles_by_theme(parsed), train_ratio=train_ratio, dev_ratio=dev_ratio, seed=seed)
     parsed.sort(key=lambda s: (article_of(s["sentence_id"]), sentence_sort_key(s["sentence_id"])))
     rows, positions, missing = [], Counter(), []
     for sentence in parsed:
@@ -249,5 +265,5 @@ def load_stats(project_dir: str | os.PathLike) -> dict[str, Any]:
 
     path = Path(project_dir) / CORPUS_STATS
     if not path.exists():
-        raise PipelineError(f"No corpus statistics in {project_dir}.", hint="Run `jpipe run prepare` first.")
+        raise WorkflowError("E404", f"No corpus statistics in {project_dir}.", hint="Run `jpipe run prepare` first.")
     return read_json(path)

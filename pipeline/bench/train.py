@@ -1,0 +1,147 @@
+"""``jpipe bench train``: training-step throughput of the classifier against a bare recurrent layer.
+
+Both measurements run the same padded batch shapes in the same precision: the
+classifier's full training step (``pipeline.training.classifier.train_step``: forward,
+loss, backward, clipping, AdamW) and a bare bidirectional ``nn.LSTM``/``nn.GRU``
+(cuDNN on GPU) forward + backward. Their ratio says how much the embedding, attention
+and optimizer cost on top of the recurrent layer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pipeline.data.labels import TASK_LABELS
+from pipeline.models.batching import Batch, EncodedSplit, bucket_batches, iterate_batches
+from pipeline.models.runtime import pick_device, seed_everything
+from pipeline.models.vocab import Vocab
+from pipeline.training.classifier import TaskData, build_model, make_steps, prepare_task_data, train_step, vectors_path
+
+WARMUP_STEPS = 5  # cuDNN plans and the allocator settle in these; they are not timed
+
+
+def _synthetic_split(*, count: int, vocab_size: int, num_classes: int, seed: int) -> EncodedSplit:
+    """KNBC-like sentence lengths (log-normal, median ~14 tokens) when no tokens file exists."""
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.lognormal(mean=2.6, sigma=0.5, size=count).astype(np.int64), 1, 120)
+    sequences = [rng.integers(2, vocab_size, size=length, dtype=np.int64) for length in lengths]
+    return EncodedSplit(sequences=sequences, labels=rng.integers(0, num_classes, size=count, dtype=np.int64))
+
+
+def _bench_section(*, project_dir: Path, section: dict, batch_size: int | None, device: str | None) -> dict:
+    """The config section with the overrides, and the pretrained width when vectors are configured."""
+    section = dict(section)
+    if batch_size:
+        section["batch_size"] = batch_size
+    if device:
+        section["device"] = device
+    if section["embedding_init"] != "random":
+        # Same shapes as the real run: the pretrained width, random values (loading is not timed).
+        header = vectors_path(Path(project_dir), source=section["embedding_init"])
+        if header.exists():
+            with open(header, encoding="utf-8") as handle:
+                section["embedding_dim"] = int(handle.readline().split()[1])
+    return section
+
+
+def _bench_data(*, project_dir: Path, section: dict, task: str) -> tuple[TaskData, str]:
+    """The real training split of ``task`` when the project has a tokens file, else synthetic KNBC-like data."""
+    from pipeline.paths import TOKENS
+
+    tokens_path = Path(project_dir) / TOKENS
+    if tokens_path.exists():
+        random_section = {**section, "embedding_init": "random"}
+        return prepare_task_data(tokens_path=tokens_path, task=task, section=random_section, vectors_file=None, splits=("train",)), "knbc"
+    labels = list(TASK_LABELS[task])
+    train = _synthetic_split(count=3400, vocab_size=8000, num_classes=len(labels), seed=section["seed"])
+    vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(7998)])
+    return TaskData(vocab=vocab, labels=labels, splits={"train": train}, embedding=None, coverage=None), "synthetic"
+
+
+def _prepared_batches(train: EncodedSplit, *, section: dict, steps: int, device: torch.device) -> list[Batch]:
+    """``steps`` + warm-up training batches, padded and moved once: both measurements time device work, not padding."""
+    rng = np.random.default_rng(section["seed"])
+    batches: list[np.ndarray] = []
+    while len(batches) < steps + WARMUP_STEPS:
+        batches.extend(bucket_batches(train.lengths, batch_size=section["batch_size"], shuffle=True, rng=rng))
+    return list(iterate_batches(train, batches[: steps + WARMUP_STEPS], device=device))
+
+
+def _timed(run_step: Callable[[Any], None], items: list, device: torch.device) -> float:
+    """Seconds for ``run_step`` over ``items`` after the warm-up ones (device work finished)."""
+    for item in items[:WARMUP_STEPS]:
+        run_step(item)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for item in items[WARMUP_STEPS:]:
+        run_step(item)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def _bare_rnn_seconds(prepared: list[Batch], *, section: dict, embedding_dim: int, amp: bool, device: torch.device) -> float:
+    """A bare bidirectional RNN's forward + backward on random inputs of the same (B, T, E) shapes."""
+    rnn_class = nn.LSTM if section["cell"] == "lstm" else nn.GRU
+    bare = rnn_class(embedding_dim, section["hidden_size"], num_layers=section["num_layers"], batch_first=True, bidirectional=True).to(
+        device
+    )
+    inputs = [torch.randn(b.token_ids.shape[0], b.token_ids.shape[1], embedding_dim, device=device, requires_grad=True) for b in prepared]
+
+    def step(x: torch.Tensor) -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            out, _ = bare(x)  # (B, T, 2H)
+        out.float().sum().backward()
+
+    return _timed(step, inputs, device)
+
+
+def benchmark_training(
+    *, project_dir: Path, section: dict, task: str = "topic", steps: int = 50, batch_size: int | None = None, device: str | None = None
+) -> dict[str, Any]:
+    """Training-step throughput of the classifier vs a bare (cuDNN on GPU) bidirectional RNN
+    forward + backward on the same padded shapes, both in the same precision.
+
+    Batches are the real training batches of ``task`` (length-bucketed) when the
+    project has a tokens file, else synthetic KNBC-like lengths.
+    """
+    section = _bench_section(project_dir=project_dir, section=section, batch_size=batch_size, device=device)
+    dev = pick_device(section["device"])
+    seed_everything(section["seed"])
+    data, source = _bench_data(project_dir=project_dir, section=section, task=task)
+    model, _ = build_model(section, data)
+    model.to(dev).train()
+    runner = make_steps(model, section, device=dev)
+    loss_fn = nn.CrossEntropyLoss()
+    prepared = _prepared_batches(data.splits["train"], section=section, steps=steps, device=dev)
+    timed = prepared[WARMUP_STEPS:]
+    sentences = sum(len(b.indices) for b in timed)
+    tokens = int(sum(int(b.lengths.sum()) for b in timed))
+    model_seconds = _timed(lambda batch: train_step(model, batch, loss_fn=loss_fn, steps=runner), prepared, dev)
+    embedding_dim = model.embedding.embedding_dim
+    bare_seconds = _bare_rnn_seconds(prepared, section=section, embedding_dim=embedding_dim, amp=runner.amp, device=dev)
+    model_rate, bare_rate = sentences / model_seconds, sentences / bare_seconds
+    return {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "task": task,
+        "embedding_dim": embedding_dim,
+        "hidden_size": section["hidden_size"],
+        "freeze_embeddings": section["freeze_embeddings"],
+        "data": source,
+        "amp": runner.amp,
+        "threads": torch.get_num_threads(),
+        "batch_size": section["batch_size"],
+        "steps": len(timed),
+        "mean_batch_tokens": round(tokens / len(timed), 1),
+        "train_step": {"sentences_per_second": round(model_rate, 1), "steps_per_second": round(len(timed) / model_seconds, 2)},
+        "bare_rnn_forward_backward": {"sentences_per_second": round(bare_rate, 1), "steps_per_second": round(len(timed) / bare_seconds, 2)},
+        "ratio": round(model_rate / bare_rate, 3),
+    }

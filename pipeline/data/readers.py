@@ -1,0 +1,233 @@
+"""Readers for user input files: one review per row, streamed lazily.
+
+Formats: ``txt`` (one review per line), ``csv`` / ``tsv`` (a header row; the review is
+in a named column), ``jsonl`` (one JSON object per line; the review is in a named
+field), each optionally gzip-compressed, or ``-`` for standard input.
+
+Problems of a single row (empty or whitespace-only text, bytes that are not UTF-8,
+text longer than ``max_chars``, a missing column or field, a bad JSON line) become
+``InputRecord.error`` so a batch can go on; problems of the whole input (missing
+file, no such column in the header) raise ``InputError`` before any row is read.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from pipeline.errors import InputError
+
+INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl")
+DEFAULT_MAX_CHARS = 10_000
+
+
+@dataclass
+class InputRecord:
+    """One input row: its id, its text (None when unreadable) and why it cannot be classified."""
+
+    id: str
+    text: str | None
+    error: str | None = None
+
+
+def detect_input_format(path: str, *, input_format: str | None = None) -> str:
+    """``input_format`` when given, else the format named by ``path``'s extension (``-`` = stdin: txt)."""
+    if input_format:
+        if input_format not in INPUT_FORMATS:
+            raise InputError("E207", f"Unknown input format '{input_format}'.", hint=f"Valid formats: {', '.join(INPUT_FORMATS)}.")
+        return input_format
+    if path == "-":
+        return "txt"
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1].lstrip(".") if suffixes else ""
+    if suffix in INPUT_FORMATS:
+        return suffix
+    if suffix in ("text", ""):
+        return "txt"
+    if suffix == "json":
+        return "jsonl"
+    raise InputError(
+        "E207",
+        f"Cannot tell the format of {path} from its extension.",
+        hint=f"Use a .txt, .csv, .tsv or .jsonl file (optionally .gz), or name the input format ({', '.join(INPUT_FORMATS)}).",
+    )
+
+
+def check_text(text: str, *, max_chars: float = DEFAULT_MAX_CHARS) -> str | None:
+    """Why ``text`` cannot be classified (empty, whitespace-only, over-long), or None."""
+    if not text:
+        return "empty text"
+    if text.isspace():
+        return "whitespace-only text"
+    if len(text) > max_chars:
+        return f"over-long text: {len(text)} characters (limit {max_chars})"
+    return None
+
+
+def read_records(
+    path: str,
+    *,
+    input_format: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> Iterator[InputRecord]:
+    """Stream ``InputRecord``s from ``path`` (``-`` = stdin).
+
+    ``text_column`` is the CSV/TSV column or the JSONL field holding the review;
+    ``id_column`` the one holding the row id (default: the row or line number).
+    """
+    kind = detect_input_format(path, input_format=input_format)
+    handle = _open_binary(path)
+    try:
+        if kind == "txt":
+            rows = _read_txt(handle, max_chars)
+        elif kind == "jsonl":
+            rows = _read_jsonl(handle, text_column, id_column, max_chars)
+        else:
+            rows = _read_delimited(handle, "," if kind == "csv" else "\t", text_column, id_column, max_chars, path)
+    except BaseException:
+        _close(handle)
+        raise
+    return _closing(rows, handle)
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path == "-":
+        return sys.stdin.buffer
+    if not Path(path).is_file():
+        raise InputError(
+            "E205", f"Input file {path} does not exist.", hint="Give a .txt, .csv, .tsv or .jsonl file, or - for standard input."
+        )
+    if path.endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _close(handle: IO[bytes]) -> None:
+    if handle is not sys.stdin.buffer:
+        handle.close()
+
+
+def _closing(rows: Iterator[InputRecord], handle: IO[bytes]) -> Iterator[InputRecord]:
+    try:
+        yield from rows
+    finally:
+        _close(handle)
+
+
+def _decode_line(raw: bytes, line_number: int) -> tuple[str, str | None]:
+    """UTF-8 decode one line; on failure the replacement-decoded text and an error message."""
+    raw = raw.rstrip(b"\r\n")
+    if line_number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # byte-order mark written by some editors
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return raw.decode("utf-8", errors="replace"), f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+
+
+def _read_txt(handle: IO[bytes], max_chars: int) -> Iterator[InputRecord]:
+    for line_number, raw in enumerate(handle, start=1):
+        text, error = _decode_line(raw, line_number)
+        yield InputRecord(id=str(line_number), text=text, error=error or check_text(text, max_chars=max_chars))
+
+
+def _read_jsonl(handle: IO[bytes], text_field: str, id_field: str | None, max_chars: int) -> Iterator[InputRecord]:
+    for line_number, raw in enumerate(handle, start=1):
+        yield _jsonl_record(raw, line_number, text_field, id_field, max_chars)
+
+
+def _jsonl_record(raw: bytes, line_number: int, text_field: str, id_field: str | None, max_chars: int) -> InputRecord:
+    """One JSONL line -> record; every problem of the line becomes the record's error."""
+    record = InputRecord(id=str(line_number), text=None)
+    line, record.error = _decode_line(raw, line_number)
+    if record.error:
+        return record
+    if not line.strip():
+        record.error = "empty line"
+        return record
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        record.error = f"invalid JSON ({exc.msg} at column {exc.colno})"
+        return record
+    if not isinstance(data, dict):
+        record.error = "JSON line is not an object"
+        return record
+    if id_field and data.get(id_field) is not None:
+        record.id = str(data[id_field])
+    text = data.get(text_field)
+    if text_field not in data:
+        record.error = f"missing field '{text_field}'"
+    elif not isinstance(text, str):
+        record.error = f"field '{text_field}' is not a string"
+    else:
+        record.text, record.error = text, check_text(text, max_chars=max_chars)
+    return record
+
+
+def _read_delimited(
+    handle: IO[bytes], delimiter: str, text_column: str, id_column: str | None, max_chars: int, path: str
+) -> Iterator[InputRecord]:
+    """Reads the header now (so a wrong column name fails at once), returns a row generator."""
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad row is
+    # reported on that row instead of stopping the whole file.
+    stream = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    # A huge field must reach the over-long check, not crash the csv module.
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * max_chars + 1_000_000))
+    reader = csv.reader(stream, delimiter=delimiter)
+    try:
+        header = [_clean(h).strip() for h in next(reader)]
+    except StopIteration:
+        return iter(())
+    columns = ", ".join(repr(h) for h in header[:20])
+    for wanted in (text_column, id_column):
+        if wanted and wanted not in header:
+            raise InputError("E235", f"{path} has no column '{wanted}'.", hint=f"Its columns are: {columns}.")
+    text_index = header.index(text_column)
+    id_index = header.index(id_column) if id_column else None
+    return _delimited_rows(reader, text_column, text_index, id_index, max_chars, "CSV" if delimiter == "," else "TSV")
+
+
+def _delimited_rows(reader, text_column: str, text_index: int, id_index: int | None, max_chars: int, kind: str) -> Iterator[InputRecord]:
+    row_number = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            row_number += 1
+            yield InputRecord(id=str(row_number), text=None, error=f"malformed {kind} row ({exc})")
+            continue
+        row_number += 1
+        record_id = str(row_number)
+        if id_index is not None and id_index < len(row) and row[id_index]:
+            record_id = _clean(row[id_index])
+        if text_index >= len(row):
+            yield InputRecord(id=record_id, text=None, error=f"missing column '{text_column}' (row has {len(row)} fields)")
+            continue
+        text = row[text_index]
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            yield InputRecord(id=record_id, text=_clean(text), error="not valid UTF-8")
+            continue
+        yield InputRecord(id=record_id, text=text, error=check_text(text, max_chars=max_chars))
+
+
+def _clean(text: str) -> str:
+    """Replace lone surrogates (undecodable bytes) by U+FFFD so the text can be written out."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
