@@ -13,18 +13,9 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_stage
+from tests.conftest import SMALL_CLASSIFIER_SETTINGS, SMALL_GENERATOR_SETTINGS, run_stage
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
-
-CLASSIFIER_SETTINGS = ["embedding_init=random", "embedding_dim=32", "hidden_size=32", "attention_size=16", "epochs=1", "patience=1"]
-GENERATOR_SETTINGS = [
-    "train_generator.embedding_init=random",
-    "train_generator.embedding_size=32",
-    "train_generator.hidden_size=32",
-    "train_generator.epochs=1",
-    "train_generator.device=cpu",
-]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +24,8 @@ def trained(real_project, tmp_path_factory):
     shutil.copytree(real_project, project)
     run_stage(project, "word2vec", ["word2vec.epochs=2", "word2vec.vector_size=32"])
     for task in ("topic", "sentiment"):
-        run_stage(project, f"train_{task}", [f"train_{task}.{s}" for s in CLASSIFIER_SETTINGS])
-    run_stage(project, "train_generator", GENERATOR_SETTINGS)
+        run_stage(project, f"train_{task}", [f"train_{task}.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
+    run_stage(project, "train_generator", SMALL_GENERATOR_SETTINGS)
     return project
 
 
