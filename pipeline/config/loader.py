@@ -43,8 +43,10 @@ class Config:
     tasks: dict[str, TaskSection] = field(default_factory=dict)
 
     def __getitem__(self, section: str) -> Section:
+        """A section by name; ``tasks.NAME`` is a task, ``tasks.NAME.classifier`` its effective classifier settings."""
         if section.startswith(f"{TASKS_SECTION}."):
-            return self.task(section.split(".", 1)[1])
+            name, _, part = section.split(".", 1)[1].partition(".")
+            return self.classifier_for(name) if part == "classifier" else self.task(name)
         return self.sections[section]
 
     @property
@@ -66,13 +68,20 @@ class Config:
     def fingerprint_view(self, section: str) -> dict[str, Any]:
         """The keys of ``section`` that decide what the stage produces.
 
-        For ``tasks.NAME``: the task's data keys and its effective classifier settings (``classifier.KEY``).
+        ``tasks.NAME.classifier`` (a task's training): its effective classifier keys, named as in
+        ``[classifier]`` (so a project trained before tasks were data keeps its fingerprint), plus,
+        for a task on the corpus tokens, the data keys that differ from the built-in task's
+        (``@tasks.NAME.KEY``; a file task's data reaches training through ``prepare_NAME``'s output).
         """
         if section.startswith(f"{TASKS_SECTION}."):
-            name = section.split(".", 1)[1]
+            name = section.split(".")[1]
             settings = ClassifierSection.settings()
-            classifier = {f"classifier.{k}": v for k, v in self.classifier_for(name).to_dict().items() if settings[k].fingerprint}
-            return {**data_view(self.task(name)), **classifier}
+            view = {key: value for key, value in self.classifier_for(name).to_dict().items() if settings[key].fingerprint}
+            task = self.task(name)
+            if task.is_knbc:
+                builtin = data_view(make_task(name, {})) if name in BUILTIN_TASKS else {}
+                view.update({f"@tasks.{name}.{k}": v for k, v in data_view(task).items() if k not in builtin or builtin[k] != v})
+            return view
         schema = SCHEMA[section]
         return {key: value for key, value in self.sections[section].to_dict().items() if schema[key].fingerprint}
 

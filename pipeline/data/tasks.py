@@ -246,3 +246,91 @@ def task_labels(project_dir: str | os.PathLike, *, task: str, section: TaskSecti
     if not section.is_knbc:
         return list(read_json(Path(project_dir) / task_stats(task))["labels"])
     return sorted({row[section.label_column] for row in read_jsonl(tokens_path)})
+
+
+# ------------------------------------------------------------------ the registry in jpipe.toml
+def _config_text(project_dir: Path) -> str:
+    from pipeline.config import CONFIG_FILENAME
+
+    path = project_dir / CONFIG_FILENAME
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def _write_config_text(project_dir: Path, text: str) -> None:
+    """Check that ``text`` is a valid config, then replace jpipe.toml with it atomically (never half-written)."""
+    import tempfile
+
+    from pipeline.config import CONFIG_FILENAME, load_config
+    from pipeline.io import atomic_open
+
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / CONFIG_FILENAME).write_text(text, encoding="utf-8")
+        load_config(scratch)  # raises ConfigError before anything is written
+    with atomic_open(project_dir / CONFIG_FILENAME) as handle:
+        handle.write(text)
+
+
+def stored_path(project_dir: Path, path: str) -> str:
+    """How a file given on the command line is written into the config: relative to the project when inside it."""
+    absolute = Path(path).expanduser().resolve()
+    try:
+        return str(absolute.relative_to(project_dir.resolve()))
+    except ValueError:
+        return str(absolute)
+
+
+def add_task(project_dir: str | os.PathLike, *, name: str, values: dict[str, Any]) -> TaskRows:
+    """Validate task ``name`` (its section and its labelled file) and append ``[tasks.NAME]`` to jpipe.toml.
+
+    Returns the validated rows (with their split) so the caller can report them. Nothing is
+    written when anything is wrong: a duplicate name (E131), a bad value, or bad data (E250-E255).
+    """
+    from pipeline.config import check_task_name, load_config, make_task, task_toml
+    from pipeline.errors import ConfigError
+
+    project_dir = Path(project_dir)
+    check_task_name(name)
+    config = load_config(project_dir)
+    if name in config.tasks:
+        raise ConfigError(
+            "E131",
+            f"A task named '{name}' already exists in {project_dir}.",
+            hint="Pick another name, or remove it first with `jpipe task remove`.",
+        )
+    section = make_task(name, values)
+    data = load_task_rows(project_dir, name=name, section=section)
+    text = _config_text(project_dir)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _write_config_text(project_dir, text + ("\n" if text else "") + task_toml(name, values))
+    return data
+
+
+def remove_task(project_dir: str | os.PathLike, *, name: str) -> None:
+    """Delete ``[tasks.NAME]`` (and its sub-tables) from jpipe.toml, atomically. Trained files stay where they are."""
+    from pipeline.config import BUILTIN_TASKS, load_config
+    from pipeline.errors import ConfigError
+
+    project_dir = Path(project_dir)
+    load_config(project_dir).task(name)  # E132 for an unknown task
+    if name in BUILTIN_TASKS:
+        raise ConfigError(
+            "E134",
+            f"'{name}' is a built-in KNBC task and cannot be removed.",
+            hint=f"Set tasks.{name}.enabled = false in jpipe.toml to drop its stages.",
+        )
+    kept: list[str] = []
+    inside = False
+    for line in _config_text(project_dir).splitlines(keepends=True):
+        header = line.strip()
+        if header.startswith("["):
+            table = header.strip("[]").strip()
+            inside = table == f"tasks.{name}" or table.startswith(f"tasks.{name}.")
+        if not inside:
+            kept.append(line)
+    text = "".join(kept).rstrip("\n") + "\n" if "".join(kept).strip() else ""
+    _write_config_text(project_dir, text)
+    if name in load_config(project_dir).tasks:
+        raise ConfigError(
+            "E134", f"Task '{name}' is not a [tasks.{name}] table that can be removed automatically.", hint="Edit jpipe.toml by hand."
+        )

@@ -274,7 +274,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
 
     task = ctx.stage.task
     spec = ctx.config.task(task)
-    section = ctx.config.classifier_for(task)
+    section = ctx.section  # [classifier] + the task's overrides
     tokens_path = ctx.input(task_rows_file(ctx.config, task))
     vectors_file = pretrained_vectors_file(ctx, section_name=f"tasks.{task}.classifier", source=section["embedding_init"])
     labels = task_labels(ctx.project_dir, task=task, section=spec, tokens_path=tokens_path)

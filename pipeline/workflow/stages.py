@@ -103,8 +103,7 @@ def _train_task_stage(task: str) -> Stage:
         func="pipeline.training.classifier:train_task_stage",
         inputs=_classifier_inputs(task),
         outputs=(classifier_dir(task),),
-        section=f"tasks.{task}",
-        version=2,
+        section=f"tasks.{task}.classifier",
         task=task,
         help=f"BiLSTM + attention classifier of task {task}.",
     )
