@@ -318,11 +318,19 @@ def bench_classify(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
+    via: Annotated[
+        str, typer.Option("--via", help="jpipe: `classify` alone; spacy: also nlp.pipe with the jpipe_classifier component, and the ratio.")
+    ] = "jpipe",
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
-    from pipeline.bench.classify import benchmark_classify
+    from pipeline.bench.classify import benchmark_classify, benchmark_spacy
 
     _set_inference_threads(threads)
+    if via not in ("jpipe", "spacy"):
+        fail(f"--via must be jpipe or spacy, got {via!r}.")
+    if via == "spacy":
+        _print_spacy_bench(benchmark_spacy(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device), as_json)
+        return
     result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -334,3 +342,15 @@ def bench_classify(
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
+
+
+def _print_spacy_bench(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"jpipe classify: {result['jpipe_classify_reviews_per_second']:.0f} reviews/s ({result['reviews']} {result['source']})")
+    out.print(f"nlp.pipe ({' + '.join(result['spacy_pipe_components'])}): {result['spacy_pipe_reviews_per_second']:.0f} reviews/s")
+    out.print(
+        f"ratio {result['ratio']:.3f} (goal >= 0.7); largest doc.cats - classify difference {result['max_probability_difference']:.1e}"
+    )

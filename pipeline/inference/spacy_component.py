@@ -92,8 +92,10 @@ class JpipeClassifier:
         return [f"{task}/{label}" for task, c in self.classifiers.items() for label in c.labels]
 
     def _tokens(self, doc: Doc) -> dict[str, list[str]]:
+        """The token fields the models read (and ``surface``), whitespace tokens left out."""
         words = [token for token in doc if not token.is_space and not token.text.isspace()]
-        return {field: [getattr(token, attribute) for token in words] for field, attribute in TOKEN_ATTRIBUTES.items()}
+        fields = {"surface", *(c.token_field for c in self.classifiers.values())}
+        return {field: [getattr(token, TOKEN_ATTRIBUTES[field]) for token in words] for field in fields}
 
     def _set_cats(self, docs: list[Doc]) -> None:
         tokenized = [self._tokens(doc) for doc in docs]
@@ -109,18 +111,23 @@ class JpipeClassifier:
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Batches of ``batch_size`` Docs through each model at once (padding by length, as ``jpipe classify``)."""
+        """Batches of ``batch_size`` Docs through each model at once (padding by length, as ``jpipe classify``).
+
+        As in ``jpipe classify``, a worker thread pulls the next batch from ``stream`` (which runs
+        the tokenizer and any earlier component) while this thread runs the models on the current
+        one (torch releases the GIL in its kernels). At most two batches are in memory.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
         size = batch_size or self.batch_size
-        batch: list[Doc] = []
-        for doc in stream:
-            batch.append(doc)
-            if len(batch) >= size:
+        docs = iter(stream)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jpipe-spacy") as pool:
+            pending = pool.submit(lambda: list(islice(docs, size)))
+            while batch := pending.result():
+                pending = pool.submit(lambda: list(islice(docs, size)))  # only the worker touches ``docs``
                 self._set_cats(batch)
                 yield from batch
-                batch = []
-        if batch:
-            self._set_cats(batch)
-            yield from batch
 
     # ------------------------------------------------------------------ serialization
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
