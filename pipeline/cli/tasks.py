@@ -125,3 +125,38 @@ def task_remove(name: Annotated[str, typer.Argument(help="Task to remove from jp
     with reported():
         remove_task(state.project_dir, name=name)
     console().print(f"removed task {name} from jpipe.toml")
+
+
+def _print_report(name: str, report: dict[str, Any]) -> None:
+    out = console()
+    print_ = lambda text: out.print(text, markup=False)  # noqa: E731  (labels may contain [brackets])
+    models = ("bilstm_attention", "tfidf_linear", "majority")
+    print_(f"{name}: test macro-F1 " + " | ".join(f"{m} {report[m]['macro_f1']:.4f} (acc {report[m]['accuracy']:.4f})" for m in models))
+    print_(f"{'label':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}   (bilstm_attention)")
+    for label, scores in report["bilstm_attention"]["per_class"].items():
+        print_(f"{label:<14} {scores['precision']:>9.4f} {scores['recall']:>7.4f} {scores['f1']:>7.4f} {scores['support']:>8}")
+    for split, counts in report.get("label_distribution", {}).items():
+        print_(f"{split:<5} " + "  ".join(f"{label} {n}" for label, n in counts.items()))
+
+
+@task_app.command("report")
+def task_report(
+    name: Annotated[str, typer.Argument(help="Task whose test report is shown (after `jpipe run evaluate_NAME`).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report JSON.")] = False,
+) -> None:
+    """Per-class precision/recall/F1, macro-F1 against the majority and TF-IDF baselines, label distribution per split."""
+    from pipeline.cli._app import fail, load_project_config
+    from pipeline.io import read_json
+    from pipeline.paths import task_report_dir
+
+    with reported():
+        load_project_config().task(name)
+    path = state.project_dir / task_report_dir(name) / "report.json"
+    if not path.exists():
+        fail(f"Task {name} has no report yet ({path} is missing).", hint=f"Run `jpipe run evaluate_{name}`.")
+    report = read_json(path)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False))
+        return
+    _print_report(name, report)
+    console().print(f"confusion matrix: {path.parent / 'confusion.png'}", markup=False)
