@@ -178,7 +178,7 @@ def check_labels(rows: list[dict[str, Any]], *, section: TaskSection, shown: str
                 "E254",
                 shown,
                 f"labels with fewer than {MIN_EXAMPLES} examples: {listing}.",
-                f"Add examples, merge or drop those labels, or set tasks.{name}.allow_rare = true (`jpipe task add ... --allow-rare`).",
+                f"Add examples, merge or drop those labels, or set tasks.{name}.allow_rare = true.",
             )
         logger.warning("%s: labels with fewer than %d examples: %s (allow_rare: training anyway)", shown, MIN_EXAMPLES, listing)
     return list(section.labels) or found
