@@ -92,3 +92,15 @@ def test_exported_pipeline_loads_in_a_fresh_process_with_cats_equal_to_classify(
     for doc_cats, probabilities in zip(cats, classify_probabilities(trained_project), strict=True):
         assert set(doc_cats) == set(probabilities)
         assert max(abs(doc_cats[key] - p) for key, p in probabilities.items()) <= 1e-5
+
+
+def test_bench_via_spacy_reports_both_rates_and_equal_probabilities(trained_project):
+    from pipeline.bench.classify import benchmark_spacy
+
+    result = benchmark_spacy(project_dir=trained_project, reviews=40, batch_size=8)
+    assert result["reviews"] == 40 and result["rounds"] == 4 and result["tasks"] == ["topic", "sentiment"]
+    assert result["spacy_pipe_components"] == ["jpipe_classifier"]  # ja_ginza's tokenizer only, no parser or NER
+    assert result["jpipe_classify_reviews_per_second"] > 0 and result["spacy_pipe_reviews_per_second"] > 0
+    expected = result["spacy_pipe_reviews_per_second"] / result["jpipe_classify_reviews_per_second"]
+    assert result["ratio"] == pytest.approx(expected, abs=0.01)
+    assert result["max_probability_difference"] <= 1e-5
