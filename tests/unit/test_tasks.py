@@ -295,3 +295,13 @@ def test_task_cli_add_list_remove(project):
     again = runner.invoke(app, [*base, "add", "reviews", "--data", str(project / "reviews.csv")])
     assert again.exit_code == 1 and "E131" in again.output
     assert runner.invoke(app, [*base, "remove", "reviews"]).exit_code == 0 and config_unchanged(project)
+
+
+def test_a_disabled_builtin_task_has_no_stages(tmp_path):
+    (tmp_path / "jpipe.toml").write_text("[tasks.sentiment]\nenabled = false\n", encoding="utf-8")
+    config = load_config(tmp_path)
+    names = [stage.name for stage in build_stages(config)]
+    assert config.task_names == ["topic"] and "train_topic" in names
+    assert not {"train_sentiment", "evaluate_sentiment"} & set(names)
+    report = next(stage for stage in build_stages(config) if stage.name == "report")
+    assert "models/report/tasks/sentiment" not in report.input_paths(config)
