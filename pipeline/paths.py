@@ -16,12 +16,33 @@ WORD2VEC_DIR = f"{VECTORS_DIR}/word2vec"
 SPACY_VECTORS_DIR = f"{VECTORS_DIR}/spacy"
 IMPORTED_VECTORS_DIR = f"{VECTORS_DIR}/imported"
 VECTOR_SOURCES = {"word2vec": WORD2VEC_DIR, "spacy": SPACY_VECTORS_DIR, "imported": IMPORTED_VECTORS_DIR}
-CLASSIFIER_DIRS = {"topic": "models/classifier/topic", "sentiment": "models/classifier/sentiment"}
+CLASSIFIERS_DIR = "models/classifier"
+TASKS_DATA_DIR = "data/tasks"
+TASKS_REPORT_DIR = "models/report/tasks"
 GENERATOR_DIR = "models/generator"
 REPORT_DIR = "models/report"
 VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
 VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
 CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
-CLASSIFIERS_FIGURES = f"{REPORT_DIR}/classifiers"
 GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
 METRICS = f"{REPORT_DIR}/metrics.json"
+
+
+def classifier_dir(task: str) -> str:
+    """The model directory of task ``task`` (``models/classifier/<task>``)."""
+    return f"{CLASSIFIERS_DIR}/{task}"
+
+
+def task_tokens(task: str) -> str:
+    """The tokenized rows of a file task (``prepare_<task>``), laid out like ``data/tokens/knbc.jsonl``."""
+    return f"{TASKS_DATA_DIR}/{task}/tokens.jsonl"
+
+
+def task_stats(task: str) -> str:
+    """Labels, label distribution per split and skipped rows of a file task."""
+    return f"{TASKS_DATA_DIR}/{task}/stats.json"
+
+
+def task_report_dir(task: str) -> str:
+    """``evaluate_<task>``'s report: ``report.json``, ``confusion.png``, ``training.png``."""
+    return f"{TASKS_REPORT_DIR}/{task}"

@@ -148,8 +148,8 @@ FAST_SETTINGS = [
 
 
 def fast_overrides(task: str, *extra: str) -> list[str]:
-    """``train_<task>.<setting>`` overrides for a fast fixture training (``extra`` settings win)."""
-    return [f"train_{task}.{setting}" for setting in [*FAST_SETTINGS, *extra]]
+    """``tasks.<task>.classifier.<setting>`` overrides for a fast fixture training (``extra`` settings win)."""
+    return [f"tasks.{task}.classifier.{setting}" for setting in [*FAST_SETTINGS, *extra]]
 
 
 @pytest.fixture
@@ -178,10 +178,10 @@ def run_stage(project: Path, name: str, overrides: Sequence[str] = (), *, resume
     """
     from pipeline.config import load_config
     from pipeline.workflow.stage import StageContext
-    from pipeline.workflow.stages import STAGES
+    from pipeline.workflow.stages import build_stages
 
-    stage = next(s for s in STAGES if s.name == name)
     config = load_config(project, list(overrides))
+    stage = next(s for s in build_stages(config) if s.name == name)
     staging = project / ".jpipe" / "staging" / (tag or name)
     work = project / ".jpipe" / "work" / name
     work.mkdir(parents=True, exist_ok=True)

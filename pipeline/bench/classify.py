@@ -106,3 +106,68 @@ def benchmark_classify(
         "model_load_seconds": round(load_seconds, 3),
         "peak_rss_mb": round(peak_kb / 1024, 1),
     }
+
+
+# Components of ja_ginza that doc.cats does not need: `--via spacy` times the tokenizer + jpipe_classifier.
+SPACY_ROUNDS = 4  # alternating timed rounds of `jpipe classify` and `nlp.pipe`
+GINZA_COMPONENTS = ("tok2vec", "parser", "attribute_ruler", "ner", "morphologizer", "compound_splitter", "bunsetu_recognizer")
+
+
+def _spacy_seconds(nlp, texts: list[str], *, reviews: int, batch_size: int) -> float:
+    """Seconds of ``nlp.pipe`` over ``reviews`` texts (after a warm-up batch)."""
+    import time
+
+    for _ in nlp.pipe(texts[:batch_size], batch_size=batch_size):
+        pass
+    stream = (texts[index % len(texts)] for index in range(reviews))
+    started = time.perf_counter()
+    for _ in nlp.pipe(stream, batch_size=batch_size):
+        pass
+    return time.perf_counter() - started
+
+
+def benchmark_spacy(
+    *, project_dir: str | os.PathLike, reviews: int = 20_000, batch_size: int = DEFAULT_BATCH_SIZE, device: str = "cpu"
+) -> dict[str, Any]:
+    """``nlp.pipe`` (ja_ginza's tokenizer + ``jpipe_classifier``) against ``jpipe classify`` on the same texts and tasks.
+
+    The two are timed in ``SPACY_ROUNDS`` alternating rounds, so a change in machine load hits both
+    alike. Also checks that ``doc.cats`` equals the classify probabilities on the first batch."""
+    import spacy
+    import torch
+
+    from pipeline.paths import CLASSIFIERS_DIR
+
+    project_dir = Path(project_dir)
+    texts, source = benchmark_texts(project_dir)
+    classifiers = TaskClassifiers.from_project(project_dir, device=device, batch_size=batch_size)
+    nlp = spacy.load("ja_ginza", exclude=list(GINZA_COMPONENTS))
+    component = nlp.add_pipe("jpipe_classifier", config={"batch_size": batch_size, "device": device})
+    component.load_dirs({task: project_dir / CLASSIFIERS_DIR / task for task in classifiers.tasks})
+    per_round = max(1, reviews // SPACY_ROUNDS)
+    jpipe_seconds = spacy_seconds = 0.0
+    for _ in range(SPACY_ROUNDS):
+        jpipe_seconds += _timed_run(classifiers, texts, reviews=per_round, batch_size=batch_size)[1]
+        spacy_seconds += _spacy_seconds(nlp, texts, reviews=per_round, batch_size=batch_size)
+    docs = list(nlp.pipe(texts[:batch_size], batch_size=batch_size))
+    reference = classifiers.classify([doc.text for doc in docs])
+    difference = max(
+        abs(doc.cats[f"{task}/{label}"] - p)
+        for doc, result in zip(docs, reference, strict=True)
+        for task in result
+        for label, p in result[task].probabilities.items()
+    )
+    jpipe_rate, rate = per_round * SPACY_ROUNDS / jpipe_seconds, per_round * SPACY_ROUNDS / spacy_seconds
+    return {
+        "reviews": per_round * SPACY_ROUNDS,
+        "rounds": SPACY_ROUNDS,
+        "source": source,
+        "tasks": list(classifiers.tasks),
+        "threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "jpipe_classify_reviews_per_second": round(jpipe_rate, 1),
+        "spacy_pipe_reviews_per_second": round(rate, 1),
+        "spacy_pipe_components": nlp.pipe_names,
+        "ratio": round(rate / jpipe_rate, 3),
+        "max_probability_difference": float(f"{difference:.2e}"),
+    }

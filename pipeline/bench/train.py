@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import TASK_LABELS
 from pipeline.models.batching import Batch, EncodedSplit, bucket_batches, iterate_batches
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import Vocab
@@ -52,14 +51,26 @@ def _bench_section(*, project_dir: Path, section: dict, batch_size: int | None, 
 
 
 def _bench_data(*, project_dir: Path, section: dict, task: str) -> tuple[TaskData, str]:
-    """The real training split of ``task`` when the project has a tokens file, else synthetic KNBC-like data."""
-    from pipeline.paths import TOKENS
+    """The real training split of ``task`` when the project has its tokens file, else synthetic data of its label count."""
+    from pipeline.config import load_config
+    from pipeline.data.tasks import label_field, task_labels, task_rows_file
 
-    tokens_path = Path(project_dir) / TOKENS
+    config = load_config(project_dir)
+    spec = config.task(task)
+    tokens_path = Path(project_dir) / task_rows_file(config, task)
     if tokens_path.exists():
         random_section = {**section, "embedding_init": "random"}
-        return prepare_task_data(tokens_path=tokens_path, task=task, section=random_section, vectors_file=None, splits=("train",)), "knbc"
-    labels = list(TASK_LABELS[task])
+        labels = task_labels(project_dir, task=task, section=spec, tokens_path=tokens_path)
+        data = prepare_task_data(
+            tokens_path=tokens_path,
+            labels=labels,
+            label_field=label_field(spec),
+            section=random_section,
+            vectors_file=None,
+            splits=("train",),
+        )
+        return data, "knbc" if spec.is_knbc else task
+    labels = list(spec.labels) or ["a", "b"]
     train = _synthetic_split(count=3400, vocab_size=8000, num_classes=len(labels), seed=section["seed"])
     vocab = Vocab(["<pad>", "<unk>"] + [f"w{i}" for i in range(7998)])
     return TaskData(vocab=vocab, labels=labels, splits={"train": train}, embedding=None, coverage=None), "synthetic"

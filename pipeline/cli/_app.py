@@ -94,6 +94,7 @@ CLI_TIPS = {
     "E202": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
     "E203": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
     "E204": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+    "E254": "On the command line: jpipe task add NAME ... --allow-rare",
 }
 
 

@@ -15,9 +15,8 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, state
-from pipeline.errors import ConfigError
 
-TASKS_HELP = "Comma-separated tasks: topic, sentiment (default both)."
+TASKS_HELP = "Comma-separated tasks, e.g. topic,sentiment (default: every trained task; `jpipe task list` shows them)."
 THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
 INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
 LONG_HELP = (
@@ -61,7 +60,7 @@ class InputOptions:
 class ModelOptions:
     """Which task models run, where, and how long reviews are handled."""
 
-    tasks: tuple[str, ...]
+    tasks: tuple[str, ...] | None
     long_policy: str
     batch_size: int
     device: str
@@ -102,10 +101,11 @@ class OutputOptions:
         )
 
 
-def _parse_tasks(text: str) -> tuple[str, ...]:
-    from pipeline.inference.batch import parse_tasks
+def _parse_tasks(text: str) -> tuple[str, ...] | None:
+    """The tasks named by ``--task``; None (every trained task) when it is empty."""
+    from pipeline.inference.batch import parse_tasks, project_tasks
 
-    return parse_tasks(text)
+    return parse_tasks(text, known=project_tasks(state.project_dir)) if text.strip() else None
 
 
 @app.command()
@@ -121,7 +121,7 @@ def classify(
     output_format: Annotated[
         str | None, typer.Option("--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl).")
     ] = None,
-    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
+    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "",
     text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column holding the review.")] = "text",
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the review.")] = "text",
     id_column: Annotated[
@@ -222,7 +222,7 @@ def _weight_style(weight: float, peak: float) -> str:
 @app.command()
 def explain(
     text: Annotated[str, typer.Argument(help="A review (Japanese text) to classify and explain.")],
-    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "topic,sentiment",
+    task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "",
     html_dir: Annotated[
         Path | None,
         typer.Option(
@@ -283,22 +283,20 @@ def _print_explanation(result: dict, paths: dict[str, Path]) -> None:
 @bench_app.command("train")
 def bench_train(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    task: Annotated[str, typer.Option("--task", help="topic or sentiment (config section and batches used).")] = "topic",
+    task: Annotated[str, typer.Option("--task", help="The task whose classifier settings and batches are used.")] = "topic",
     steps: Annotated[int, typer.Option("--steps", help="Timed training steps (after 5 warm-up steps).", min=1)] = 50,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Sentences per batch (default: train_<task>.batch_size).", min=1)
+        int | None, typer.Option("--batch-size", help="Sentences per batch (default: the task's classifier batch_size).", min=1)
     ] = None,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: train_<task>.device).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: the task's classifier device).")] = None,
     overrides: SetOption = None,
 ) -> None:
     """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
     from pipeline.bench.train import benchmark_training
 
-    if task not in ("topic", "sentiment"):
-        raise ConfigError("E109", f"Unknown task '{task}'.", hint="Valid tasks: topic, sentiment.")
     config = load_project_config(overrides)
     result = benchmark_training(
-        project_dir=state.project_dir, section=config[f"train_{task}"], task=task, steps=steps, batch_size=batch_size, device=device
+        project_dir=state.project_dir, section=config.classifier_for(task), task=task, steps=steps, batch_size=batch_size, device=device
     )
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -320,11 +318,19 @@ def bench_classify(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
+    via: Annotated[
+        str, typer.Option("--via", help="jpipe: `classify` alone; spacy: also nlp.pipe with the jpipe_classifier component, and the ratio.")
+    ] = "jpipe",
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
-    from pipeline.bench.classify import benchmark_classify
+    from pipeline.bench.classify import benchmark_classify, benchmark_spacy
 
     _set_inference_threads(threads)
+    if via not in ("jpipe", "spacy"):
+        fail(f"--via must be jpipe or spacy, got {via!r}.")
+    if via == "spacy":
+        _print_spacy_bench(benchmark_spacy(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device), as_json)
+        return
     result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -336,3 +342,15 @@ def bench_classify(
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
+
+
+def _print_spacy_bench(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"jpipe classify: {result['jpipe_classify_reviews_per_second']:.0f} reviews/s ({result['reviews']} {result['source']})")
+    out.print(f"nlp.pipe ({' + '.join(result['spacy_pipe_components'])}): {result['spacy_pipe_reviews_per_second']:.0f} reviews/s")
+    out.print(
+        f"ratio {result['ratio']:.3f} (goal >= 0.7); largest doc.cats - classify difference {result['max_probability_difference']:.1e}"
+    )

@@ -127,7 +127,7 @@ def show_config(
     overrides: SetOption = None,
 ) -> None:
     """Print the effective config (defaults < jpipe.toml < --set)."""
-    from pipeline.config import SCHEMA, default_toml, toml_value
+    from pipeline.config import SCHEMA, default_toml, task_toml, toml_value
 
     if defaults:
         typer.echo(default_toml())
@@ -138,6 +138,8 @@ def show_config(
         for key, value in config[section].items():
             typer.echo(f"{key} = {toml_value(value)}")
         typer.echo("")
+    for name, task in config.tasks.items():
+        typer.echo(task_toml(name, task.to_dict()))
 
 
 @app.command("corpus-stats")

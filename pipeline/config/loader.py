@@ -22,10 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.schema import SCHEMA, SECTIONS, Section
+from pipeline.config.schema import SCHEMA, SECTIONS, ClassifierSection, Section
+from pipeline.config.tasks import BUILTIN_TASKS, TaskSection, data_view, effective_classifier, make_task, validate_task_value
 from pipeline.errors import ConfigError
 
 CONFIG_FILENAME = "jpipe.toml"
+TASKS_SECTION = "tasks"
+# Sections of earlier versions, and where their keys live now.
+MOVED_SECTIONS = {"train_topic": "tasks.topic.classifier", "train_sentiment": "tasks.sentiment.classifier"}
 
 
 @dataclass(frozen=True)
@@ -35,28 +39,76 @@ class Config:
     sections: dict[str, Section]
     path: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # name -> [tasks.NAME], the built-in KNBC tasks first, then the file's in their order.
+    tasks: dict[str, TaskSection] = field(default_factory=dict)
 
     def __getitem__(self, section: str) -> Section:
+        """A section by name; ``tasks.NAME`` is a task, ``tasks.NAME.classifier`` its effective classifier settings."""
+        if section.startswith(f"{TASKS_SECTION}."):
+            name, _, part = section.split(".", 1)[1].partition(".")
+            return self.classifier_for(name) if part == "classifier" else self.task(name)
         return self.sections[section]
 
+    @property
+    def task_names(self) -> list[str]:
+        """The enabled tasks, in order (each gets its stages)."""
+        return [name for name, task in self.tasks.items() if task.enabled]
+
+    def task(self, name: str) -> TaskSection:
+        if name not in self.tasks:
+            raise ConfigError(
+                "E132", f"Unknown task '{name}'.", hint=f"Valid tasks: {', '.join(self.tasks)}. Add one with `jpipe task add`."
+            )
+        return self.tasks[name]
+
+    def classifier_for(self, name: str) -> ClassifierSection:
+        """The settings task ``name``'s classifier trains with ([classifier] + the task's overrides)."""
+        return effective_classifier(self.sections["classifier"], self.task(name))
+
     def fingerprint_view(self, section: str) -> dict[str, Any]:
-        """The keys of ``section`` that decide what the stage produces."""
+        """The keys of ``section`` that decide what the stage produces.
+
+        ``tasks.NAME.classifier`` (a task's training): its effective classifier keys, named as in
+        ``[classifier]`` (so a project trained before tasks were data keeps its fingerprint), plus,
+        for a task on the corpus tokens, the data keys that differ from the built-in task's
+        (``@tasks.NAME.KEY``; a file task's data reaches training through ``prepare_NAME``'s output).
+        """
+        if section.startswith(f"{TASKS_SECTION}."):
+            name = section.split(".")[1]
+            settings = ClassifierSection.settings()
+            view = {key: value for key, value in self.classifier_for(name).to_dict().items() if settings[key].fingerprint}
+            task = self.task(name)
+            if task.is_knbc:
+                builtin = data_view(make_task(name, {})) if name in BUILTIN_TASKS else {}
+                view.update({f"@tasks.{name}.{k}": v for k, v in data_view(task).items() if k not in builtin or builtin[k] != v})
+            return view
         schema = SCHEMA[section]
         return {key: value for key, value in self.sections[section].to_dict().items() if schema[key].fingerprint}
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: section.to_dict() for name, section in self.sections.items()}
+    def task_data_view(self, name: str) -> dict[str, Any]:
+        """What a file task's prepared tokens depend on: its data keys and the tokenizer's split mode."""
+        return {**data_view(self.task(name)), "@tokenize.split_mode": self.sections["tokenize"]["split_mode"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {name: section.to_dict() for name, section in self.sections.items()}
+        result[TASKS_SECTION] = {name: task.to_dict() for name, task in self.tasks.items()}
+        return result
 
     def with_values(self, values: dict[str, Any]) -> Config:
         """A new config with ``{"section.key": value}`` applied (validated; recorded as overrides). Sections are never mutated."""
         changes: dict[str, dict[str, Any]] = {}
+        task_values = {name: task.to_dict() for name, task in self.tasks.items()}
         for dotted, value in values.items():
             section, key = dotted.split(".", 1)
+            if section == TASKS_SECTION:
+                _set_task_value(task_values, key, value)
+                continue
             changes.setdefault(section, {})[key] = validate_value(section, key, value)
         sections = {
             name: dataclasses.replace(current, **changes[name]) if name in changes else current for name, current in self.sections.items()
         }
-        return dataclasses.replace(self, sections=sections, overrides={**self.overrides, **values})
+        tasks = {name: make_task(name, table) for name, table in task_values.items()}
+        return dataclasses.replace(self, sections=sections, tasks=tasks, overrides={**self.overrides, **values})
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -65,13 +117,35 @@ def _suggest(word: str, choices: list[str]) -> str:
 
 
 def _check_section(section: str, *, where: str = "") -> None:
+    if section in MOVED_SECTIONS:
+        raise ConfigError(
+            "E133",
+            f"{where}[{section}] is no longer a config section: the classifier of a task is configured per task.",
+            hint=f"Move its keys to [{MOVED_SECTIONS[section]}] (shared settings: [classifier]).",
+        )
     if section not in SCHEMA:
         message = f"{where}unknown section [{section}]." if where else f"Unknown config section '{section}'."
         raise ConfigError("E101", message + _suggest(section, list(SCHEMA)), hint=f"Valid sections: {', '.join(SCHEMA)}.")
 
 
+def _set_task_value(task_values: dict[str, dict[str, Any]], key: str, value: Any) -> None:
+    """Apply ``tasks.NAME.KEY = value`` (``KEY`` may be ``classifier.X``) to the raw task tables."""
+    if "." not in key:
+        raise ConfigError("E106", f"Malformed task override 'tasks.{key}'.", hint="Write tasks.NAME.key=value, e.g. tasks.topic.seed=1.")
+    name, inner = key.split(".", 1)
+    table = task_values.setdefault(name, {})
+    value = validate_task_value(name, inner, value)
+    if inner.startswith("classifier."):
+        table["classifier"] = {**table.get("classifier", {}), inner.split(".", 1)[1]: value}
+    else:
+        table[inner] = value
+
+
 def validate_value(section: str, key: str, value: Any) -> Any:
     """Check one value against the schema and return it (ints widened to floats)."""
+    if section == TASKS_SECTION:
+        name, inner = key.split(".", 1) if "." in key else (key, "")
+        return validate_task_value(name, inner, value)
     _check_section(section)
     if key not in SCHEMA[section]:
         valid = list(SCHEMA[section])
@@ -104,6 +178,9 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError("E107", f"{path} is not valid TOML: {exc}.") from None
     values: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section == TASKS_SECTION and isinstance(table, dict):
+            values[section] = _read_tasks(path, table)
+            continue
         _check_section(section, where=f"{path}: ")
         if not isinstance(table, dict):
             raise ConfigError("E107", f"{path}: '{section}' must be a [section] table.")
@@ -111,21 +188,38 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
     return values
 
 
+def _read_tasks(path: Path, tables: dict[str, Any]) -> dict[str, Any]:
+    """The ``[tasks.NAME]`` tables of ``jpipe.toml`` (each validated when the config is built)."""
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError("E107", f"{path}: 'tasks.{name}' must be a [tasks.{name}] table.")
+    return {name: dict(table) for name, table in tables.items()}
+
+
 def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = None) -> Config:
     """Defaults, then ``jpipe.toml`` in ``project_dir`` (if any), then ``overrides`` (``section.key=value`` strings)."""
     path = Path(project_dir) / CONFIG_FILENAME
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    task_values: dict[str, dict[str, Any]] = {name: {} for name in BUILTIN_TASKS}
     if path.exists():
         for section, table in _read_file(path).items():
-            values[section].update(table)
+            if section == TASKS_SECTION:
+                for name, task_table in table.items():
+                    task_values.setdefault(name, {}).update(task_table)
+            else:
+                values[section].update(table)
     applied: dict[str, Any] = {}
     for text in overrides or []:
         section, key, value = parse_override(text)
-        values[section][key] = validate_value(section, key, value)
+        if section == TASKS_SECTION:
+            _set_task_value(task_values, key, value)
+        else:
+            values[section][key] = validate_value(section, key, value)
         applied[f"{section}.{key}"] = value
     # Building each section checks the rules between its keys (E108).
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
-    return Config(sections=sections, path=path if path.exists() else None, overrides=applied)
+    tasks = {name: make_task(name, table) for name, table in task_values.items()}
+    return Config(sections=sections, path=path if path.exists() else None, overrides=applied, tasks=tasks)
 
 
 def default_toml() -> str:
@@ -137,7 +231,23 @@ def default_toml() -> str:
             lines.append(f"# {spec.help}")
             lines.append(f"{key} = {toml_value(spec.default)}")
         lines.append("")
+    lines.append("# Classification tasks: [tasks.NAME] (`jpipe task add` writes one). The built-in KNBC tasks:")
+    for name in BUILTIN_TASKS:
+        lines.append(task_toml(name, BUILTIN_TASKS[name], commented=True))
     return "\n".join(lines)
+
+
+def task_toml(name: str, values: dict[str, Any], *, commented: bool = False) -> str:
+    """``[tasks.NAME]`` as TOML (the classifier overrides as an inline table)."""
+    prefix = "# " if commented else ""
+    lines = [f"{prefix}[tasks.{name}]"]
+    for key, value in values.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items())
+            lines.append(f"{prefix}{key} = {{ {inner} }}" if inner else f"{prefix}{key} = {{}}")
+        else:
+            lines.append(f"{prefix}{key} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
 
 
 def toml_value(value: Any) -> str:

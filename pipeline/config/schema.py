@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pipeline.errors import ConfigError
 
 OFFICIAL_KNBC_URL = "https://nlp.ist.i.kyoto-u.ac.jp/kuntt/KNBC_v1.0_090925_utf8.tar.bz2"
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table"}
 
 
 @dataclass(frozen=True)
@@ -83,14 +83,9 @@ def setting(
 ) -> Any:
     """A section field: its default plus the constraints that :class:`Setting` carries."""
     metadata = {"help": help, "choices": choices, "min": min, "max": max, "fingerprint": fingerprint}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
-
-
-def task_default(base: type[Section], key: str, default: Any) -> Any:
-    """Field ``key`` of ``base`` with another default (a task-specific section keeps the help and constraints)."""
-    return setting(default, **base.__dataclass_fields__[key].metadata)
 
 
 class Section(Mapping):
@@ -137,7 +132,7 @@ class Section(Mapping):
         return len(self.settings())
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, list) else value for key, value in self.items()}
+        return {key: type(value)(value) if isinstance(value, list | dict) else value for key, value in self.items()}
 
 
 # eq=False keeps Mapping's __eq__, so a section also equals a plain dict with the same items.
@@ -235,13 +230,14 @@ _DEVICE_HELP = "auto (CUDA when present), cpu or cuda."
 
 @section
 class ClassifierSection(Section):
-    """Settings of a BiLSTM + attention classifier; the task sections below change a few defaults.
+    """``[classifier]``: the base settings of every task's BiLSTM + attention classifier.
 
+    A task changes any of them in its ``[tasks.NAME.classifier]`` table (``pipeline.config.tasks``).
     Defaults chosen on the fixed-seed dev split: ja_ginza's static vectors, kept frozen so that
     words unseen in training stay compatible with the trained ones.
     """
 
-    section_name: ClassVar[str] = "train_<task>"
+    section_name: ClassVar[str] = "classifier"
     embedding_init: str = setting("spacy", help="Initial embeddings.", choices=("word2vec", "spacy", "imported", "random"))
     freeze_embeddings: bool = setting(True, help="Keep the embedding table fixed during training.")
     embedding_dim: int = setting(100, help="Embedding size when embedding_init = random (pretrained vectors bring their own size).", min=1)
@@ -274,20 +270,6 @@ class ClassifierSection(Section):
     device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
     amp: bool = setting(True, help="Mixed precision on GPU (ignored on CPU).", fingerprint=False)
     seed: int = setting(13, help="Random seed.")
-
-
-@section
-class TopicClassifierSection(ClassifierSection):
-    section_name: ClassVar[str] = "train_topic"
-    # Word dropout: the topic model overfits within one epoch otherwise.
-    word_dropout: float = task_default(ClassifierSection, "word_dropout", 0.2)
-
-
-@section
-class SentimentClassifierSection(ClassifierSection):
-    section_name: ClassVar[str] = "train_sentiment"
-    # The sentiment classes are unbalanced (mostly neutral).
-    class_weights: bool = task_default(ClassifierSection, "class_weights", True)
 
 
 @section
@@ -393,8 +375,7 @@ SECTIONS: dict[str, type[Section]] = {
         Word2VecSection,
         SpacyVectorsSection,
         EvaluateVectorsSection,
-        TopicClassifierSection,
-        SentimentClassifierSection,
+        ClassifierSection,
         GeneratorSection,
         EvaluateClassifiersSection,
         EvaluateGeneratorSection,

@@ -6,9 +6,6 @@ THEMES = ["Gourmet", "Keitai", "Kyoto", "Sports"]
 THEME_JA = {"Gourmet": "グルメ", "Keitai": "携帯電話", "Kyoto": "京都観光", "Sports": "スポーツ"}
 SENTIMENTS = ["negative", "neutral", "positive"]
 SPLITS = ["train", "dev", "test"]
-TASK_LABELS = {"topic": THEMES, "sentiment": SENTIMENTS}
-# The token-file column that holds each task's label.
-TASK_FIELD = {"topic": "theme", "sentiment": "sentiment"}
 
 
 def theme_from_name(name: str) -> str:

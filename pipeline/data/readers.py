@@ -35,6 +35,9 @@ class InputRecord:
     id: str
     text: str | None
     error: str | None = None
+    # The ``extra_columns`` asked of ``read_records`` (None when the row lacks one), e.g. a label.
+    fields: dict[str, str | None] | None = None
+    line: int = 0  # the row (CSV/TSV, after the header) or line (txt, JSONL) number
 
 
 def detect_input_format(path: str, *, input_format: str | None = None) -> str:
@@ -80,11 +83,14 @@ def read_records(
     text_column: str = "text",
     id_column: str | None = None,
     max_chars: int = DEFAULT_MAX_CHARS,
+    extra_columns: tuple[str, ...] = (),
 ) -> Iterator[InputRecord]:
     """Stream ``InputRecord``s from ``path`` (``-`` = stdin).
 
     ``text_column`` is the CSV/TSV column or the JSONL field holding the review;
-    ``id_column`` the one holding the row id (default: the row or line number).
+    ``id_column`` the one holding the row id (default: the row or line number);
+    ``extra_columns`` (CSV/TSV/JSONL) are returned in ``InputRecord.fields``, and a CSV/TSV
+    header without one of them is an error (E235) like a missing text column.
     """
     kind = detect_input_format(path, input_format=input_format)
     handle = _open_binary(path)
@@ -92,9 +98,10 @@ def read_records(
         if kind == "txt":
             rows = _read_txt(handle, max_chars)
         elif kind == "jsonl":
-            rows = _read_jsonl(handle, text_column, id_column, max_chars)
+            rows = _read_jsonl(handle, text_column, id_column, max_chars, extra_columns)
         else:
-            rows = _read_delimited(handle, "," if kind == "csv" else "\t", text_column, id_column, max_chars, path)
+            columns = (text_column, id_column, extra_columns)
+            rows = _read_delimited(handle, "," if kind == "csv" else "\t", columns, max_chars, path)
     except BaseException:
         _close(handle)
         raise
@@ -141,17 +148,21 @@ def _decode_line(raw: bytes, line_number: int) -> tuple[str, str | None]:
 def _read_txt(handle: IO[bytes], max_chars: int) -> Iterator[InputRecord]:
     for line_number, raw in enumerate(handle, start=1):
         text, error = _decode_line(raw, line_number)
-        yield InputRecord(id=str(line_number), text=text, error=error or check_text(text, max_chars=max_chars))
+        yield InputRecord(id=str(line_number), text=text, error=error or check_text(text, max_chars=max_chars), line=line_number)
 
 
-def _read_jsonl(handle: IO[bytes], text_field: str, id_field: str | None, max_chars: int) -> Iterator[InputRecord]:
+def _read_jsonl(
+    handle: IO[bytes], text_field: str, id_field: str | None, max_chars: int, extra: tuple[str, ...] = ()
+) -> Iterator[InputRecord]:
     for line_number, raw in enumerate(handle, start=1):
-        yield _jsonl_record(raw, line_number, text_field, id_field, max_chars)
+        yield _jsonl_record(raw, line_number, text_field, id_field, max_chars, extra)
 
 
-def _jsonl_record(raw: bytes, line_number: int, text_field: str, id_field: str | None, max_chars: int) -> InputRecord:
+def _jsonl_record(
+    raw: bytes, line_number: int, text_field: str, id_field: str | None, max_chars: int, extra: tuple[str, ...] = ()
+) -> InputRecord:
     """One JSONL line -> record; every problem of the line becomes the record's error."""
-    record = InputRecord(id=str(line_number), text=None)
+    record = InputRecord(id=str(line_number), text=None, line=line_number, fields={key: None for key in extra} if extra else None)
     line, record.error = _decode_line(raw, line_number)
     if record.error:
         return record
@@ -168,6 +179,8 @@ def _jsonl_record(raw: bytes, line_number: int, text_field: str, id_field: str |
         return record
     if id_field and data.get(id_field) is not None:
         record.id = str(data[id_field])
+    if extra:
+        record.fields = {key: None if data.get(key) is None else str(data[key]) for key in extra}
     text = data.get(text_field)
     if text_field not in data:
         record.error = f"missing field '{text_field}'"
@@ -179,9 +192,13 @@ def _jsonl_record(raw: bytes, line_number: int, text_field: str, id_field: str |
 
 
 def _read_delimited(
-    handle: IO[bytes], delimiter: str, text_column: str, id_column: str | None, max_chars: int, path: str
+    handle: IO[bytes], delimiter: str, columns: tuple[str, str | None, tuple[str, ...]], max_chars: int, path: str
 ) -> Iterator[InputRecord]:
-    """Reads the header now (so a wrong column name fails at once), returns a row generator."""
+    """Reads the header now (so a wrong column name fails at once), returns a row generator.
+
+    ``columns``: the text column, the id column (or None) and the extra columns.
+    """
+    text_column, id_column, extra = columns
     # surrogateescape keeps undecodable bytes as lone surrogates, so one bad row is
     # reported on that row instead of stopping the whole file.
     stream = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -192,16 +209,28 @@ def _read_delimited(
         header = [_clean(h).strip() for h in next(reader)]
     except StopIteration:
         return iter(())
-    columns = ", ".join(repr(h) for h in header[:20])
-    for wanted in (text_column, id_column):
+    found = ", ".join(repr(h) for h in header[:20])
+    for wanted in (text_column, id_column, *extra):
         if wanted and wanted not in header:
-            raise InputError("E235", f"{path} has no column '{wanted}'.", hint=f"Its columns are: {columns}.")
+            raise InputError("E235", f"{path} has no column '{wanted}'.", hint=f"Its columns are: {found}.")
     text_index = header.index(text_column)
     id_index = header.index(id_column) if id_column else None
-    return _delimited_rows(reader, text_column, text_index, id_index, max_chars, "CSV" if delimiter == "," else "TSV")
+    extra_index = {key: header.index(key) for key in extra}
+    pairs = _delimited_pairs(reader, text_column, text_index, id_index, max_chars, "CSV" if delimiter == "," else "TSV")
+    return _with_fields(pairs, extra_index)
 
 
-def _delimited_rows(reader, text_column: str, text_index: int, id_index: int | None, max_chars: int, kind: str) -> Iterator[InputRecord]:
+def _with_fields(pairs: Iterator[tuple[InputRecord, list[str]]], extra_index: dict[str, int]) -> Iterator[InputRecord]:
+    """Each record, with the extra columns of its CSV/TSV row attached (when any were asked for)."""
+    for record, row in pairs:
+        if extra_index:
+            record.fields = {key: _clean(row[i]) if i < len(row) else None for key, i in extra_index.items()}
+        yield record
+
+
+def _delimited_pairs(
+    reader, text_column: str, text_index: int, id_index: int | None, max_chars: int, kind: str
+) -> Iterator[tuple[InputRecord, list[str]]]:
     row_number = 0
     while True:
         try:
@@ -210,22 +239,25 @@ def _delimited_rows(reader, text_column: str, text_index: int, id_index: int | N
             return
         except csv.Error as exc:
             row_number += 1
-            yield InputRecord(id=str(row_number), text=None, error=f"malformed {kind} row ({exc})")
+            yield InputRecord(id=str(row_number), text=None, error=f"malformed {kind} row ({exc})", line=row_number), []
             continue
         row_number += 1
         record_id = str(row_number)
         if id_index is not None and id_index < len(row) and row[id_index]:
             record_id = _clean(row[id_index])
         if text_index >= len(row):
-            yield InputRecord(id=record_id, text=None, error=f"missing column '{text_column}' (row has {len(row)} fields)")
+            yield (
+                InputRecord(id=record_id, text=None, error=f"missing column '{text_column}' (row has {len(row)} fields)", line=row_number),
+                row,
+            )
             continue
         text = row[text_index]
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            yield InputRecord(id=record_id, text=_clean(text), error="not valid UTF-8")
+            yield InputRecord(id=record_id, text=_clean(text), error="not valid UTF-8", line=row_number), row
             continue
-        yield InputRecord(id=record_id, text=text, error=check_text(text, max_chars=max_chars))
+        yield InputRecord(id=record_id, text=text, error=check_text(text, max_chars=max_chars), line=row_number), row
 
 
 def _clean(text: str) -> str:

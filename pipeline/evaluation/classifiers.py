@@ -1,6 +1,6 @@
-"""Stage ``evaluate_classifiers``: test-split metrics of both BiLSTM classifiers against baselines.
+"""Stages ``evaluate_<task>``: test-split metrics of a task's BiLSTM classifier against baselines.
 
-For each task (topic, sentiment), on the test split of the fixed-seed article split:
+For each task (topic, sentiment and every ``[tasks.NAME]``), on the task's test split:
 
 * ``bilstm_attention``: the trained model of ``models/classifier/<task>``;
 * ``majority``: always the most frequent training label;
@@ -10,9 +10,10 @@ For each task (topic, sentiment), on the test split of the fixed-seed article sp
 Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support, computed by
 ``pipeline.metrics`` (the same code as training's dev macro-F1; scikit-learn only trains
 the baseline).
-Outputs: ``models/report/classifiers.json`` (shaped
-``{"topic": {"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}}, "sentiment": {...}}``)
-and ``models/report/classifiers/`` with a confusion-matrix PNG and a training-curve PNG per task.
+Output: ``models/report/tasks/<task>/`` with ``report.json``
+(``{"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}, "label_distribution": {split: {label: n}}}``),
+``confusion.png`` and ``training.png``. The ``report`` stage merges every task's report
+into ``models/report/classifiers.json`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.labels import TASK_FIELD, TASK_LABELS
-
 logger = logging.getLogger(__name__)
 
-TASKS = ("topic", "sentiment")
 MODEL_NAMES = ("bilstm_attention", "tfidf_linear", "majority")
 
 
@@ -54,7 +52,7 @@ def tfidf_baseline(
 
 
 def _bilstm_predictions(
-    *, task: str, test: list[dict], model_dir: Path, labels: list[str], device: str
+    *, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str
 ) -> tuple[list[int], dict[str, Any]]:
     """Test-split predictions of the trained model of ``model_dir``, and its training metrics."""
     from pipeline.errors import ModelError
@@ -68,25 +66,39 @@ def _bilstm_predictions(
             "E303", f"{model_dir} predicts {loaded.labels}, expected {labels}.", hint=f"Retrain it with `jpipe run train_{task}`."
         )
     encoded = encode_rows(
-        test, loaded.vocab, token_field=loaded.token_field, label_field=TASK_FIELD[task], labels=labels, max_tokens=loaded.max_tokens
+        test, loaded.vocab, token_field=loaded.token_field, label_field=label_field, labels=labels, max_tokens=loaded.max_tokens
     )
     return predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist(), loaded.metrics
 
 
+def label_distribution(rows: list[dict], *, labels: list[str], field: str) -> dict[str, dict[str, int]]:
+    """split -> label -> rows, every label listed."""
+    counts = Counter((row["split"], row[field]) for row in rows)
+    return {split: {label: counts[(split, label)] for label in labels} for split in ("train", "dev", "test")}
+
+
 def evaluate_task(
-    *, task: str, rows: list[dict], model_dir: Path, section: dict, device: str = "cpu"
+    *, task: str, rows: list[dict], model_dir: Path, section: dict, labels: list[str], field: str, device: str = "cpu"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics of the three models on the test split, plus what the plots need."""
+    """Metrics of the three models on the test split, plus what the plots need.
+
+    ``field`` is the row field holding the label; ``labels`` the task's labels in model order.
+    """
     from pipeline.metrics import confusion_matrix
 
-    labels = list(TASK_LABELS[task])
-    field = TASK_FIELD[task]
+    labels = list(labels)
     index = {label: i for i, label in enumerate(labels)}
     train = [row for row in rows if row["split"] == "train"]
     test = [row for row in rows if row["split"] == "test"]
     targets = [index[row[field]] for row in test]
 
-    bilstm_predictions, trained = _bilstm_predictions(task=task, test=test, model_dir=model_dir, labels=labels, device=device)
+    if not test:
+        from pipeline.errors import InputError
+
+        raise InputError("E209", f"Task {task} has no test rows.", hint=f"Give tasks.{task}.test_data, or raise tasks.{task}.test_ratio.")
+    bilstm_predictions, trained = _bilstm_predictions(
+        task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device
+    )
     majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
     tfidf_predictions = tfidf_baseline(
         train_texts=[row["text"] for row in train],
@@ -110,6 +122,7 @@ def evaluate_task(
             **classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels),
             "label": majority_label,
         },
+        "label_distribution": label_distribution(rows, labels=labels, field=field),
     }
     plot_data = {
         "labels": labels,
@@ -191,38 +204,37 @@ def plot_training_curve(*, task: str, log: list[dict], best_epoch: int | None, p
     plt.close(figure)
 
 
-def evaluate_classifiers_stage(ctx) -> dict[str, Any]:
+def evaluate_task_stage(ctx) -> dict[str, Any]:
+    """Stage ``evaluate_<task>``: ``report.json``, ``confusion.png`` and ``training.png`` of one task."""
+    from pipeline.data.tasks import label_field, task_labels, task_rows_file
     from pipeline.io import write_json
-    from pipeline.paths import CLASSIFIER_DIRS, CLASSIFIERS_FIGURES, CLASSIFIERS_REPORT, TOKENS
+    from pipeline.paths import classifier_dir, task_report_dir
     from pipeline.text.tokenize import read_token_rows
 
+    task = ctx.stage.task
+    spec = ctx.config.task(task)
+    field = label_field(spec)
+    tokens_path = ctx.input(task_rows_file(ctx.config, task))
+    labels = task_labels(ctx.project_dir, task=task, section=spec, tokens_path=tokens_path)
     rows = [
-        {key: row[key] for key in ("split", "text", "theme", "sentiment", "surface", "lemma", "norm") if key in row}
-        for row in read_token_rows(ctx.input(TOKENS))
-        if row["split"] in ("train", "test")
+        {key: row[key] for key in ("split", "text", field, "surface", "lemma", "norm") if key in row}
+        for row in read_token_rows(tokens_path)
     ]
-    figures = ctx.output(CLASSIFIERS_FIGURES)
-    figures.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
-    for task in TASKS:
-        result, plot_data = evaluate_task(
-            task=task, rows=rows, model_dir=ctx.input(CLASSIFIER_DIRS[task]), section=ctx.section, device=ctx.section["device"]
-        )
-        report[task] = result
-        plot_confusion(task=task, plot_data=plot_data, metrics=result, path=figures / f"confusion_{task}.png")
-        if plot_data["train_log"]:
-            plot_training_curve(
-                task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=figures / f"training_{task}.png"
-            )
-        for name in MODEL_NAMES:
-            summary[f"{task}_{name}_macro_f1"] = result[name]["macro_f1"]
-        logger.info(
-            "%s test macro-F1: BiLSTM+attention %.4f | TF-IDF SVM %.4f | majority %.4f",
-            task,
-            result["bilstm_attention"]["macro_f1"],
-            result["tfidf_linear"]["macro_f1"],
-            result["majority"]["macro_f1"],
-        )
-    write_json(ctx.output(CLASSIFIERS_REPORT), report)
-    return {key: value for key, value in summary.items() if not key.endswith("majority_macro_f1")}
+    model_dir = ctx.input(classifier_dir(task))
+    result, plot_data = evaluate_task(
+        task=task, rows=rows, model_dir=model_dir, section=ctx.section, labels=labels, field=field, device=ctx.section["device"]
+    )
+    out = ctx.output(task_report_dir(task))
+    out.mkdir(parents=True, exist_ok=True)
+    plot_confusion(task=task, plot_data=plot_data, metrics=result, path=out / "confusion.png")
+    if plot_data["train_log"]:
+        plot_training_curve(task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=out / "training.png")
+    write_json(out / "report.json", result)
+    logger.info(
+        "%s test macro-F1: BiLSTM+attention %.4f | TF-IDF SVM %.4f | majority %.4f",
+        task,
+        result["bilstm_attention"]["macro_f1"],
+        result["tfidf_linear"]["macro_f1"],
+        result["majority"]["macro_f1"],
+    )
+    return {f"{name}_macro_f1": result[name]["macro_f1"] for name in MODEL_NAMES}

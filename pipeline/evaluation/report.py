@@ -1,7 +1,8 @@
 """Stage ``report``: merge every evaluation into ``models/report/metrics.json``.
 
-Shape: ``{"topic": {...}, "sentiment": {...}, "generator": {...}, "vectors": {...}}``
-(the classifier tasks at top level, as users and the issue tracker expect).
+Shape: ``{"topic": {...}, "sentiment": {...}, <other tasks>, "generator": {...}, "vectors": {...}}``
+(the classifier tasks at top level, as users and the issue tracker expect). The tasks alone
+also go to ``models/report/classifiers.json``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from pipeline.io import read_json, write_json
 
 
 def report_stage(ctx) -> dict[str, Any]:
-    from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT
+    from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT, task_report_dir
 
-    metrics: dict[str, Any] = {}
-    metrics.update(read_json(ctx.input(CLASSIFIERS_REPORT)))
+    tasks = {task: read_json(ctx.input(task_report_dir(task)) / "report.json") for task in ctx.config.task_names}
+    write_json(ctx.output(CLASSIFIERS_REPORT), tasks)
+    metrics: dict[str, Any] = dict(tasks)
     metrics["generator"] = read_json(ctx.input(GENERATOR_REPORT))
     metrics["vectors"] = read_json(ctx.input(VECTORS_REPORT))
     write_json(ctx.output(METRICS), metrics)
     summary: dict[str, Any] = {}
-    for task in ("topic", "sentiment"):
+    for task in tasks:
         model = metrics.get(task, {}).get("bilstm_attention", {})
         if "macro_f1" in model:
             summary[f"{task}_macro_f1"] = round(model["macro_f1"], 4)

@@ -28,7 +28,7 @@ from pipeline.data.readers import InputRecord
 from pipeline.errors import ConfigError
 from pipeline.inference.classifier import DEFAULT_BATCH_SIZE, Classifier, Prediction
 
-TASKS = ("topic", "sentiment")
+DEFAULT_TASKS = ("topic", "sentiment")  # the built-in KNBC tasks ([tasks.NAME] adds more)
 OUTPUT_FORMATS = ("jsonl", "csv")
 DEFAULT_TOP_TOKENS = 5
 # Probabilities are written with 8 decimals: equal to Classifier.predict to < 1e-8,
@@ -36,15 +36,29 @@ DEFAULT_TOP_TOKENS = 5
 PROBABILITY_DECIMALS = 8
 
 
-def parse_tasks(text: str) -> tuple[str, ...]:
-    """``"topic, sentiment"`` -> ``("topic", "sentiment")``; unknown or no task is an error."""
+def parse_tasks(text: str, *, known: Iterable[str] = DEFAULT_TASKS) -> tuple[str, ...]:
+    """``"topic, sentiment"`` -> ``("topic", "sentiment")``; a task not in ``known`` or no task is an error."""
+    known = tuple(known)
     tasks = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    bad = [t for t in tasks if t not in TASKS]
+    bad = [t for t in tasks if t not in known]
     if bad or not tasks:
         raise ConfigError(
-            "E109", f"Unknown task(s): {', '.join(bad) or '(none)'}.", hint=f"Valid tasks: {', '.join(TASKS)} (comma-separated)."
+            "E109",
+            f"Unknown task(s): {', '.join(bad) or '(none)'}.",
+            hint=f"Valid tasks: {', '.join(known)} (comma-separated); `jpipe task list` shows them, `jpipe task add` adds one.",
         )
     return tasks
+
+
+def project_tasks(project_dir: str | os.PathLike, *, trained_only: bool = False) -> tuple[str, ...]:
+    """The enabled tasks of the project's config (with ``trained_only``: those with a model directory)."""
+    from pipeline.config import load_config
+    from pipeline.paths import classifier_dir
+
+    names = load_config(project_dir).task_names
+    if trained_only:
+        names = [name for name in names if (Path(project_dir) / classifier_dir(name) / "config.json").exists()]
+    return tuple(names)
 
 
 def output_format_for(path: str | os.PathLike | None, explicit: str | None = None) -> str:
@@ -65,18 +79,20 @@ class TaskClassifiers:
     batch_size: int = DEFAULT_BATCH_SIZE
 
     @classmethod
-    def from_project(cls, project_dir: str | os.PathLike, *, tasks: Iterable[str] = TASKS, **options: Any) -> TaskClassifiers:
-        """The project's trained models of ``tasks``; ``options`` go to ``Classifier.from_dir``."""
+    def from_project(cls, project_dir: str | os.PathLike, *, tasks: Iterable[str] | None = None, **options: Any) -> TaskClassifiers:
+        """The project's trained models of ``tasks`` (default: every trained task, else the first
+        configured one, whose missing model is then the error); ``options`` go to ``Classifier.from_dir``."""
         from pipeline.models.model_dir import require_model_dir
-        from pipeline.paths import CLASSIFIER_DIRS
+        from pipeline.paths import classifier_dir
 
-        tasks = parse_tasks(",".join(tasks))
+        known = project_tasks(project_dir)
+        if tasks is None:
+            tasks = project_tasks(project_dir, trained_only=True) or known[:1]
+        tasks = parse_tasks(",".join(tasks), known=known)
         classifiers = {}
         for task in tasks:
             hint = f"Train the {task} classifier with `jpipe run train_{task}` (or `jpipe run`)."
-            classifiers[task] = Classifier.from_dir(
-                require_model_dir(Path(project_dir) / CLASSIFIER_DIRS[task], train_hint=hint), **options
-            )
+            classifiers[task] = Classifier.from_dir(require_model_dir(Path(project_dir) / classifier_dir(task), train_hint=hint), **options)
         return cls(classifiers=classifiers, batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE))
 
     @property

@@ -27,7 +27,7 @@ def pick_device(preference: str = "auto"):
         raise ModelError(
             "E306",
             "device = 'cuda' but no CUDA GPU is visible.",
-            hint="Set the device key of the section (for example train_topic.device) to auto or cpu.",
+            hint="Set the device key of the section (for example classifier.device) to auto or cpu.",
         )
     if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")

@@ -41,14 +41,16 @@ class Found:
 def discover(project_dir: str | os.PathLike) -> Found:
     """The model directories of ``project_dir`` that hold a model (cheap: file checks only)."""
     from pipeline.models.model_dir import CONFIG_NAME, LEGACY_ARGS_NAME
-    from pipeline.paths import CLASSIFIER_DIRS, GENERATOR_DIR, VECTOR_SOURCES
+    from pipeline.paths import CLASSIFIERS_DIR, GENERATOR_DIR, VECTOR_SOURCES
 
     project = Path(project_dir)
 
     def has_model(directory: Path) -> bool:
         return (directory / CONFIG_NAME).is_file() or (directory / LEGACY_ARGS_NAME).is_file()
 
-    classifiers = {task: project / d for task, d in CLASSIFIER_DIRS.items() if has_model(project / d)}
+    # Every task's model directory (KNBC's topic and sentiment, and users' own tasks), in name order.
+    task_dirs = sorted(p for p in (project / CLASSIFIERS_DIR).glob("*") if p.is_dir()) if (project / CLASSIFIERS_DIR).is_dir() else []
+    classifiers = {d.name: d for d in task_dirs if has_model(d)}
     generator = project / GENERATOR_DIR if has_model(project / GENERATOR_DIR) else None
     vectors = {name: project / d for name, d in VECTOR_SOURCES.items() if (project / d / "meta.json").is_file()}
     return Found(classifiers=classifiers, generator=generator, vectors=vectors)

@@ -8,11 +8,12 @@ since they are not known when this module is imported.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-Task = Literal["topic", "sentiment"]
+# A task name: KNBC's topic and sentiment, or a user task from [tasks.NAME]; an unloaded one is E331 (404).
+Task = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 MAX_SEED = 2**63 - 1
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.labels import TASK_FIELD, TASK_LABELS
+from pipeline.data.tasks import label_field, task_labels, task_rows_file
 from pipeline.errors import InputError
 from pipeline.io import sha256_file
 from pipeline.metrics import accuracy, macro_f1
@@ -66,8 +66,7 @@ def vectors_path(project_dir: Path, *, source: str) -> Path:
     return Path(project_dir) / VECTOR_SOURCES[source] / VECTORS_FILENAME
 
 
-def _read_rows(tokens_path: Path, *, task: str, token_field: str, splits: tuple[str, ...]) -> dict[str, list[dict]]:
-    label_field = TASK_FIELD[task]
+def _read_rows(tokens_path: Path, *, label_field: str, token_field: str, splits: tuple[str, ...]) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {name: [] for name in splits}
     for row in read_token_rows(tokens_path):
         if row["split"] in rows:
@@ -78,13 +77,22 @@ def _read_rows(tokens_path: Path, *, task: str, token_field: str, splits: tuple[
 
 
 def prepare_task_data(
-    *, tokens_path: Path, task: str, section: dict, vectors_file: Path | None, splits: tuple[str, ...] = ("train", "dev")
+    *,
+    tokens_path: Path,
+    labels: list[str],
+    label_field: str,
+    section: dict,
+    vectors_file: Path | None,
+    splits: tuple[str, ...] = ("train", "dev"),
 ) -> TaskData:
     """Read the tokens file, build the vocabulary from the training split (plus, with
-    ``vocab_from_vectors``, every word that has a pretrained vector) and encode ``splits``."""
+    ``vocab_from_vectors``, every word that has a pretrained vector) and encode ``splits``.
+
+    ``label_field`` is the row field holding the label (``theme`` for KNBC's topic, ``label`` for a file task).
+    """
     token_field = section["token_field"]
-    labels = list(TASK_LABELS[task])
-    rows = _read_rows(tokens_path, task=task, token_field=token_field, splits=splits)
+    labels = list(labels)
+    rows = _read_rows(tokens_path, label_field=label_field, token_field=token_field, splits=splits)
     vocab = Vocab.build((row[token_field] for row in rows["train"]), min_count=section["min_count"])
     embedding = coverage = None
     if vectors_file is not None:
@@ -97,7 +105,7 @@ def prepare_task_data(
         embedding, coverage = embedding_matrix(vocab, words, vectors, seed=section["seed"])
     encoded = {
         name: encode_rows(
-            split_rows, vocab, token_field=token_field, label_field=TASK_FIELD[task], labels=labels, max_tokens=section["max_tokens"]
+            split_rows, vocab, token_field=token_field, label_field=label_field, labels=labels, max_tokens=section["max_tokens"]
         )
         for name, split_rows in rows.items()
     }
@@ -260,25 +268,30 @@ def train_classifier(*, task: str, section: dict, data: TaskData, work_dir: Path
 
 
 # -------------------------------------------------------------------- stages
-def _train_stage(ctx, task: str) -> dict[str, Any]:
-    from pipeline.paths import CLASSIFIER_DIRS, TOKENS
+def train_task_stage(ctx) -> dict[str, Any]:
+    """Stage ``train_<task>``: the task's classifier, with [classifier] + the task's overrides."""
+    from pipeline.paths import classifier_dir
 
-    section = ctx.section
-    tokens_path = ctx.input(TOKENS)
-    vectors_file = pretrained_vectors_file(ctx, section_name=f"train_{task}", source=section["embedding_init"])
-    data = prepare_task_data(tokens_path=tokens_path, task=task, section=section, vectors_file=vectors_file)
+    task = ctx.stage.task
+    spec = ctx.config.task(task)
+    section = ctx.section  # [classifier] + the task's overrides
+    tokens_path = ctx.input(task_rows_file(ctx.config, task))
+    vectors_file = pretrained_vectors_file(ctx, section_name=f"tasks.{task}.classifier", source=section["embedding_init"])
+    labels = task_labels(ctx.project_dir, task=task, section=spec, tokens_path=tokens_path)
+    data = prepare_task_data(
+        tokens_path=tokens_path, labels=labels, label_field=label_field(spec), section=section, vectors_file=vectors_file
+    )
     signature = checkpoint_signature(
         section, task=task, tokens=sha256_file(tokens_path), vectors=sha256_file(vectors_file) if vectors_file else None
     )
     trained = train_classifier(task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, signature=signature)
-    return publish_model(ctx, CLASSIFIER_DIRS[task], trained, token_field=section["token_field"], monitor="dev_macro_f1")
+    config = {**section.to_dict(), "task": spec.to_dict()}
+    split_mode = None
+    if not spec.is_knbc:  # tokenized by prepare_<task>, which records its split mode
+        from pipeline.io import read_json
+        from pipeline.paths import task_stats
 
-
-def train_topic_stage(ctx) -> dict[str, Any]:
-    """Stage ``train_topic``: 4 themes (Gourmet, Keitai, Kyoto, Sports)."""
-    return _train_stage(ctx, "topic")
-
-
-def train_sentiment_stage(ctx) -> dict[str, Any]:
-    """Stage ``train_sentiment``: negative, neutral, positive."""
-    return _train_stage(ctx, "sentiment")
+        split_mode = read_json(ctx.input(task_stats(task))).get("split_mode")
+    return publish_model(
+        ctx, classifier_dir(task), trained, token_field=section["token_field"], monitor="dev_macro_f1", config=config, split_mode=split_mode
+    )

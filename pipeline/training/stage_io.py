@@ -38,14 +38,16 @@ def pretrained_vectors_file(ctx, *, section_name: str, source: str) -> Path | No
     return vectors_file
 
 
-def tokenizer_settings(*, project_dir: str | os.PathLike, token_field: str) -> dict[str, str]:
+def tokenizer_settings(*, project_dir: str | os.PathLike, token_field: str, split_mode: str | None = None) -> dict[str, str]:
     """How text must be tokenized for a model trained on this project's tokens file.
 
-    The split mode is the one ``data/tokens/meta.json`` records (the tokens the model saw).
+    The split mode is ``split_mode`` when given (a file task records its own), else the one
+    ``data/tokens/meta.json`` records (the tokens the model saw).
     """
     from pipeline.text.tokenize import tokenized_split_mode
 
-    return {"split_mode": tokenized_split_mode(project_dir), "token_field": token_field, "normalization": "sudachi"}
+    mode = split_mode or tokenized_split_mode(project_dir)
+    return {"split_mode": mode, "token_field": token_field, "normalization": "sudachi"}
 
 
 @dataclass
@@ -82,8 +84,20 @@ def write_trained_model(directory: str | os.PathLike, trained: TrainedModel, *, 
     write_jsonl(Path(directory) / LOG_NAME, trained.records)
 
 
-def publish_model(ctx, output: str, trained: TrainedModel, *, token_field: str, monitor: str) -> dict[str, Any]:
-    """Write ``trained`` as the stage output ``output``; returns the stage summary (``monitor`` first)."""
-    tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field)
-    write_trained_model(ctx.output(output), trained, tokenizer=tokenizer, config=dict(ctx.section))
+def publish_model(
+    ctx,
+    output: str,
+    trained: TrainedModel,
+    *,
+    token_field: str,
+    monitor: str,
+    config: dict[str, Any] | None = None,
+    split_mode: str | None = None,
+) -> dict[str, Any]:
+    """Write ``trained`` as the stage output ``output``; returns the stage summary (``monitor`` first).
+
+    ``config`` (default: the stage's section) is recorded in the model's metrics.json.
+    """
+    tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field, split_mode=split_mode)
+    write_trained_model(ctx.output(output), trained, tokenizer=tokenizer, config=dict(ctx.section) if config is None else config)
     return {key: trained.metrics[key] for key in (monitor, *SUMMARY_KEYS)}

@@ -89,7 +89,12 @@ def _fingerprint(*, version: int, current: _Current) -> str:
 
 
 def _config_reasons(section: str | None, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [f"config {section}.{key} changed" for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    # A key "@other.key" is another section's setting that the stage also depends on.
+    return [
+        f"config {key[1:] if key.startswith('@') else f'{section}.{key}'} changed"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
 
 
 def _content_reason(kind: str, path: str, recorded: str | None, current: str | None, *, optional: bool = False) -> str | None:
@@ -135,9 +140,9 @@ class Runner:
 
     def __init__(self, project_dir: str | os.PathLike, config: Config, stages: list[Stage] | None = None) -> None:
         if stages is None:
-            from pipeline.workflow.stages import STAGES
+            from pipeline.workflow.stages import build_stages
 
-            stages = STAGES
+            stages = build_stages(config)
         self.project_dir = Path(project_dir).resolve()
         self.config = config
         self.stages = {stage.name: stage for stage in stages}
@@ -218,7 +223,7 @@ class Runner:
         if name not in self._packages:  # importlib.metadata scans sys.path: once per runner
             self._packages[name] = stage.package_versions()
         return _Current(
-            config=self.config.fingerprint_view(stage.section) if stage.section else {},
+            config=stage.fingerprint_config(self.config),
             inputs={path: self.hasher.hash(path) for path in stage.input_paths(self.config)},
             optional={path: self.hasher.hash(path) for path in stage.optional_inputs},
             packages=self._packages[name],

@@ -37,6 +37,15 @@ class Stage:
     optional_inputs: tuple[str, ...] = ()
     # Installed packages whose version is part of the fingerprint (a new dictionary or model changes the output).
     packages: tuple[str, ...] = ()
+    # The classification task a generated per-task stage works on (``prepare_/train_/evaluate_<task>``).
+    task: str | None = None
+    # The fingerprinted config of the stage when it is not simply ``section``'s keys (named as in reasons).
+    config_view: Callable[[Config], dict[str, Any]] | None = None
+
+    def fingerprint_config(self, config: Config) -> dict[str, Any]:
+        if self.config_view is not None:
+            return self.config_view(config)
+        return config.fingerprint_view(self.section) if self.section else {}
 
     def input_paths(self, config: Config) -> list[str]:
         return list(self.inputs(config) if callable(self.inputs) else self.inputs)

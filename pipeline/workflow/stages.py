@@ -8,10 +8,9 @@ Data flows one way: corpus -> prepare -> tokenize -> vectors -> models -> report
 
 from __future__ import annotations
 
-from pipeline.config import Config
+from pipeline.config import Config, load_config
+from pipeline.data.tasks import task_rows_file
 from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
-    CLASSIFIER_DIRS,
-    CLASSIFIERS_FIGURES,
     CLASSIFIERS_REPORT,
     CORPUS_DIR,
     CORPUS_MANIFEST,
@@ -29,6 +28,10 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     VECTORS_MAP,
     VECTORS_REPORT,
     WORD2VEC_DIR,
+    classifier_dir,
+    task_report_dir,
+    task_stats,
+    task_tokens,
 )
 from pipeline.workflow.stage import Stage
 
@@ -50,7 +53,24 @@ def _vectors_input(source: str) -> list[str]:
 # on every tokenize run and would defeat early cutoff; a new split mode always changes knbc.jsonl.
 def _classifier_inputs(task: str):
     def inputs(config: Config) -> list[str]:
-        return [TOKENS, *_vectors_input(config[f"train_{task}"]["embedding_init"])]
+        rows = task_rows_file(config, task)
+        stats = [] if config.task(task).is_knbc else [task_stats(task)]
+        return [rows, *stats, *_vectors_input(config.classifier_for(task)["embedding_init"])]
+
+    return inputs
+
+
+def _task_files(task: str):
+    def inputs(config: Config) -> list[str]:
+        section = config.task(task)
+        return [path for path in (section.data, section.dev_data, section.test_data) if path]
+
+    return inputs
+
+
+def _evaluate_inputs(task: str):
+    def inputs(config: Config) -> list[str]:
+        return [task_rows_file(config, task), classifier_dir(task)]
 
     return inputs
 
@@ -59,7 +79,76 @@ def _generator_inputs(config: Config) -> list[str]:
     return [TOKENS, *_vectors_input(config["train_generator"]["embedding_init"])]
 
 
-STAGES: list[Stage] = [
+def _report_inputs(config: Config) -> list[str]:
+    return [VECTORS_REPORT, *(task_report_dir(task) for task in config.task_names), GENERATOR_REPORT]
+
+
+def _prepare_task_stage(task: str) -> Stage:
+    return Stage(
+        name=f"prepare_{task}",
+        func="pipeline.text.task_data:prepare_task_stage",
+        inputs=_task_files(task),
+        outputs=(task_tokens(task), task_stats(task)),
+        section=f"tasks.{task}",
+        packages=("sudachipy", "sudachidict-core", "spacy"),
+        task=task,
+        config_view=lambda config: config.task_data_view(task),
+        help=f"Validate task {task}'s labelled file, split it by group and tokenize it like the corpus.",
+    )
+
+
+def _train_task_stage(task: str) -> Stage:
+    return Stage(
+        name=f"train_{task}",
+        func="pipeline.training.classifier:train_task_stage",
+        inputs=_classifier_inputs(task),
+        outputs=(classifier_dir(task),),
+        section=f"tasks.{task}.classifier",
+        task=task,
+        help=f"BiLSTM + attention classifier of task {task}.",
+    )
+
+
+def _evaluate_task_stage(task: str) -> Stage:
+    return Stage(
+        name=f"evaluate_{task}",
+        func="pipeline.evaluation.classifiers:evaluate_task_stage",
+        inputs=_evaluate_inputs(task),
+        outputs=(task_report_dir(task),),
+        section="evaluate_classifiers",
+        version=2,
+        task=task,
+        help=f"Test-split metrics of task {task} against majority and TF-IDF baselines; label distribution; plots.",
+    )
+
+
+def build_stages(config: Config | None = None) -> list[Stage]:
+    """The stage table for ``config``: the fixed stages plus ``prepare_/train_/evaluate_<task>`` per enabled task.
+
+    Order: corpus ... vectors, each file task's prepare, every task's training, the generator,
+    every task's evaluation, the generator's evaluation, the report.
+    """
+    config = config or load_config_defaults()
+    tasks = config.task_names
+    fixed = {stage.name: stage for stage in _FIXED}
+    head = [fixed[name] for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "evaluate_vectors")]
+    return [
+        *head,
+        *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
+        *(_train_task_stage(task) for task in tasks),
+        fixed["train_generator"],
+        *(_evaluate_task_stage(task) for task in tasks),
+        fixed["evaluate_generator"],
+        fixed["report"],
+    ]
+
+
+def load_config_defaults() -> Config:
+    """The default config (no project file): the built-in KNBC tasks."""
+    return load_config("/nonexistent-jpipe-project")
+
+
+_FIXED: list[Stage] = [
     Stage(
         name="corpus",
         func="pipeline.data.knbc.fetch:corpus_stage",
@@ -111,36 +200,12 @@ STAGES: list[Stage] = [
         help="Synonym ROC-AUC, neighbour precision and coverage of each vector source; 2-D word map.",
     ),
     Stage(
-        name="train_topic",
-        func="pipeline.training.classifier:train_topic_stage",
-        inputs=_classifier_inputs("topic"),
-        outputs=(CLASSIFIER_DIRS["topic"],),
-        section="train_topic",
-        help="BiLSTM + attention topic classifier (Gourmet / Keitai / Kyoto / Sports).",
-    ),
-    Stage(
-        name="train_sentiment",
-        func="pipeline.training.classifier:train_sentiment_stage",
-        inputs=_classifier_inputs("sentiment"),
-        outputs=(CLASSIFIER_DIRS["sentiment"],),
-        section="train_sentiment",
-        help="BiLSTM + attention sentiment classifier (positive / negative / neutral).",
-    ),
-    Stage(
         name="train_generator",
         func="pipeline.training.language_model:train_generator_stage",
         inputs=_generator_inputs,
         outputs=(GENERATOR_DIR,),
         section="train_generator",
         help="LSTM language model for text generation.",
-    ),
-    Stage(
-        name="evaluate_classifiers",
-        func="pipeline.evaluation.classifiers:evaluate_classifiers_stage",
-        inputs=(TOKENS, CLASSIFIER_DIRS["topic"], CLASSIFIER_DIRS["sentiment"]),
-        outputs=(CLASSIFIERS_REPORT, CLASSIFIERS_FIGURES),
-        section="evaluate_classifiers",
-        help="Test-split metrics of both classifiers against majority and TF-IDF baselines; plots.",
     ),
     Stage(
         name="evaluate_generator",
@@ -153,10 +218,13 @@ STAGES: list[Stage] = [
     Stage(
         name="report",
         func="pipeline.evaluation.report:report_stage",
-        inputs=(VECTORS_REPORT, CLASSIFIERS_REPORT, GENERATOR_REPORT),
-        outputs=(METRICS,),
-        help="Merge every evaluation into models/report/metrics.json.",
+        inputs=_report_inputs,
+        outputs=(METRICS, CLASSIFIERS_REPORT),
+        version=2,
+        help="Merge every evaluation into models/report/metrics.json (tasks also into classifiers.json).",
     ),
 ]
 
+# The table of the default config (the built-in tasks): for help texts and tests.
+STAGES: list[Stage] = build_stages()
 STAGE_NAMES = [stage.name for stage in STAGES]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def trained(real_project, tmp_path_factory):
     project = tmp_path_factory.mktemp("api") / "proj"
     shutil.copytree(real_project, project)
-    run_stage(project, "train_topic", [f"train_topic.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
+    run_stage(project, "train_topic", [f"tasks.topic.classifier.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
     run_stage(project, "train_generator", SMALL_GENERATOR_SETTINGS)
     return project
 
@@ -39,7 +39,7 @@ def invoke(project, *args: str):
 
 def test_classifier_from_copied_dir_equals_jpipe_classify(trained, tmp_path, monkeypatch):
     from pipeline import Classifier
-    from pipeline.paths import CLASSIFIER_DIRS, TOKENS
+    from pipeline.paths import TOKENS, classifier_dir
     from pipeline.text.tokenize import read_token_rows
 
     texts = [row["text"] for row in read_token_rows(trained / TOKENS, split="test")][:300]
@@ -48,7 +48,7 @@ def test_classifier_from_copied_dir_equals_jpipe_classify(trained, tmp_path, mon
     rows = [json.loads(line) for line in invoke(trained, "classify", str(source), "--task", "topic").splitlines()]
 
     copy = tmp_path / "copied" / "topic"
-    shutil.copytree(trained / CLASSIFIER_DIRS["topic"], copy)
+    shutil.copytree(trained / classifier_dir("topic"), copy)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     clf = Classifier.from_dir(copy)

@@ -24,7 +24,7 @@ def trained(real_project, tmp_path_factory):
     shutil.copytree(real_project, project)
     run_stage(project, "word2vec", ["word2vec.epochs=2", "word2vec.vector_size=32"])
     for task in ("topic", "sentiment"):
-        run_stage(project, f"train_{task}", [f"train_{task}.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
+        run_stage(project, f"train_{task}", [f"tasks.{task}.classifier.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
     run_stage(project, "train_generator", SMALL_GENERATOR_SETTINGS)
     return project
 
@@ -63,7 +63,7 @@ def test_real_server_answers_like_the_library_under_concurrency(trained, server)
     import httpx
 
     from pipeline import Classifier, Vectors
-    from pipeline.paths import CLASSIFIER_DIRS, TOKENS, WORD2VEC_DIR
+    from pipeline.paths import TOKENS, WORD2VEC_DIR, classifier_dir
     from pipeline.text.tokenize import read_token_rows
 
     texts = [row["text"] for row in read_token_rows(trained / TOKENS, split="test")][:400]
@@ -71,7 +71,7 @@ def test_real_server_answers_like_the_library_under_concurrency(trained, server)
     stats = httpx.get(server.url + "/v1/stats").json()["classify"]
     assert stats["merged_batches"] >= 1 and stats["mean_batch_texts"] > 1  # 32 clients at a time: requests were merged
     for task in ("topic", "sentiment"):
-        predictions = Classifier.from_dir(trained / CLASSIFIER_DIRS[task]).predict(texts)
+        predictions = Classifier.from_dir(trained / classifier_dir(task)).predict(texts)
         for row, prediction in zip(rows, predictions, strict=True):
             assert row["error"] is None and row["tasks"][task]["label"] == prediction.label
             assert row["tasks"][task]["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-5)

@@ -23,7 +23,7 @@ from pipeline import Classifier, Generator  # noqa: E402
 from pipeline.cli import app  # noqa: E402
 from pipeline.errors import ConfigError, InputError, ModelError  # noqa: E402
 from pipeline.models.model_dir import FORMAT_VERSION  # noqa: E402
-from pipeline.paths import CLASSIFIER_DIRS, GENERATOR_DIR, TOKENS_META  # noqa: E402
+from pipeline.paths import GENERATOR_DIR, TOKENS_META, classifier_dir  # noqa: E402
 from tests.conftest import REPO, fast_overrides, run_stage, write_tiny_project  # noqa: E402
 
 TEXTS = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉は最高", "野球の試合に行く", "サッカー選手が好き。" * 3]
@@ -73,7 +73,7 @@ def cli(project: Path, *args: str, stdin: str | None = None):
 
 # ------------------------------------------------------------------ Classifier
 def test_classifier_from_a_copied_dir_equals_jpipe_classify(project, tmp_path, elsewhere):
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     # The project's own tokenizer settings must play no part: the model directory decides.
     (project / TOKENS_META).write_text(json.dumps({"split_mode": "A"}), encoding="utf-8")
     try:
@@ -96,7 +96,7 @@ def test_classifier_from_a_copied_dir_equals_jpipe_classify(project, tmp_path, e
 
 
 def test_predict_with_attention(project, elsewhere):
-    clf = Classifier.from_dir(project / CLASSIFIER_DIRS["topic"])
+    clf = Classifier.from_dir(project / classifier_dir("topic"))
     plain = clf.predict(["京都の寺は最高"])[0]
     explained = clf.predict(["京都の寺は最高"], attention=True)[0]
     assert explained.tokens == ["京都", "の", "寺", "は", "最高"]
@@ -107,25 +107,25 @@ def test_predict_with_attention(project, elsewhere):
 
 
 def test_predict_rejects_text_without_tokens(project, elsewhere):
-    clf = Classifier.from_dir(project / CLASSIFIER_DIRS["topic"])
+    clf = Classifier.from_dir(project / classifier_dir("topic"))
     with pytest.raises(InputError, match="E236") as error:
         clf.predict(["ラーメン", "   "])
     assert "--" not in error.value.hint
 
 
 def test_legacy_dir_without_config_json_reads_with_split_mode_c(project, tmp_path, elsewhere):
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     (copy / "model_args.json").write_text(json.dumps(config["model_args"]), encoding="utf-8")
     (copy / "config.json").unlink()
     legacy = Classifier.from_dir(copy)
     assert legacy.split_mode == "C"
-    current = Classifier.from_dir(project / CLASSIFIER_DIRS["topic"])
+    current = Classifier.from_dir(project / classifier_dir("topic"))
     assert [p.probabilities for p in legacy.predict(TEXTS)] == [p.probabilities for p in current.predict(TEXTS)]
 
 
 def test_newer_format_version_names_both_versions(project, tmp_path, elsewhere):
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     (copy / "config.json").write_text(json.dumps({**config, "format_version": 99}), encoding="utf-8")
     with pytest.raises(ModelError, match="E302") as error:
@@ -140,13 +140,13 @@ def test_wrong_kind_of_model_directory(project, elsewhere):
         Classifier.from_dir(project / GENERATOR_DIR)
     assert "LSTMLanguageModel" in error.value.message and "AttentionClassifier" in error.value.message
     with pytest.raises(ModelError, match="E303"):
-        Generator.from_dir(project / CLASSIFIER_DIRS["topic"])
+        Generator.from_dir(project / classifier_dir("topic"))
 
 
 def test_missing_or_damaged_model_directory(project, tmp_path, elsewhere):
     with pytest.raises(ModelError, match="E301"):
         Classifier.from_dir(tmp_path / "nothing-here")
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     (copy / "model.safetensors").unlink()
     with pytest.raises(ModelError, match="E304"):
         Classifier.from_dir(copy)
@@ -156,7 +156,7 @@ def test_missing_or_damaged_model_directory(project, tmp_path, elsewhere):
 
 
 def test_tokenizer_settings_come_from_the_model_dir(project, tmp_path, elsewhere):
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     assert config["tokenizer"]["split_mode"] == "C"  # the tiny project's data/tokens/meta.json
     config["tokenizer"] = {**config["tokenizer"], "split_mode": "A"}
@@ -168,7 +168,7 @@ def test_tokenizer_settings_come_from_the_model_dir(project, tmp_path, elsewhere
 
 
 def test_unsupported_tokenizer_settings(project, tmp_path, elsewhere):
-    copy = copy_model(project, CLASSIFIER_DIRS["topic"], tmp_path)
+    copy = copy_model(project, classifier_dir("topic"), tmp_path)
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
     config["tokenizer"] = {"split_mode": "C", "token_field": "norm", "normalization": "mecab"}
     (copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -178,7 +178,7 @@ def test_unsupported_tokenizer_settings(project, tmp_path, elsewhere):
 
 def test_bad_options_are_config_errors(project, elsewhere):
     with pytest.raises(ConfigError, match="E109") as error:
-        Classifier.from_dir(project / CLASSIFIER_DIRS["topic"], long_policy="middle")
+        Classifier.from_dir(project / classifier_dir("topic"), long_policy="middle")
     assert "aggregate" in error.value.hint and "--" not in error.value.hint
 
 

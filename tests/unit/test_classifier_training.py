@@ -13,16 +13,16 @@ torch = pytest.importorskip("torch")
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.workflow.runner import Runner  # noqa: E402
-from pipeline.workflow.stages import STAGES  # noqa: E402
+from pipeline.workflow.stages import build_stages  # noqa: E402
 from tests.conftest import fast_overrides, png_size, write_tiny_project  # noqa: E402
 
-CLASSIFIER_STAGES = ("train_topic", "train_sentiment", "evaluate_classifiers")
+CLASSIFIER_STAGES = ("train_topic", "train_sentiment", "evaluate_topic", "evaluate_sentiment")
 
 
 def runner_for(project: Path, overrides: list[str]) -> Runner:
     """A runner over the classifier stages only (the fixture project has no corpus stages)."""
     config = load_config(project, overrides)
-    return Runner(project, config, stages=[s for s in STAGES if s.name in CLASSIFIER_STAGES])
+    return Runner(project, config, stages=[s for s in build_stages(config) if s.name in CLASSIFIER_STAGES])
 
 
 def read_log(path: Path) -> list[dict]:
@@ -142,11 +142,17 @@ def test_without_resume_training_starts_over(clf_project):
 
 def test_evaluate_stage_report_shape_and_figures(clf_project):
     overrides = fast_overrides("topic") + fast_overrides("sentiment")
-    runner_for(clf_project, overrides).run("evaluate_classifiers")
-    report = json.loads((clf_project / "models/report/classifiers.json").read_text())
-    assert set(report) == {"topic", "sentiment"}
+    runner = runner_for(clf_project, overrides)
+    runner.run("evaluate_topic")
+    runner.run("evaluate_sentiment")
+    report = {task: json.loads((clf_project / f"models/report/tasks/{task}/report.json").read_text()) for task in ("topic", "sentiment")}
     for task, labels in (("topic", ["Gourmet", "Keitai", "Kyoto", "Sports"]), ("sentiment", ["negative", "neutral", "positive"])):
-        assert set(report[task]) == {"bilstm_attention", "tfidf_linear", "majority"}
+        assert set(report[task]) == {"bilstm_attention", "tfidf_linear", "majority", "label_distribution"}
+        distribution = report[task].pop("label_distribution")
+        assert list(distribution) == ["train", "dev", "test"] and all(list(d) == labels for d in distribution.values())
+        assert sum(distribution["test"].values()) == report[task]["majority"]["per_class"][labels[0]]["support"] + sum(
+            report[task]["majority"]["per_class"][label]["support"] for label in labels[1:]
+        )
         for entry in report[task].values():
             assert 0.0 <= entry["accuracy"] <= 1.0 and 0.0 <= entry["macro_f1"] <= 1.0
             assert list(entry["per_class"]) == labels
@@ -154,14 +160,10 @@ def test_evaluate_stage_report_shape_and_figures(clf_project):
         # majority predicts one class: its macro-F1 is at most 1 / number of classes
         assert report[task]["majority"]["macro_f1"] <= 1 / len(labels) + 1e-9
         assert report[task]["bilstm_attention"]["macro_f1"] >= 0.8
-    figures = clf_project / "models/report/classifiers"
-    assert sorted(p.name for p in figures.iterdir()) == [
-        "confusion_sentiment.png",
-        "confusion_topic.png",
-        "training_sentiment.png",
-        "training_topic.png",
-    ]
-    assert [png_size(p) for p in sorted(figures.iterdir())] == [(1210, 528), (1210, 528), (1100, 440), (1100, 440)]  # figsize x 110 dpi
+    for task in ("topic", "sentiment"):
+        figures = clf_project / "models/report/tasks" / task
+        assert sorted(p.name for p in figures.iterdir()) == ["confusion.png", "report.json", "training.png"]
+        assert [png_size(figures / name) for name in ("confusion.png", "training.png")] == [(1210, 528), (1100, 440)]  # figsize x 110 dpi
 
 
 def test_training_stage_imports_only_torch_and_numpy(clf_project):
@@ -171,10 +173,10 @@ def test_training_stage_imports_only_torch_and_numpy(clf_project):
         "torch.set_num_threads(1)\n"
         "from pipeline.config import load_config\n"
         "from pipeline.workflow.runner import Runner\n"
-        "from pipeline.workflow.stages import STAGES\n"
+        "from pipeline.workflow.stages import build_stages\n"
         f"project = {str(clf_project)!r}\n"
         f"config = load_config(project, {fast_overrides('sentiment', 'epochs=1')!r})\n"
-        "Runner(project, config, stages=[s for s in STAGES if s.name == 'train_sentiment']).run('train_sentiment')\n"
+        "Runner(project, config, stages=[s for s in build_stages(config) if s.name == 'train_sentiment']).run('train_sentiment')\n"
         "print(','.join(m for m in ('spacy', 'gensim', 'sklearn', 'sudachipy', 'matplotlib') if m in sys.modules))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -185,7 +187,7 @@ def test_bench_train_reports_both_figures(clf_project):
     from pipeline.bench.train import benchmark_training
 
     config = load_config(clf_project, fast_overrides("topic"))
-    result = benchmark_training(project_dir=clf_project, section=config["train_topic"], steps=3, batch_size=8)
+    result = benchmark_training(project_dir=clf_project, section=config.classifier_for("topic"), steps=3, batch_size=8)
     assert result["data"] == "knbc" and result["steps"] == 3
     assert result["train_step"]["sentences_per_second"] > 0 and result["bare_rnn_forward_backward"]["sentences_per_second"] > 0
     model_rate, bare_rate = result["train_step"]["sentences_per_second"], result["bare_rnn_forward_backward"]["sentences_per_second"]

@@ -27,12 +27,12 @@ def trained_project(tmp_path_factory) -> Path:
 
     from pipeline.config import load_config
     from pipeline.workflow.runner import Runner
-    from pipeline.workflow.stages import STAGES
+    from pipeline.workflow.stages import build_stages
 
     torch.set_num_threads(1)
     project = write_tiny_project(tmp_path_factory.mktemp("classify") / "proj")
     config = load_config(project, fast_overrides("topic", "max_tokens=8") + fast_overrides("sentiment", "max_tokens=8"))
-    Runner(project, config, stages=[s for s in STAGES if s.name in ("train_topic", "train_sentiment")]).run()
+    Runner(project, config, stages=[s for s in build_stages(config) if s.name in ("train_topic", "train_sentiment")]).run()
     return project
 
 

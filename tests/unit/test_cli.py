@@ -136,7 +136,7 @@ def test_status_and_run_show_early_cutoff(tmp_path, monkeypatch):
     """Toy stages (tests/unit/test_early_cutoff.py): up reruns with the same out/main.txt, down stays fresh."""
     from tests.unit import test_early_cutoff as toy
 
-    monkeypatch.setattr("pipeline.workflow.stages.STAGES", toy.STAGES)
+    monkeypatch.setattr("pipeline.workflow.stages.build_stages", lambda config=None: toy.STAGES)
     (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
     base = ["--dir", str(tmp_path)]
     assert runner.invoke(app, [*base, "run"]).exit_code == 0

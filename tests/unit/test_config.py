@@ -26,22 +26,22 @@ def test_sections_are_frozen_typed_mappings(tmp_path):
         section.split_mode = "A"
 
 
-def test_classifier_sections_share_one_class_with_task_defaults(tmp_path):
+def test_task_classifiers_are_the_base_section_with_task_overrides(tmp_path):
     config = load_config(tmp_path)
-    topic, sentiment = config["train_topic"], config["train_sentiment"]
+    topic, sentiment = config.classifier_for("topic"), config.classifier_for("sentiment")
     assert isinstance(topic, ClassifierSection) and isinstance(sentiment, ClassifierSection)
-    assert list(topic) == list(sentiment)  # same keys, same order
+    assert list(topic) == list(sentiment) == list(config["classifier"])  # same keys, same order
     assert (topic["word_dropout"], sentiment["word_dropout"]) == (0.2, 0.0)
     assert (topic["class_weights"], sentiment["class_weights"]) == (False, True)
-    assert SCHEMA["train_topic"]["word_dropout"].help == SCHEMA["train_sentiment"]["word_dropout"].help
-    assert SCHEMA["train_topic"]["word_dropout"].max == 0.9
+    assert SCHEMA["classifier"]["word_dropout"].max == 0.9
+    assert config.task_names == ["topic", "sentiment"]
 
 
 def test_schema_is_derived_from_the_dataclasses():
     split_mode = SCHEMA["tokenize"]["split_mode"]
     assert (split_mode.default, split_mode.type, split_mode.choices) == ("C", str, ("A", "B", "C"))
     assert SCHEMA["tokenize"]["extra_corpora"].item_type is str
-    assert SCHEMA["train_topic"]["learning_rate"].type is float
+    assert SCHEMA["classifier"]["learning_rate"].type is float
     assert SCHEMA["corpus"]["source"].fingerprint is False
 
 
@@ -58,7 +58,7 @@ def test_sections_validate_when_built_directly():
     [
         ("tokenize.split_mode=A", ("tokenize", "split_mode", "A")),
         ("word2vec.vector_size=64", ("word2vec", "vector_size", 64)),
-        ("train_topic.freeze_embeddings=true", ("train_topic", "freeze_embeddings", True)),
+        ("classifier.freeze_embeddings=true", ("classifier", "freeze_embeddings", True)),
         ('tokenize.extra_corpora=["a.txt", "b.txt"]', ("tokenize", "extra_corpora", ["a.txt", "b.txt"])),
         ("corpus.source=/tmp/knbc.tar.bz2", ("corpus", "source", "/tmp/knbc.tar.bz2")),
     ],
@@ -74,10 +74,11 @@ def test_malformed_override(tmp_path):
 
 
 def test_override_applies_and_widens_int_to_float(tmp_path):
-    config = load_config(tmp_path, ["train_topic.learning_rate=1", "tokenize.split_mode=B"])
-    assert config["train_topic"]["learning_rate"] == 1.0 and isinstance(config["train_topic"]["learning_rate"], float)
+    config = load_config(tmp_path, ["tasks.topic.classifier.learning_rate=1", "tokenize.split_mode=B"])
+    lr = config.classifier_for("topic")["learning_rate"]
+    assert lr == 1.0 and isinstance(lr, float) and config.classifier_for("sentiment")["learning_rate"] == 2e-3
     assert config["tokenize"]["split_mode"] == "B"
-    assert config.overrides == {"train_topic.learning_rate": 1, "tokenize.split_mode": "B"}
+    assert config.overrides == {"tasks.topic.classifier.learning_rate": 1, "tokenize.split_mode": "B"}
 
 
 def test_with_values_gives_a_new_validated_config(tmp_path):
@@ -113,8 +114,11 @@ def test_unknown_section_names_valid_sections(tmp_path):
         ("word2vec.sample=true", "E103", "word2vec.sample must be a number, got True."),
         ("tokenize.extra_corpora=[1]", "E103", "tokenize.extra_corpora must be a list of str, got [1]."),
         ("word2vec.vector_size=0", "E105", "word2vec.vector_size = 0 is too small: the minimum is 1."),
-        ("train_topic.freeze_embeddings=1", "E103", "train_topic.freeze_embeddings must be true or false, got 1."),
-        ("train_topic.dropout=2.0", "E105", "train_topic.dropout = 2.0 is too large: the maximum is 0.9."),
+        ("classifier.freeze_embeddings=1", "E103", "classifier.freeze_embeddings must be true or false, got 1."),
+        ("tasks.topic.classifier.dropout=2.0", "E105", "tasks.topic.classifier.dropout = 2.0 is too large: the maximum is 0.9."),
+        ("tasks.topic.classifier.hiden_size=2", "E102", "Did you mean 'hidden_size'?"),
+        ("train_topic.dropout=0.1", "E133", "Move its keys to [tasks.topic.classifier]"),
+        ("tasks.Bad-Name.data=x.csv", "E130", "cannot name a task"),
     ],
 )
 def test_bad_values_are_explained(tmp_path, override, code, fragment):

@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.errors import WorkflowError
 from pipeline.evaluation.report import report_stage
-from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT
+from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT, task_report_dir
 from pipeline.workflow.stage import StageContext
 from pipeline.workflow.stages import STAGES
 from tests.conftest import run_stage
@@ -23,7 +23,7 @@ def classifier_result(macro_f1: float, accuracy: float) -> dict:
     return {"accuracy": accuracy, "macro_f1": macro_f1, "per_class": {"A": {"f1": 0.5, "support": 3}}, "test_sentences": 437}
 
 
-# The three evaluation files, shaped as evaluate_classifiers / evaluate_generator / evaluate_vectors write them.
+# The evaluation files, shaped as evaluate_<task> / evaluate_generator / evaluate_vectors write them.
 # Figures carry more digits than the summary keeps, so the rounding shows.
 CLASSIFIERS = {
     "topic": {
@@ -46,7 +46,8 @@ VECTORS = {"sources": {"word2vec": {"vocab_size": 3217}, "spacy": {"vocab_size":
 
 
 def write_inputs(project: Path, *, classifiers: dict = CLASSIFIERS, generator: dict = GENERATOR, vectors: dict = VECTORS) -> None:
-    for relative, data in ((CLASSIFIERS_REPORT, classifiers), (GENERATOR_REPORT, generator), (VECTORS_REPORT, vectors)):
+    tasks = [(f"{task_report_dir(task)}/report.json", report) for task, report in classifiers.items()]
+    for relative, data in (*tasks, (GENERATOR_REPORT, generator), (VECTORS_REPORT, vectors)):
         path = project / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
@@ -63,9 +64,10 @@ def context(project: Path) -> StageContext:
     )
 
 
-def test_the_stage_table_declares_the_three_reports_in_and_metrics_out(tmp_path):
-    assert set(REPORT_STAGE.input_paths(load_config(tmp_path, []))) == {CLASSIFIERS_REPORT, GENERATOR_REPORT, VECTORS_REPORT}
-    assert REPORT_STAGE.outputs == (METRICS,)
+def test_the_stage_table_declares_every_task_report_in_and_metrics_out(tmp_path):
+    tasks = {task_report_dir("topic"), task_report_dir("sentiment")}
+    assert set(REPORT_STAGE.input_paths(load_config(tmp_path, []))) == {*tasks, GENERATOR_REPORT, VECTORS_REPORT}
+    assert REPORT_STAGE.outputs == (METRICS, CLASSIFIERS_REPORT)
     assert REPORT_STAGE.load() is report_stage
 
 

@@ -20,7 +20,7 @@ pytest.importorskip("torch")
 pytest.importorskip("fastapi")
 pytest.importorskip("sudachipy")
 
-from pipeline.paths import CLASSIFIER_DIRS, GENERATOR_DIR, WORD2VEC_DIR  # noqa: E402
+from pipeline.paths import GENERATOR_DIR, WORD2VEC_DIR, classifier_dir  # noqa: E402
 from tests.conftest import fast_overrides, run_stage, write_tiny_project  # noqa: E402
 
 # Starlette >= 1.x suggests httpx2 for its TestClient; httpx still works.
@@ -104,9 +104,9 @@ def assert_error(response, status: int, code: str) -> dict:
 def test_health_ready_models_and_docs(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["models"] == ["topic", "sentiment", "generator", "word2vec"]
+    assert ready.status_code == 200 and ready.json()["models"] == ["sentiment", "topic", "generator", "word2vec"]
     models = client.get("/v1/models").json()
-    assert models["tasks"] == ["topic", "sentiment"] and models["generator"] is True and models["vector_sources"] == ["word2vec"]
+    assert models["tasks"] == ["sentiment", "topic"] and models["generator"] is True and models["vector_sources"] == ["word2vec"]
     by_name = {entry["name"]: entry for entry in models["models"]}
     assert by_name["topic"]["labels"] == ["Gourmet", "Keitai", "Kyoto", "Sports"] and by_name["topic"]["format_version"] == 1
     assert by_name["sentiment"]["labels"] == ["negative", "neutral", "positive"]
@@ -125,7 +125,7 @@ def test_classify_equals_the_library_and_explains(client, served_project):
     body = response.json()
     assert body["model"]["tasks"]["topic"]["labels"] == ["Gourmet", "Keitai", "Kyoto", "Sports"]
     for task in ("topic", "sentiment"):
-        predictions = Classifier.from_dir(served_project / CLASSIFIER_DIRS[task]).predict(TEXTS[:4], attention=True)
+        predictions = Classifier.from_dir(served_project / classifier_dir(task)).predict(TEXTS[:4], attention=True)
         for row, prediction in zip(body["results"], predictions, strict=True):
             got = row["tasks"][task]
             assert row["error"] is None and got["label"] == prediction.label
@@ -149,7 +149,7 @@ def test_classify_bad_rows_get_their_own_error(client):
     [
         ({"texts": ["a"] * 9}, 413, "E243"),
         ({"texts": []}, 422, "E241"),
-        ({"texts": ["京都"], "tasks": ["weather"]}, 422, "E241"),
+        ({"texts": ["京都"], "tasks": ["weather"]}, 404, "E331"),
         ({"texts": "京都"}, 422, "E241"),
         ({"text": ["京都"]}, 422, "E241"),
         ({"texts": [1, 2]}, 422, "E241"),
