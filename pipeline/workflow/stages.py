@@ -17,6 +17,8 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     CORPUS_MANIFEST,
     CORPUS_STATS,
     EXTRA_TOKENS,
+    EXTRACTOR_DIR,
+    EXTRACTOR_REPORT,
     GENERATOR_DIR,
     GENERATOR_REPORT,
     IMPORTED_VECTORS_DIR,
@@ -133,6 +135,15 @@ STAGES: list[Stage] = [
         outputs=(GENERATOR_DIR,),
         section="train_generator",
         help="LSTM language model for text generation.",
+    ),
+    Stage(
+        name="train_extractor",
+        func="pipeline.training.extractor:train_extractor_stage",
+        # the tokens file has no 評判 annotations: they come from the prepared sentences (by sentence_id)
+        inputs=(TOKENS, SENTENCES),
+        outputs=(EXTRACTOR_DIR,),
+        section="train_extractor",
+        help="Seq2seq opinion (評判) extractor: BiLSTM encoder, LSTM decoder with additive attention and copy.",
     ),
     Stage(
         name="evaluate_classifiers",
