@@ -166,7 +166,14 @@ def sampling_probability(section: dict, epoch: int) -> float:
 
 
 def decode_examples(
-    model: Seq2SeqExtractor, examples: list[Example], encoded: EncodedExamples, *, target_vocab: Vocab, max_length: int, device, beam: int = 1
+    model: Seq2SeqExtractor,
+    examples: list[Example],
+    encoded: EncodedExamples,
+    *,
+    target_vocab: Vocab,
+    max_length: int,
+    device,
+    beam: int = 1,
 ) -> list[list[dict]]:
     """Decoded records per example (greedy in batches for ``beam`` 1, else beam search one by one)."""
     model.eval()
@@ -179,7 +186,9 @@ def decode_examples(
             hypotheses = model.greedy(*tensors, max_length=max_length)
         else:
             hypotheses = [
-                model.beam_search(*pad_sources([item], target_vocab_size=len(target_vocab), device=device), beam=beam, max_length=max_length)
+                model.beam_search(
+                    *pad_sources([item], target_vocab_size=len(target_vocab), device=device), beam=beam, max_length=max_length
+                )
                 for item in items
             ]
         for index, item, hypothesis in zip(indices, items, hypotheses, strict=True):

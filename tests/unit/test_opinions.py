@@ -14,7 +14,24 @@ RECORDS = [
 
 def test_linearize_shape():
     out = linearize(RECORDS, text=TEXT, tokens=TOKENS)
-    assert out == ["批評＋", SEP, "濃厚", "で", "美味しかっ", "た", SEP, "スープ", REC, "感情＋", SEP, "美味しかっ", "た", SEP, "ラーメン", "屋"]
+    assert out == [
+        "批評＋",
+        SEP,
+        "濃厚",
+        "で",
+        "美味しかっ",
+        "た",
+        SEP,
+        "スープ",
+        REC,
+        "感情＋",
+        SEP,
+        "美味しかっ",
+        "た",
+        SEP,
+        "ラーメン",
+        "屋",
+    ]
 
 
 def test_round_trip_records():
@@ -26,7 +43,9 @@ def test_round_trip_records():
 def test_round_trip_no_opinion_and_implicit_target():
     assert linearize([], text=TEXT, tokens=TOKENS) == []
     assert parse([]) == []
-    records = gold_records([{"evaluator": "[著者]", "expression": "美味しかった", "type": "批評−", "target": "[駅前の店]", "polarity": "-"}])
+    records = gold_records(
+        [{"evaluator": "[著者]", "expression": "美味しかった", "type": "批評−", "target": "[駅前の店]", "polarity": "-"}]
+    )
     assert records[0]["target"] == "駅前の店"  # brackets of an implicit target removed
     back = parse(linearize(records, text=TEXT, tokens=TOKENS), text=TEXT)
     assert back[0]["target"] == "駅前の店" and back[0]["target_span"] is None

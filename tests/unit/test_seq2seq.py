@@ -28,6 +28,7 @@ def _one_thread():
     yield
     torch.set_num_threads(threads)
 
+
 # (text, tokens, records): the expression is an adjective, the target the noun before が/は.
 SENTENCES = [
     ("ラーメンが美味しい。", ["ラーメン", "が", "美味しい", "。"], [("批評＋", "美味しい", "ラーメン")]),
@@ -74,7 +75,9 @@ def test_copy_distribution_sums_to_one_and_attention_masks_padding():
     model = _model(target, source).eval()
     items = [encode_source(tokens, source_vocab=source, target_vocab=target, max_tokens=20) for _, tokens, _, _ in examples]
     sources = pad_sources(items, target_vocab_size=len(target), device="cpu")
-    targets = pad_targets([encode_target(o, i, target_vocab=target, copy=True) for (*_, o), i in zip(examples, items)], device="cpu")
+    targets = pad_targets(
+        [encode_target(o, i, target_vocab=target, copy=True) for (*_, o), i in zip(examples, items, strict=True)], device="cpu"
+    )
     log_probs, attention = model(*sources, targets)
     assert log_probs.shape[:2] == targets.shape and log_probs.shape[2] == sources[3]
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(targets.shape), atol=1e-4)
@@ -103,7 +106,7 @@ def test_beam_one_equals_greedy(copy):
 
 def _train(model, examples, source, target, *, steps: int):
     items = [encode_source(tokens, source_vocab=source, target_vocab=target, max_tokens=20) for _, tokens, _, _ in examples]
-    targets = [encode_target(o, i, target_vocab=target, copy=model.copy) for (*_, o), i in zip(examples, items)]
+    targets = [encode_target(o, i, target_vocab=target, copy=model.copy) for (*_, o), i in zip(examples, items, strict=True)]
     sources = pad_sources(items, target_vocab_size=len(target), device="cpu")
     padded = pad_targets(targets, device="cpu")
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
@@ -116,7 +119,7 @@ def _train(model, examples, source, target, *, steps: int):
         optimizer.step()
     model.eval()
     hypotheses = model.greedy(*sources, max_length=20)
-    return [parse(decode_ids(h.ids, i, target_vocab=target)) for h, i in zip(hypotheses, items)]
+    return [parse(decode_ids(h.ids, i, target_vocab=target)) for h, i in zip(hypotheses, items, strict=True)]
 
 
 STEPS = 80
@@ -125,7 +128,7 @@ STEPS = 80
 def test_tiny_training_learns_to_copy():
     examples, source, target = _data()
     predicted = _train(_model(target, source, dropout=0.0), examples, source, target, steps=STEPS)
-    for (_, _, gold, _), records in zip(examples, predicted):
+    for (_, _, gold, _), records in zip(examples, predicted, strict=True):
         assert [{k: r[k] for k in ("type", "expression", "target")} for r in records] == gold
 
 
@@ -133,4 +136,8 @@ def test_without_copy_the_words_cannot_be_written():
     examples, source, target = _data()
     predicted = _train(_model(target, source, dropout=0.0, copy=False), examples, source, target, steps=STEPS)
     # content words are outside the target vocabulary: at best <unk>, never the real expression
-    assert not any(r["expression"] == g["expression"] for (_, _, gold, _), recs in zip(examples, predicted) for r, g in zip(recs, gold))
+    assert not any(
+        r["expression"] == g["expression"]
+        for (_, _, gold, _), recs in zip(examples, predicted, strict=True)
+        for r, g in zip(recs, gold, strict=False)
+    )
