@@ -196,6 +196,15 @@ class Seq2SeqExtractor(nn.Module):
         return torch.stack(outputs, dim=1), torch.stack(attentions, dim=1)
 
     # ----------------------------------------------------------- decoding
+    def decide_opinion(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """First decoding step: ``</s>`` ("no opinion") competes with 12 record types, so an arg-max
+        picks it whenever no single type beats it, even if a record is far more likely than none.
+        Decide on the marginal instead: ``</s>`` is allowed only when P(</s>) >= 0.5. log_probs (B, V')."""
+        blocked = log_probs[:, self.eos_index] < float(np.log(0.5))  # (B,)
+        log_probs = log_probs.clone()
+        log_probs[blocked, self.eos_index] = float("-inf")
+        return log_probs
+
     @torch.no_grad()
     def greedy(self, source_ids, lengths, extended_ids, num_extended: int, *, max_length: int) -> list[Hypothesis]:
         """Arg-max decoding of a batch; each hypothesis stops at ``</s>`` (not included) or ``max_length`` tokens."""
@@ -205,8 +214,10 @@ class Seq2SeqExtractor(nn.Module):
         previous = torch.full((batch,), self.bos_index, dtype=torch.long, device=source_ids.device)
         results = [Hypothesis(ids=[], score=0.0, attention=[]) for _ in range(batch)]
         done = [False] * batch
-        for _ in range(max_length):
+        for t in range(max_length):
             log_probs, state, context, attention = self.step(previous, state, context, encoded)
+            if t == 0:
+                log_probs = self.decide_opinion(log_probs)
             best, previous = log_probs.max(dim=-1)
             for row, (token, score) in enumerate(zip(previous.tolist(), best.tolist(), strict=True)):
                 if done[row]:
@@ -233,11 +244,13 @@ class Seq2SeqExtractor(nn.Module):
         live = [Hypothesis(ids=[], score=0.0, attention=[])]
         context = encoded.memory.new_zeros(1, encoded.memory.shape[-1])
         finished: list[Hypothesis] = []
-        for _ in range(max_length):
+        for t in range(max_length):
             size = len(live)
             expanded = _repeat_encoded(encoded, size)  # the sentence once per live hypothesis
             previous = torch.tensor([h.ids[-1] if h.ids else self.bos_index for h in live], device=source_ids.device)
             log_probs, state, context, attention = self.step(previous, state, context, expanded)
+            if t == 0:
+                log_probs = self.decide_opinion(log_probs)
             totals = log_probs + torch.tensor([h.score for h in live], device=log_probs.device)[:, None]  # (K, V')
             top_scores, top_index = totals.flatten().topk(min(2 * beam, totals.numel()))
             keep, next_live = [], []
