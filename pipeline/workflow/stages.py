@@ -162,9 +162,18 @@ STAGES: list[Stage] = [
         help="Test perplexity of the LSTM against an n-gram baseline; samples.",
     ),
     Stage(
+        name="evaluate_extractor",
+        func="pipeline.evaluation.extractor:evaluate_extractor_stage",
+        inputs=(TOKENS, SENTENCES, EXTRACTOR_DIR),
+        outputs=(EXTRACTOR_REPORT,),
+        section="evaluate_extractor",
+        help="Opinion extraction on the test articles: seq2seq against TF-IDF + last predicate and BIO-tagger baselines.",
+    ),
+    Stage(
         name="report",
         func="pipeline.evaluation.report:report_stage",
         inputs=(VECTORS_REPORT, CLASSIFIERS_REPORT, GENERATOR_REPORT),
+        optional_inputs=(EXTRACTOR_REPORT,),  # merged when the extractor was evaluated
         outputs=(METRICS,),
         help="Merge every evaluation into models/report/metrics.json.",
     ),

@@ -27,8 +27,9 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
+    # module scope: set before the module-scoped `trained` fixture trains (tiny tensors: more threads only spin)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -55,7 +56,8 @@ def write_extractor_project(directory: Path, *, articles: int = 12, per_article:
             words, evaluations = _sentence(rng)
             sid = f"a{article}-{position}"
             text = "".join(words)
-            tokens.append({"sentence_id": sid, "article_id": f"a{article}", "split": split, "text": text, "surface": words})
+            pos = [{"が": "ADP", "に": "ADP", "。": "PUNCT", "行く": "VERB"}.get(w, "NOUN" if w in NOUNS else "ADJ") for w in words]
+            tokens.append({"sentence_id": sid, "article_id": f"a{article}", "split": split, "text": text, "surface": words, "pos": pos})
             sentences.append({"sentence_id": sid, "article_id": f"a{article}", "split": split, "text": text, "evaluations": evaluations})
     for relative, rows in (("data/tokens/knbc.jsonl", tokens), ("data/prepared/sentences.jsonl", sentences)):
         path = directory / relative
@@ -66,7 +68,7 @@ def write_extractor_project(directory: Path, *, articles: int = 12, per_article:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
+def trained(tmp_path_factory, _one_thread) -> Path:
     project = write_extractor_project(tmp_path_factory.mktemp("ex") / "proj")
     run_stage(project, "train_extractor", [*FAST, "train_extractor.epochs=12", "train_extractor.patience=12"])
     return project
@@ -168,3 +170,20 @@ def test_cli_extract_text_file_and_explain(trained, tmp_path):
     assert png_size(png)[0] > 100 and next(html_dir.glob("*.html")).read_text(encoding="utf-8").count("<tr>") >= 1
     result = runner.invoke(app, ["--dir", str(trained), "extract"])
     assert result.exit_code == 2
+
+
+def test_evaluate_stage_report_and_baselines(trained):
+    from pipeline.evaluation.extractor import last_predicate
+
+    assert last_predicate("店が狭い。", ["店", "が", "狭い", "。"], ["NOUN", "ADP", "ADJ", "PUNCT"]) == "狭い"
+    assert last_predicate("雨。", ["雨", "。"], ["NOUN", "PUNCT"]) == ""
+    overrides = [*FAST, "train_extractor.epochs=12", "train_extractor.patience=12", "evaluate_extractor.tagger_epochs=3"]
+    summary = run_stage(trained, "evaluate_extractor", [*overrides, "evaluate_extractor.beam=2"])
+    report = json.loads((trained / "models/report/extractor.json").read_text(encoding="utf-8"))
+    assert set(report) >= {"seq2seq", "seq2seq_greedy", "baseline_a", "baseline_b", "test_sentences"}
+    assert report["test_sentences"] == 10
+    for name in ("seq2seq", "baseline_a", "baseline_b"):
+        assert {"record_f1", "record_f1_std", "expression_tokens_f1", "type_accuracy", "no_opinion_recall"} <= set(report[name])
+    # on this regular toy language the copying seq2seq gets (nearly) every record; baseline (a) has no targets
+    assert report["seq2seq"]["record_f1"] > 0.8 > report["baseline_a"]["record_f1"]
+    assert summary["seq2seq_record_f1"] == report["seq2seq"]["record_f1"]
