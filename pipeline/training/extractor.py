@@ -226,7 +226,9 @@ class ExtractorTraining:
         for indices in steps.progress(batches, total=len(batches), desc=f"extractor epoch {epoch}"):
             with steps.autocast():
                 nll, count = self._loss(self.train_set, indices, sampling=sampling)
-            steps.step(nll / count)
+            # Summed over each output, averaged over sentences: batches are bucketed by output length, so a
+            # per-token mean would give the one-token "no opinion" outputs ~15x the weight of a record's first token.
+            steps.step(nll / len(indices))
             total += nll.detach()
             tokens += int(count)
         return TrainStats(
