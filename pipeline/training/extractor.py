@@ -140,6 +140,18 @@ class EncodedExamples:
         return output_lengths * 10_000 + self.lengths
 
 
+def encode_examples(examples: list[Example], data: ExtractorData, section: dict) -> EncodedExamples:
+    items = [
+        encode_source(e.tokens, source_vocab=data.source_vocab, target_vocab=data.target_vocab, max_tokens=section["max_tokens"])
+        for e in examples
+    ]
+    targets = [
+        encode_target(e.output[: section["max_output_tokens"] - 1], item, target_vocab=data.target_vocab, copy=section["copy"])
+        for e, item in zip(examples, items, strict=True)
+    ]
+    return EncodedExamples(items=items, targets=targets)
+
+
 # -------------------------------------------------------------------- model
 def model_args_for(section: dict, data: ExtractorData) -> dict[str, Any]:
     target = data.target_vocab
