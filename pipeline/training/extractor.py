@@ -12,8 +12,8 @@ What is specific to the extractor (``ExtractorTraining``), the loop being ``pipe
   ``seed + e`` (dropout, scheduled sampling), so a resumed run repeats an uninterrupted one;
 * teacher forcing; with ``scheduled_sampling`` the share of decoder inputs taken from the
   model's own predictions rises from 0 after ``sampling_warmup`` epochs to ``sampling_max``;
-* after each epoch: dev loss (per output token) and greedy-decoded dev record F1; early stopping on
-  the record F1, ties (0 in the first epochs) broken by the dev loss.
+* after each epoch: dev loss (per output token), greedy-decoded dev record F1 and expression F1;
+  early stopping on their sum (the record F1 alone stays near 0 for many epochs).
 """
 
 from __future__ import annotations
@@ -267,9 +267,9 @@ class ExtractorTraining:
             "dev_record_f1": round(scores["record_f1"], 5),
             "dev_expression_f1": round(scores["expression_f1"], 5),
         }
-        # Record F1 stays 0 for the first epochs (the decoder first learns to say "no opinion"):
-        # ties are broken by the dev loss, weighted far below one record's share of the F1.
-        value = scores["record_f1"] - 1e-4 * loss if math.isfinite(loss) else scores["record_f1"]
+        # Early stopping on record F1 + expression F1: the record F1 alone (type, expression and target
+        # all exact) stays under 0.01 for many epochs on KNBC and moves by single records, so it is noise.
+        value = scores["record_f1"] + scores["expression_f1"]
         return DevStats(record=record, value=value)
 
     def on_plateau(self, steps: StepRunner) -> None:
@@ -295,7 +295,7 @@ def train_extractor(*, section: dict, data: ExtractorData, work_dir: Path, resum
         section["scheduled_sampling"],
         device,
     )
-    stopping = EarlyStopping(monitor="dev_record_f1", mode="max", patience=section["patience"])
+    stopping = EarlyStopping(monitor="dev_record_f1 + dev_expression_f1", mode="max", patience=section["patience"])
     settings = LoopSettings(
         name="extractor", epochs=section["epochs"], stopping=stopping, work_dir=Path(work_dir), signature=signature, resume=resume
     )
