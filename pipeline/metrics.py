@@ -110,7 +110,8 @@ def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> di
     """Extraction scores over sentences; each record is ``{type, expression, target}``, optionally ``tokens``
     (the source token indices its expression covers, for the token-level F1).
 
-    record: type + expression + target all equal; expression: exact string; target: non-empty targets;
+    record: type + expression + target all equal; typed expression: type + expression; expression: exact
+    string; target: non-empty targets;
     expression tokens: micro-F1 over (sentence, token index) of the expressions' tokens;
     type accuracy: over gold records whose expression is matched exactly; no opinion: a sentence
     with no record is the positive class.
@@ -118,6 +119,7 @@ def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> di
     keys = {
         "record": lambda r: (r["type"], r["expression"], r["target"]),
         "expression": lambda r: r["expression"],
+        "typed_expression": lambda r: (r["type"], r["expression"]),
         "target": lambda r: r["target"] or None,
     }
     totals = {name: np.zeros(3, dtype=np.int64) for name in (*keys, "expression_tokens")}

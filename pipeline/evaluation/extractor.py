@@ -7,9 +7,10 @@ Systems, all trained on the training split only (the test split is never used fo
   are trained here with the same settings, and every figure is the mean and std over seeds;
 * ``baseline_a``: TF-IDF char 1-3-grams + LinearSVC predicting the sentence's first evaluation type
   or "none"; the expression is the last predicate of the sentence, approximated on the GiNZA tokens
-  as the last VERB / ADJ token up to the end of the sentence (its bunsetsu's function words), no target;
+  as the last VERB / ADJ token up to the end of the sentence (its bunsetsu's function words); target: the
+  noun run before the sentence's first は / が (``topic_phrase``), for baseline (b) too;
 * ``baseline_b``: a BiLSTM BIO tagger (``pipeline.models.tagger``) for expression spans; each span's
-  type from TF-IDF + LinearSVC on the span and its sentence; no target;
+  type from TF-IDF + LinearSVC on the span and its sentence;
 * with ``ablations``: ``seq2seq_no_copy`` and ``seq2seq_no_scheduled_sampling`` (trained here).
 
 Scores (``pipeline.metrics.opinion_scores``): record / expression / target precision-recall-F1,
@@ -35,6 +36,7 @@ _REPORTED = (
     "record_f1",
     "record_precision",
     "record_recall",
+    "typed_expression_f1",
     "expression_f1",
     "expression_tokens_f1",
     "type_accuracy",
@@ -87,6 +89,17 @@ def last_predicate(text: str, tokens: list[str], pos: list[str]) -> str:
     return "".join(tokens[index:end])
 
 
+def topic_phrase(tokens: list[str], pos: list[str]) -> str:
+    """The target guess of both baselines: the noun run right before the first は / が (the topic or subject), else ""."""
+    for index, token in enumerate(tokens):
+        if token in ("は", "が") and pos[index] == "ADP":
+            start = index
+            while start > 0 and pos[start - 1] in ("NOUN", "PROPN"):
+                start -= 1
+            return "".join(tokens[start:index])
+    return ""
+
+
 def _type_classifier(texts: list[str], labels: list[str], *, c: float, seed: int):
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import make_pipeline
@@ -107,12 +120,15 @@ def baseline_a(train, test, *, pos: dict[str, list[str]], c: float, seed: int) -
         if label == NONE or not expression:
             predicted.append([])
             continue
-        predicted.append([{"type": str(label), "expression": expression, "target": "", "polarity": None}])
+        target = topic_phrase(example.tokens, pos[example.sentence_id])
+        predicted.append([{"type": str(label), "expression": expression, "target": target, "polarity": None}])
     return predicted
 
 
 # --------------------------------------------------------------- baseline b
-def baseline_b(train, dev, test, *, c: float, seed: int, epochs: int, work_dir: Path, device) -> list[list[dict]]:
+def baseline_b(
+    train, dev, test, *, pos: dict[str, list[str]], c: float, seed: int, epochs: int, work_dir: Path, device
+) -> list[list[dict]]:
     """BIO tagger spans, each typed by TF-IDF + LinearSVC on "expression | sentence" (trained on the gold records)."""
     from pipeline.training.tagger import tagged_expressions, train_tagger
 
@@ -123,7 +139,11 @@ def baseline_b(train, dev, test, *, c: float, seed: int, epochs: int, work_dir: 
     queries = [f"{expression}|{e.text}" for e, found in zip(test, spans, strict=True) for _, _, expression in found]
     types = iter(typer.predict(queries).tolist() if queries else [])
     return [
-        [{"type": next(types), "expression": expression, "target": "", "polarity": None} for _, _, expression in found] for found in spans
+        [
+            {"type": next(types), "expression": expression, "target": topic_phrase(e.tokens, pos[e.sentence_id]), "polarity": None}
+            for _, _, expression in found
+        ]
+        for e, found in zip(test, spans, strict=True)
     ]
 
 
@@ -198,6 +218,7 @@ def evaluate_extractor_stage(ctx) -> dict[str, Any]:
             train,
             dev,
             test,
+            pos=pos,
             c=section["svm_c"],
             seed=seed,
             epochs=section["tagger_epochs"],

@@ -173,10 +173,12 @@ def test_cli_extract_text_file_and_explain(trained, tmp_path):
 
 
 def test_evaluate_stage_report_and_baselines(trained):
-    from pipeline.evaluation.extractor import last_predicate
+    from pipeline.evaluation.extractor import last_predicate, topic_phrase
 
     assert last_predicate("店が狭い。", ["店", "が", "狭い", "。"], ["NOUN", "ADP", "ADJ", "PUNCT"]) == "狭い"
     assert last_predicate("雨。", ["雨", "。"], ["NOUN", "PUNCT"]) == ""
+    assert topic_phrase(["駅前", "の", "ラーメン", "屋", "は", "美味しい"], ["NOUN", "ADP", "NOUN", "NOUN", "ADP", "ADJ"]) == "ラーメン屋"
+    assert topic_phrase(["美味しい"], ["ADJ"]) == ""
     overrides = [*FAST, "train_extractor.epochs=12", "train_extractor.patience=12", "evaluate_extractor.tagger_epochs=3"]
     summary = run_stage(trained, "evaluate_extractor", [*overrides, "evaluate_extractor.beam=2"])
     report = json.loads((trained / "models/report/extractor.json").read_text(encoding="utf-8"))
@@ -184,6 +186,8 @@ def test_evaluate_stage_report_and_baselines(trained):
     assert report["test_sentences"] == 10
     for name in ("seq2seq", "baseline_a", "baseline_b"):
         assert {"record_f1", "record_f1_std", "expression_tokens_f1", "type_accuracy", "no_opinion_recall"} <= set(report[name])
-    # on this regular toy language the copying seq2seq gets (nearly) every record; baseline (a) has no targets
-    assert report["seq2seq"]["record_f1"] > 0.8 > report["baseline_a"]["record_f1"]
+    # on this regular toy language the copying seq2seq gets (nearly) every record; baseline (a)'s last
+    # predicate is right too, and its type classifier sees few sentences
+    assert report["seq2seq"]["record_f1"] > 0.8
+    assert report["baseline_a"]["expression_f1"] > 0.5 and "typed_expression_f1" in report["baseline_a"]
     assert summary["seq2seq_record_f1"] == report["seq2seq"]["record_f1"]
