@@ -5,7 +5,7 @@ LINT_IMPORTS ?= $(if $(wildcard .venv/bin/lint-imports),.venv/bin/lint-imports,l
 # Where KNBC comes from: the official URL unless KNBC_SOURCE names a local archive or directory.
 export KNBC_SOURCE
 
-.PHONY: install run lint test test-fast test-integration bench
+.PHONY: install install-browser run lint test test-fast test-integration bench
 
 install:
 	python3 -m venv .venv
@@ -14,6 +14,20 @@ install:
 	.venv/bin/pip install -q torch==2.13.0
 	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`)
 	.venv/bin/pip install -q -e ".[dev]"
+	$(MAKE) --no-print-directory install-browser
+
+# The browser test (tests/integration/test_serve_browser.py) drives Debian's chromium through Playwright
+# (`playwright install` cannot download here), with fonts-noto-cjk for Japanese. apt-get them when missing;
+# without root or apt, say so and go on: that test then skips itself.
+install-browser:
+	@if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then \
+	  echo "chromium and fonts-noto-cjk: already installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk \
+	    || echo "apt-get install chromium fonts-noto-cjk failed: the browser test will be skipped"; \
+	else \
+	  echo "chromium / fonts-noto-cjk missing, and no root or apt-get to install them: the browser test will be skipped"; \
+	fi
 
 run:
 	$(PYTHON) -m pipeline run

@@ -158,6 +158,18 @@ def clf_project(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ one stage, as the runner runs it
+# Small, fast model settings for integration tests on the real corpus (one epoch, 32 units):
+# they check plumbing and equivalences, not quality.
+SMALL_CLASSIFIER_SETTINGS = ["embedding_init=random", "embedding_dim=32", "hidden_size=32", "attention_size=16", "epochs=1", "patience=1"]
+SMALL_GENERATOR_SETTINGS = [
+    "train_generator.embedding_init=random",
+    "train_generator.embedding_size=32",
+    "train_generator.hidden_size=32",
+    "train_generator.epochs=1",
+    "train_generator.device=cpu",
+]
+
+
 def run_stage(project: Path, name: str, overrides: Sequence[str] = (), *, resume: bool = False, tag: str | None = None) -> Any:
     """Run stage ``name``'s function directly (no upstream stages, no lock) and move its outputs into place.
 

@@ -178,8 +178,8 @@ def read_model_dir(directory: str | os.PathLike, *, architecture: str | None = N
     if architecture is not None and found is not None and found != architecture:
         raise ModelError(
             "E303",
-            f"{directory} holds a {found} model, not a {architecture}.",
-            hint=f"Give the path of a directory that holds a {architecture} model.",
+            f"{directory} holds a model of architecture {found}, not {architecture}.",
+            hint=f"Give the path of a model directory whose config.json names architecture {architecture}.",
         )
     for name in ("vocab.json", WEIGHTS_NAME):
         if not (directory / name).exists():

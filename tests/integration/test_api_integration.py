@@ -13,26 +13,17 @@ import shutil
 
 import pytest
 
-from tests.conftest import run_stage
+from tests.conftest import SMALL_CLASSIFIER_SETTINGS, SMALL_GENERATOR_SETTINGS, run_stage
 
 pytestmark = pytest.mark.integration
-
-CLASSIFIER_SETTINGS = ["embedding_init=random", "embedding_dim=32", "hidden_size=32", "attention_size=16", "epochs=1", "patience=1"]
-GENERATOR_SETTINGS = [
-    "train_generator.embedding_init=random",
-    "train_generator.embedding_size=32",
-    "train_generator.hidden_size=32",
-    "train_generator.epochs=1",
-    "train_generator.device=cpu",
-]
 
 
 @pytest.fixture(scope="module")
 def trained(real_project, tmp_path_factory):
     project = tmp_path_factory.mktemp("api") / "proj"
     shutil.copytree(real_project, project)
-    run_stage(project, "train_topic", [f"train_topic.{s}" for s in CLASSIFIER_SETTINGS])
-    run_stage(project, "train_generator", GENERATOR_SETTINGS)
+    run_stage(project, "train_topic", [f"train_topic.{s}" for s in SMALL_CLASSIFIER_SETTINGS])
+    run_stage(project, "train_generator", SMALL_GENERATOR_SETTINGS)
     return project
 
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import load_config
 from pipeline.data.labels import THEMES
 from pipeline.errors import PipelineError
 from pipeline.inference.generator import Generator, detokenize, resolve_theme
@@ -24,8 +23,7 @@ from pipeline.models.language_model import LSTMLanguageModel, generate_ids, load
 from pipeline.models.vocab import BOS, EOS, PAD, UNK
 from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
 from pipeline.training.language_model import Encoded, build_sequences, build_vocab, corpus_nll, encode, target_count
-from pipeline.workflow.runner import StageContext
-from pipeline.workflow.stages import STAGES
+from tests.conftest import run_stage
 
 WORDS = {
     "Gourmet": ["ラーメン", "が", "美味しい", "店", "の", "味", "は", "濃い"],
@@ -86,26 +84,6 @@ TINY = [
     "train_generator.batch_size=8",
     "train_generator.device=cpu",
 ]
-
-
-def run_stage(project: Path, name: str, overrides: list[str], *, resume: bool = False, tag: str = "run") -> dict:
-    """Run one stage function as the runner does: staged outputs, then moved into place."""
-    stage = next(s for s in STAGES if s.name == name)
-    config = load_config(project, overrides)
-    staging = project / ".jpipe" / "staging" / tag
-    work = project / ".jpipe" / "work" / name
-    work.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(stage=stage, project_dir=project, config=config, staging_dir=staging, work_dir=work, resume=resume)
-    metrics = stage.load()(ctx)
-    for output in stage.outputs:
-        target = project / output
-        if target.is_dir():
-            import shutil
-
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        (staging / output).replace(target)
-    return metrics
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ const LABEL_JA = {
   positive: "ポジティブ",
 };
 const TASK_JA = { topic: "トピック", sentiment: "評判 (感情)" };
+const ENDED_JA = { eos: "文末 (EOS)", max_tokens: "最大トークン数 (max tokens)" };
 const SOURCE_JA = { word2vec: "word2vec (コーパス学習)", spacy: "spaCy / GiNZA", imported: "インポート" };
-const DEFAULT_THEMES = ["Gourmet", "Keitai", "Kyoto", "Sports"];
+const THEME_OPTIONS = { Gourmet: "グルメ Gourmet", Keitai: "携帯電話 Keitai", Kyoto: "京都観光 Kyoto", Sports: "スポーツ Sports" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -64,7 +65,7 @@ async function api(path, options = {}) {
   return response.json();
 }
 
-function postJSON(path, payload, extra = {}) {
+function postJSON(payload, extra = {}) {
   return { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload), ...extra };
 }
 
@@ -124,22 +125,64 @@ function fillSelect(select, values, labels, keepFirst) {
   for (const value of values) select.append(el("option", { value, text: labels[value] || value }));
 }
 
-async function loadModels() {
+// A panel whose model is not loaded says so, and its controls are disabled.
+function enablePanel(id, enabled, message) {
+  const panel = $(id);
+  for (const control of panel.querySelectorAll("input, select, textarea, button[type=submit]")) control.disabled = !enabled;
+  panel.classList.toggle("unavailable", !enabled);
+  let note = panel.querySelector(".unavailable-note");
+  if (!enabled && !note) {
+    note = el("p", { class: "unavailable-note", text: message });
+    panel.querySelector("h2").after(note);
+  }
+  if (enabled && note) note.remove();
+}
+
+// One line per panel on the loaded models: test metrics from /v1/models.
+function describeModels(entries) {
+  const metric = (value, digits) => (typeof value === "number" ? value.toFixed(digits) : "-");
+  const classifiers = entries.filter((entry) => entry.kind === "classifier");
+  const vectors = entries.filter((entry) => entry.kind === "vectors");
+  const generator = entries.find((entry) => entry.kind === "generator");
+  const notes = {
+    "classify-note": classifiers.length
+      ? `BiLSTM + attention · テスト macro-F1: ${classifiers.map((c) => `${TASK_JA[c.task] || c.task} ${metric((c.test_metrics || {}).macro_f1, 3)}`).join(" · ")}`
+      : "",
+    "similar-note": vectors.map((v) => `${v.source} ${Number(v.vocab_size || 0).toLocaleString("ja-JP")} 語 × ${v.dim} 次元`).join(" · "),
+    "generate-note": generator ? `LSTM 言語モデル · テスト perplexity ${metric((generator.test_metrics || {}).perplexity, 1)}` : "",
+  };
+  for (const [id, text] of Object.entries(notes)) $(id).textContent = text;
+}
+
+const LOAD_RETRIES = 120;
+
+async function loadModels(attempt = 0) {
   const status = $("model-status");
   try {
     const info = await api("/v1/models");
-    const tasks = namesOf(info.tasks).length ? namesOf(info.tasks) : ["topic", "sentiment"];
-    const sources = namesOf(info.sources);
-    const generator = info.generator || (info.models && info.models.generator) || {};
-    const themes = namesOf(info.themes || generator.themes);
+    const entries = Array.isArray(info.models) ? info.models : [];
+    const tasks = namesOf(info.tasks);
+    const sources = namesOf(info.vector_sources || info.sources);
+    const generator = entries.find((entry) => entry.kind === "generator");
     fillTasks(tasks);
-    fillSelect($("similar-source"), sources.length ? sources : ["word2vec"], SOURCE_JA, false);
-    fillSelect($("gen-theme"), themes.length ? themes : DEFAULT_THEMES, Object.fromEntries(Object.keys(LABEL_JA).map((k) => [k, labelText(k)])), true);
-    status.textContent = `モデル: ${tasks.map((t) => TASK_JA[t] || t).join("・")} / ベクトル: ${sources.join(", ") || "-"}`;
+    fillSelect($("similar-source"), sources, SOURCE_JA, false);
+    fillSelect($("gen-theme"), generator ? namesOf(generator.themes) : [], THEME_OPTIONS, true);
+    enablePanel("panel-classify", tasks.length > 0, "分類モデルがありません (no classifier loaded).");
+    enablePanel("panel-similar", sources.length > 0, "単語ベクトルがありません (no word vectors loaded).");
+    enablePanel("panel-generate", Boolean(generator), "生成モデルがありません (no generator loaded).");
+    describeModels(entries);
+    const parts = [`分類: ${tasks.map((t) => TASK_JA[t] || t).join("・") || "なし"}`, `ベクトル: ${sources.join(", ") || "なし"}`];
+    parts.push(`生成: ${generator ? "あり" : "なし"}`);
+    status.textContent = `読み込み済み · ${parts.join(" / ")}`;
   } catch (error) {
+    // E330: the server is still loading its models; ask again every second, for two minutes at most.
+    if (error.code === "E330" && attempt < LOAD_RETRIES) {
+      status.textContent = `モデルを読み込み中… (loading, ${attempt + 1} s)`;
+      setTimeout(() => loadModels(attempt + 1), 1000);
+      return;
+    }
     fillTasks(["topic", "sentiment"]);
     fillSelect($("similar-source"), ["word2vec"], SOURCE_JA, false);
-    fillSelect($("gen-theme"), DEFAULT_THEMES, {}, true);
     status.textContent = `モデル情報を取得できません: ${error.message}`;
     status.classList.add("bad");
   }
@@ -185,7 +228,7 @@ function renderHeatmap(tokens, weights) {
   tokens.forEach((token, i) => {
     const weight = weights[i];
     const ratio = weight / max;
-    const tip = `重み weight ${weight.toFixed(4)}`;
+    const tip = `重み weight ${weight >= 0.001 ? weight.toFixed(4) : weight.toExponential(1)}`;
     const span = el("span", {
       class: `tok${ratio > 0.6 ? " hot" : ""}`,
       role: "listitem",
@@ -239,7 +282,6 @@ async function onClassify(event) {
 
 // ------------------------------------------------------------------ (2) similarity
 function renderNeighbours(data) {
-  const top = Math.max(...data.neighbours.map((n) => n.score), 1e-9);
   const list = el("ol", { class: "neighbours", "aria-label": `「${data.word}」の類似語` });
   data.neighbours.forEach((neighbour, i) => {
     const word = el("button", { type: "button", class: "word", title: "この語で検索 (search this word)", text: neighbour.word });
@@ -247,7 +289,7 @@ function renderNeighbours(data) {
       $("similar-word").value = neighbour.word;
       $("similar-form").requestSubmit();
     });
-    const fill = el("span", { style: `width: ${Math.max(0, (100 * neighbour.score) / top)}%` });
+    const fill = el("span", { style: `width: ${Math.max(0, Math.min(100, 100 * neighbour.score))}%` });
     list.append(
       el(
         "li",
@@ -364,31 +406,37 @@ async function onGenerate(event) {
   $("gen-stop").disabled = false;
   let streamed = "";
   let count = 0;
+  let first = "";
   out.dataset.state = "streaming";
   out.dataset.tokens = "0";
-  renderOutput(out, payload.prompt, payload.prompt);
+  renderOutput(out, payload.prompt, payload.prompt);  // until the first piece arrives
   try {
     const response = await fetch("/v1/generate", postJSON(payload, { signal: generation.signal }));
     if (!response.ok) throw await errorFrom(response);
     await readEvents(response.body, (message) => {
       if (message.error) throw new ApiError(message.error.code, message.error.message, message.error.hint);
       if (typeof message.token === "string") {
+        if (count === 0) first = message.token;
         streamed += message.token;
         count += 1;
         out.dataset.tokens = String(count);
-        renderOutput(out, payload.prompt, payload.prompt + streamed);
+        renderOutput(out, payload.prompt, streamed);
       }
       if (message.done) {
-        renderOutput(out, payload.prompt, message.text ?? payload.prompt + streamed);
+        renderOutput(out, payload.prompt, message.text ?? streamed);
         out.dataset.state = "done";
         const seed = message.seed ?? payload.seed;
-        $("gen-meta").textContent = `${count} トークン · seed ${seed}${message.ended ? ` · 終了: ${message.ended}` : ""}`;
+        const ended = ENDED_JA[message.ended] || message.ended;
+        // The server sends the prompt back as the first piece: what the model wrote is the rest.
+        const written = count - (payload.prompt.trim() && first.trim() === payload.prompt.trim() ? 1 : 0);
+        $("gen-meta").textContent = `${written} トークン生成 · seed ${seed}${ended ? ` · 終了: ${ended}` : ""}`;
       }
     });
     if (out.dataset.state !== "done") out.dataset.state = "done";
   } catch (error) {
-    out.dataset.state = "error";
-    if (error.name === "AbortError") $("gen-meta").textContent = "停止しました (stopped).";
+    const stopped = error.name === "AbortError";
+    out.dataset.state = stopped ? "stopped" : "error";
+    if (stopped) $("gen-meta").textContent = "停止しました (stopped).";
     else showError($("gen-error"), error.code ? error : new ApiError("STREAM", error.message || String(error)));
   } finally {
     generation = null;
