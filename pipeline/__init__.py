@@ -11,8 +11,9 @@ without a project::
     clf.predict(["この店のラーメンは最高"])            # labels + probabilities (attention=True adds weights)
     Vectors.load("models/vectors/word2vec").most_similar("京都", topn=5)
     Generator.from_dir("models/generator").generate("京都の", seed=7)
+    Extractor.from_dir("models/extractor").extract(["店は狭いが美味しい。"], beam=5)   # 評判 records per text
 
-The three names are imported on first use (module ``__getattr__``), so ``import pipeline``
+The public names are imported on first use (module ``__getattr__``), so ``import pipeline``
 and the CLI stay light: heavy libraries (torch, spaCy, gensim) load inside the functions
 that need them.
 """
@@ -26,15 +27,17 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "Classifier": "pipeline.inference.classifier",
+    "Extractor": "pipeline.inference.extractor",
     "Generator": "pipeline.inference.generator",
     "Vectors": "pipeline.vectors",
 }
-__all__ = ["Classifier", "Generator", "Vectors", "__version__"]
+__all__ = ["Classifier", "Extractor", "Generator", "Vectors", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from typing import Any
 
     from pipeline.inference.classifier import Classifier
+    from pipeline.inference.extractor import Extractor
     from pipeline.inference.generator import Generator
     from pipeline.vectors import Vectors
 

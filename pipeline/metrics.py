@@ -73,3 +73,77 @@ def classification_report(*, targets, predictions, labels: list[str], digits: in
 def perplexity(total_nll: float, count: int) -> float:
     """exp(total negative log-likelihood in nats / number of predicted targets); 1 target at least."""
     return math.exp(total_nll / max(count, 1))
+
+
+# ------------------------------------------------------- opinion extraction
+def _prf(true_positives: int, predicted: int, gold: int) -> dict[str, float]:
+    precision = true_positives / predicted if predicted else 0.0
+    recall = true_positives / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def _matched(gold: list[dict], predicted: list[dict], key) -> tuple[int, int, int]:
+    """(true positives, predicted, gold) counts of one sentence, records compared by ``key`` as multisets."""
+    from collections import Counter
+
+    gold_keys = Counter(key(r) for r in gold if key(r) is not None)
+    predicted_keys = Counter(key(r) for r in predicted if key(r) is not None)
+    return sum((gold_keys & predicted_keys).values()), sum(predicted_keys.values()), sum(gold_keys.values())
+
+
+def _type_agreement(gold: list[dict], predicted: list[dict]) -> tuple[int, int]:
+    """(same type, matched) over gold records whose expression a prediction matches exactly (each prediction used once)."""
+    remaining = list(predicted)
+    same = matched = 0
+    for record in gold:
+        hit = next((p for p in remaining if p["expression"] == record["expression"]), None)
+        if hit is None:
+            continue
+        remaining.remove(hit)
+        matched += 1
+        same += hit["type"] == record["type"]
+    return same, matched
+
+
+def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> dict[str, Any]:
+    """Extraction scores over sentences; each record is ``{type, expression, target}``, optionally ``tokens``
+    (the source token indices its expression covers, for the token-level F1).
+
+    record: type + expression + target all equal; typed expression: type + expression; expression: exact
+    string; target: non-empty targets;
+    expression tokens: micro-F1 over (sentence, token index) of the expressions' tokens;
+    type accuracy: over gold records whose expression is matched exactly; no opinion: a sentence
+    with no record is the positive class.
+    """
+    keys = {
+        "record": lambda r: (r["type"], r["expression"], r["target"]),
+        "expression": lambda r: r["expression"],
+        "typed_expression": lambda r: (r["type"], r["expression"]),
+        "target": lambda r: r["target"] or None,
+    }
+    totals = {name: np.zeros(3, dtype=np.int64) for name in (*keys, "expression_tokens")}
+    same = matched = empty_both = empty_predicted = empty_gold = 0
+    for gold_records, predicted_records in zip(gold, predicted, strict=True):
+        for name, key in keys.items():
+            totals[name] += _matched(gold_records, predicted_records, key)
+        gold_tokens = {i for r in gold_records for i in r.get("tokens", ())}
+        predicted_tokens = {i for r in predicted_records for i in r.get("tokens", ())}
+        totals["expression_tokens"] += (len(gold_tokens & predicted_tokens), len(predicted_tokens), len(gold_tokens))
+        agree, found = _type_agreement(gold_records, predicted_records)
+        same, matched = same + agree, matched + found
+        empty_gold += not gold_records
+        empty_predicted += not predicted_records
+        empty_both += not gold_records and not predicted_records
+    scores: dict[str, Any] = {f"{name}_{k}": v for name, counts in totals.items() for k, v in _prf(*counts.tolist()).items()}
+    no_opinion = _prf(empty_both, empty_predicted, empty_gold)
+    scores.update(
+        type_accuracy=same / matched if matched else 0.0,
+        type_matched=matched,
+        no_opinion_precision=no_opinion["precision"],
+        no_opinion_recall=no_opinion["recall"],
+        sentences=len(gold),
+        gold_records=int(totals["record"][2]),
+        predicted_records=int(totals["record"][1]),
+    )
+    return scores

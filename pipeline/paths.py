@@ -20,12 +20,14 @@ CLASSIFIERS_DIR = "models/classifier"
 TASKS_DATA_DIR = "data/tasks"
 TASKS_REPORT_DIR = "models/report/tasks"
 GENERATOR_DIR = "models/generator"
+EXTRACTOR_DIR = "models/extractor"
 REPORT_DIR = "models/report"
 VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
 VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
 CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
 GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
 METRICS = f"{REPORT_DIR}/metrics.json"
+EXTRACTOR_REPORT = f"{REPORT_DIR}/extractor.json"
 
 
 def classifier_dir(task: str) -> str:

@@ -334,6 +334,51 @@ class EvaluateGeneratorSection(Section):
 
 
 @section
+class ExtractorSection(Section):
+    """Seq2seq opinion (評判) extractor: BiLSTM encoder over GiNZA surface tokens, LSTM decoder with
+    additive attention and copy. Sizes kept small so that a run takes minutes on a 2-core CPU."""
+
+    section_name: ClassVar[str] = "train_extractor"
+    min_count: int = setting(1, help="Source vocabulary: training-split words seen at least this often.", min=1)
+    target_min_count: int = setting(
+        2, help="Target vocabulary: output words seen at least this often in training; rarer ones are copied from the input.", min=1
+    )
+    embedding_dim: int = setting(128, help="Embedding size (source and target, randomly initialised).", min=1)
+    hidden_size: int = setting(128, help="LSTM units (encoder: per direction; decoder).", min=1)
+    attention_size: int = setting(128, help="Hidden size of the additive attention scorer.", min=1)
+    dropout: float = setting(0.3, help="Dropout on embeddings and before the output layer.", min=0.0, max=0.9)
+    copy: bool = setting(True, help="Pointer-generator copy from the input (off: the decoder can only write its vocabulary).")
+    scheduled_sampling: bool = setting(True, help="Feed the decoder its own predictions on a share of the steps (see sampling_max).")
+    sampling_max: float = setting(0.25, help="Largest share of decoder inputs taken from the model's own predictions.", min=0.0, max=1.0)
+    sampling_warmup: int = setting(2, help="Epochs of pure teacher forcing before scheduled sampling starts.", min=0)
+    sampling_ramp: int = setting(4, help="Epochs over which the sampling share rises linearly to sampling_max.", min=1)
+    max_tokens: int = setting(100, help="Input tokens the model reads at once: `jpipe extract` windows longer sentences.", min=4)
+    max_output_tokens: int = setting(128, help="Longest decoded output (tokens).", min=4)
+    epochs: int = setting(20, help="Maximum training epochs.", min=1)
+    patience: int = setting(4, help="Early stopping: epochs without gain of dev record F1 + expression F1.", min=1)
+    batch_size: int = setting(32, help="Sentences per batch.", min=1)
+    learning_rate: float = setting(2e-3, help="AdamW learning rate.", min=0.0)
+    weight_decay: float = setting(0.0, help="AdamW weight decay.", min=0.0)
+    grad_clip: float = setting(1.0, help="Gradient-norm clipping (0 disables).", min=0.0)
+    device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
+    amp: bool = setting(False, help="Mixed precision on GPU (ignored on CPU).", fingerprint=False)
+    seed: int = setting(13, help="Random seed.")
+
+
+@section
+class EvaluateExtractorSection(Section):
+    section_name: ClassVar[str] = "evaluate_extractor"
+    beam: int = setting(5, help="Beam size of the reported seq2seq decoding (1 = greedy).", min=1, max=32)
+    seeds: int = setting(
+        1, help="Seeds per system (train_extractor.seed, +1, ...): the report gives mean and std; extra seeds are trained here.", min=1
+    )
+    ablations: bool = setting(False, help="Also train and report copy off and scheduled sampling off (one model per seed each).")
+    svm_c: float = setting(1.0, help="Regularisation C of baseline (a)'s TF-IDF linear type classifier.", min=0.0)
+    tagger_epochs: int = setting(8, help="Epochs of baseline (b)'s BiLSTM BIO tagger.", min=1)
+    device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
+
+
+@section
 class ServeSection(Section):
     """``jpipe serve``: request limits, micro-batching of classify, threads. How the service runs, never what a model outputs."""
 
@@ -379,6 +424,8 @@ SECTIONS: dict[str, type[Section]] = {
         GeneratorSection,
         EvaluateClassifiersSection,
         EvaluateGeneratorSection,
+        ExtractorSection,
+        EvaluateExtractorSection,
         ServeSection,
     )
 }

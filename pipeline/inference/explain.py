@@ -1,7 +1,9 @@
-"""Which tokens a classifier looked at: per-token attention for one text, and an HTML heatmap."""
+"""Which tokens a classifier looked at: per-token attention for one text, and an HTML heatmap;
+the extractor's decoder alignment as a PNG and HTML heatmap."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -81,4 +83,75 @@ def write_explanation_html(explanation: dict[str, Any], *, html_dir: Path) -> di
         with atomic_open(path) as handle:
             handle.write(explanation_html(explanation, task=task))
         paths[task] = path
+    return paths
+
+
+# ------------------------------------------------------- extractor alignment
+def alignment_html(explanation: dict[str, Any]) -> str:
+    """A standalone HTML table: one row per output token, one column per input token, cells shaded by attention."""
+    from html import escape
+
+    head = "".join(f"<th>{escape(token)}</th>" for token in explanation["input_tokens"])
+    rows = []
+    for token, weights in zip(explanation["output_tokens"], explanation["attention"], strict=True):
+        peak = max(weights, default=0.0) or 1.0
+        cells = "".join(f'<td style="background: rgba(220, 38, 38, {w / peak:.3f})" title="{w:.4f}">{w:.2f}</td>' for w in weights)
+        rows.append(f"<tr><th>{escape(token)}</th>{cells}</tr>")
+    records = "".join(f"<li>{escape(json.dumps(r, ensure_ascii=False))}</li>" for r in explanation["records"])
+    return f"""<!DOCTYPE html>
+<html lang="ja"><head><meta charset="utf-8"><title>jpipe extract: alignment</title>
+<style>
+body {{ font-family: "Noto Sans JP", "Hiragino Sans", "Yu Gothic", sans-serif; margin: 2em; }}
+td, th {{ padding: 0.2em 0.3em; font-size: 0.9em; text-align: center; }}
+</style></head><body>
+<h1>Decoder alignment</h1>
+<p>Rows: the decoder's output tokens; columns: the input tokens; darker = more attention (row-normalised shading, hover for the weight).</p>
+<table><tr><th></th>{head}</tr>{"".join(rows)}</table>
+<h2>Records</h2><ul>{records}</ul>
+<p><small>Text: {escape(explanation["text"])}</small></p>
+</body></html>
+"""
+
+
+def plot_alignment(explanation: dict[str, Any], *, path: Path) -> None:
+    """The alignment heatmap as a PNG (Japanese labels through japanize_matplotlib)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    with warnings.catch_warnings():  # japanize_matplotlib uses distutils' LooseVersion
+        warnings.simplefilter("ignore")
+        import japanize_matplotlib  # noqa: F401  (registers IPAexGothic: Japanese labels instead of boxes)
+    from pipeline.io import atomic_path
+
+    weights = np.asarray(explanation["attention"], dtype=float).reshape(len(explanation["output_tokens"]), len(explanation["input_tokens"]))
+    inputs, outputs = explanation["input_tokens"], explanation["output_tokens"]
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.45 * len(inputs) + 1.5), max(2.5, 0.4 * len(outputs) + 1.5)))
+    image = axis.imshow(weights, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+    axis.set_xticks(range(len(inputs)), inputs, rotation=90)
+    axis.set_yticks(range(len(outputs)), outputs)
+    axis.set_xlabel("input tokens")
+    axis.set_ylabel("decoder output")
+    figure.colorbar(image, ax=axis, fraction=0.03)
+    figure.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        figure.savefig(tmp, dpi=120, format="png")
+    plt.close(figure)
+
+
+def write_alignment(explanation: dict[str, Any], *, directory: Path) -> dict[str, Path]:
+    """``extract-<hash>.png`` and ``.html`` in ``directory``; returns their paths."""
+    from pipeline.io import atomic_open, sha256_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / f"extract-{sha256_text(explanation['text'])[:10]}"
+    paths = {"png": stem.with_suffix(".png"), "html": stem.with_suffix(".html")}
+    plot_alignment(explanation, path=paths["png"])
+    with atomic_open(paths["html"]) as handle:
+        handle.write(alignment_html(explanation))
     return paths

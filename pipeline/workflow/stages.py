@@ -16,6 +16,8 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     CORPUS_MANIFEST,
     CORPUS_STATS,
     EXTRA_TOKENS,
+    EXTRACTOR_DIR,
+    EXTRACTOR_REPORT,
     GENERATOR_DIR,
     GENERATOR_REPORT,
     IMPORTED_VECTORS_DIR,
@@ -125,8 +127,8 @@ def _evaluate_task_stage(task: str) -> Stage:
 def build_stages(config: Config | None = None) -> list[Stage]:
     """The stage table for ``config``: the fixed stages plus ``prepare_/train_/evaluate_<task>`` per enabled task.
 
-    Order: corpus ... vectors, each file task's prepare, every task's training, the generator,
-    every task's evaluation, the generator's evaluation, the report.
+    Order: corpus ... vectors, each file task's prepare, every task's training, the generator and
+    the extractor, every task's evaluation, the generator's and the extractor's evaluation, the report.
     """
     config = config or load_config_defaults()
     tasks = config.task_names
@@ -137,8 +139,10 @@ def build_stages(config: Config | None = None) -> list[Stage]:
         *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
         *(_train_task_stage(task) for task in tasks),
         fixed["train_generator"],
+        fixed["train_extractor"],
         *(_evaluate_task_stage(task) for task in tasks),
         fixed["evaluate_generator"],
+        fixed["evaluate_extractor"],
         fixed["report"],
     ]
 
@@ -208,6 +212,15 @@ _FIXED: list[Stage] = [
         help="LSTM language model for text generation.",
     ),
     Stage(
+        name="train_extractor",
+        func="pipeline.training.extractor:train_extractor_stage",
+        # the tokens file has no 評判 annotations: they come from the prepared sentences (by sentence_id)
+        inputs=(TOKENS, SENTENCES),
+        outputs=(EXTRACTOR_DIR,),
+        section="train_extractor",
+        help="Seq2seq opinion (評判) extractor: BiLSTM encoder, LSTM decoder with additive attention and copy.",
+    ),
+    Stage(
         name="evaluate_generator",
         func="pipeline.evaluation.generator:evaluate_generator_stage",
         inputs=(TOKENS, GENERATOR_DIR),
@@ -216,12 +229,21 @@ _FIXED: list[Stage] = [
         help="Test perplexity of the LSTM against an n-gram baseline; samples.",
     ),
     Stage(
+        name="evaluate_extractor",
+        func="pipeline.evaluation.extractor:evaluate_extractor_stage",
+        inputs=(TOKENS, SENTENCES, EXTRACTOR_DIR),
+        outputs=(EXTRACTOR_REPORT,),
+        section="evaluate_extractor",
+        help="Opinion extraction on the test articles: seq2seq against TF-IDF + last predicate and BIO-tagger baselines.",
+    ),
+    Stage(
         name="report",
         func="pipeline.evaluation.report:report_stage",
         inputs=_report_inputs,
         outputs=(METRICS, CLASSIFIERS_REPORT),
         version=2,
         help="Merge every evaluation into models/report/metrics.json (tasks also into classifiers.json).",
+        optional_inputs=(EXTRACTOR_REPORT,),  # merged when the extractor was evaluated
     ),
 ]
 

@@ -1,0 +1,242 @@
+"""Stage ``evaluate_extractor``: the seq2seq opinion extractor on the KNBC test articles, against two baselines.
+
+Systems, all trained on the training split only (the test split is never used for choices):
+
+* ``seq2seq``: the model of ``models/extractor`` (seed ``train_extractor.seed``), decoded with beam
+  ``evaluate_extractor.beam`` (and greedy, ``seq2seq_greedy``); with ``seeds`` > 1 the next seeds
+  are trained here with the same settings, and every figure is the mean and std over seeds;
+* ``baseline_a``: TF-IDF char 1-3-grams + LinearSVC predicting the sentence's first evaluation type
+  or "none"; the expression is the last predicate of the sentence, approximated on the GiNZA tokens
+  as the last VERB / ADJ token up to the end of the sentence (its bunsetsu's function words); target: the
+  noun run before the sentence's first は / が (``topic_phrase``), for baseline (b) too;
+* ``baseline_b``: a BiLSTM BIO tagger (``pipeline.models.tagger``) for expression spans; each span's
+  type from TF-IDF + LinearSVC on the span and its sentence;
+* with ``ablations``: ``seq2seq_no_copy`` and ``seq2seq_no_scheduled_sampling`` (trained here).
+
+Scores (``pipeline.metrics.opinion_scores``): record / expression / target precision-recall-F1,
+expression token-level F1, type accuracy on matched expressions, "no opinion" precision / recall.
+Output: ``models/report/extractor.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.data.opinions import covering_tokens, find_span, token_offsets
+
+logger = logging.getLogger(__name__)
+
+NONE = "none"
+_PREDICATE_POS = ("VERB", "ADJ")
+_REPORTED = (
+    "record_f1",
+    "record_precision",
+    "record_recall",
+    "typed_expression_f1",
+    "expression_f1",
+    "expression_tokens_f1",
+    "type_accuracy",
+    "target_f1",
+    "no_opinion_precision",
+    "no_opinion_recall",
+)
+
+
+# ------------------------------------------------------------------ scoring
+def with_tokens(records: list[dict], *, text: str, tokens: list[str]) -> list[dict]:
+    """Records with ``tokens``: the indices of the sentence tokens their expression covers (for token-level F1)."""
+    offsets = token_offsets(text, tokens)
+    result = []
+    for record in records:
+        span = find_span(text, record["expression"])
+        covered = covering_tokens(offsets, span) if span else None
+        result.append({**record, "tokens": tuple(range(*covered)) if covered else ()})
+    return result
+
+
+def score(examples, predicted: list[list[dict]]) -> dict[str, Any]:
+    from pipeline.metrics import opinion_scores
+
+    gold = [with_tokens(e.records, text=e.text, tokens=e.tokens) for e in examples]
+    guesses = [with_tokens(p, text=e.text, tokens=e.tokens) for e, p in zip(examples, predicted, strict=True)]
+    return opinion_scores(gold=gold, predicted=guesses)
+
+
+def mean_std(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and (population) std over seeds of every reported score, plus the per-seed values."""
+    result: dict[str, Any] = {"seeds": len(runs)}
+    for key in _REPORTED:
+        values = np.asarray([run[key] for run in runs], dtype=float)
+        result[key] = round(float(values.mean()), 4)
+        result[f"{key}_std"] = round(float(values.std()), 4)
+    result["per_seed"] = [{key: round(run[key], 4) for key in ("seed", *_REPORTED)} for run in runs]
+    return result
+
+
+# --------------------------------------------------------------- baseline a
+def last_predicate(text: str, tokens: list[str], pos: list[str]) -> str:
+    """The last VERB / ADJ token and the tokens after it, without trailing punctuation: the last predicate bunsetsu, roughly."""
+    index = max((i for i, p in enumerate(pos) if p in _PREDICATE_POS), default=None)
+    if index is None:
+        return ""
+    end = len(tokens)
+    while end > index + 1 and pos[end - 1] in ("PUNCT", "SYM"):
+        end -= 1
+    return "".join(tokens[index:end])
+
+
+def topic_phrase(tokens: list[str], pos: list[str]) -> str:
+    """The target guess of both baselines: the noun run right before the first は / が (the topic or subject), else ""."""
+    for index, token in enumerate(tokens):
+        if token in ("は", "が") and pos[index] == "ADP":
+            start = index
+            while start > 0 and pos[start - 1] in ("NOUN", "PROPN"):
+                start -= 1
+            return "".join(tokens[start:index])
+    return ""
+
+
+def _type_classifier(texts: list[str], labels: list[str], *, c: float, seed: int):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True), LinearSVC(C=c, class_weight="balanced", random_state=seed)
+    )
+    return model.fit(texts, labels)
+
+
+def baseline_a(train, test, *, pos: dict[str, list[str]], c: float, seed: int) -> list[list[dict]]:
+    labels = [e.records[0]["type"] if e.records else NONE for e in train]
+    model = _type_classifier([e.text for e in train], labels, c=c, seed=seed)
+    predicted = []
+    for example, label in zip(test, model.predict([e.text for e in test]), strict=True):
+        expression = last_predicate(example.text, example.tokens, pos[example.sentence_id])
+        if label == NONE or not expression:
+            predicted.append([])
+            continue
+        target = topic_phrase(example.tokens, pos[example.sentence_id])
+        predicted.append([{"type": str(label), "expression": expression, "target": target, "polarity": None}])
+    return predicted
+
+
+# --------------------------------------------------------------- baseline b
+def baseline_b(
+    train, dev, test, *, pos: dict[str, list[str]], c: float, seed: int, epochs: int, work_dir: Path, device
+) -> list[list[dict]]:
+    """BIO tagger spans, each typed by TF-IDF + LinearSVC on "expression | sentence" (trained on the gold records)."""
+    from pipeline.training.tagger import tagged_expressions, train_tagger
+
+    tagger, _ = train_tagger(train_examples=train, dev_examples=dev, seed=seed, epochs=epochs, work_dir=work_dir, device=device)
+    pairs = [(f"{r['expression']}|{e.text}", r["type"]) for e in train for r in e.records]
+    typer = _type_classifier([p[0] for p in pairs], [p[1] for p in pairs], c=c, seed=seed)
+    spans = tagged_expressions(tagger, test)
+    queries = [f"{expression}|{e.text}" for e, found in zip(test, spans, strict=True) for _, _, expression in found]
+    types = iter(typer.predict(queries).tolist() if queries else [])
+    return [
+        [
+            {"type": next(types), "expression": expression, "target": topic_phrase(e.tokens, pos[e.sentence_id]), "polarity": None}
+            for _, _, expression in found
+        ]
+        for e, found in zip(test, spans, strict=True)
+    ]
+
+
+# ------------------------------------------------------------------ seq2seq
+def seq2seq_predictions(model, data, section: dict, examples, *, beam: int, device) -> list[list[dict]]:
+    from pipeline.training.extractor import decode_examples, encode_examples
+
+    encoded = encode_examples(examples, data, section)
+    return decode_examples(
+        model, examples, encoded, target_vocab=data.target_vocab, max_length=section["max_output_tokens"], device=device, beam=beam
+    )
+
+
+def train_variant(section: dict, data, *, work_dir: Path, **changes):
+    """A seq2seq model trained here with ``changes`` to the train_extractor settings (another seed, copy off, ...)."""
+    from pipeline.training.extractor import train_extractor
+
+    settings = {**dict(section), **changes}
+    name = "-".join(f"{key}={value}" for key, value in sorted(changes.items()))
+    trained = train_extractor(section=settings, data=data, work_dir=work_dir / name, resume=False, signature=name)
+    return trained.model
+
+
+def seq2seq_systems(ctx, data, test, *, device) -> dict[str, list[dict]]:
+    """Scores of the seq2seq variants, one run per seed each."""
+    from pipeline.models.seq2seq import Seq2SeqExtractor
+    from pipeline.paths import EXTRACTOR_DIR
+
+    train_section, section = ctx.config["train_extractor"], ctx.section
+    work = Path(ctx.work_dir)
+    runs: dict[str, list[dict]] = {"seq2seq": [], "seq2seq_greedy": []}
+    if section["ablations"]:
+        runs.update(seq2seq_no_copy=[], seq2seq_no_scheduled_sampling=[])
+    for offset in range(section["seeds"]):
+        seed = train_section["seed"] + offset
+        if offset == 0:
+            model = Seq2SeqExtractor.from_dir(ctx.input(EXTRACTOR_DIR), device=device)
+        else:
+            model = train_variant(train_section, data, work_dir=work, seed=seed)
+        for name, beam in (("seq2seq", section["beam"]), ("seq2seq_greedy", 1)):
+            runs[name].append(
+                {"seed": seed, **score(test, seq2seq_predictions(model, data, train_section, test, beam=beam, device=device))}
+            )
+        if section["ablations"]:
+            for name, change in (("seq2seq_no_copy", {"copy": False}), ("seq2seq_no_scheduled_sampling", {"scheduled_sampling": False})):
+                variant = train_variant(train_section, data, work_dir=work, seed=seed, **change)
+                predicted = seq2seq_predictions(variant, data, {**dict(train_section), **change}, test, beam=section["beam"], device=device)
+                runs[name].append({"seed": seed, **score(test, predicted)})
+    return runs
+
+
+def evaluate_extractor_stage(ctx) -> dict[str, Any]:
+    from pipeline.io import write_json
+    from pipeline.models.runtime import pick_device
+    from pipeline.paths import EXTRACTOR_REPORT, SENTENCES, TOKENS
+    from pipeline.text.tokenize import read_token_rows
+    from pipeline.training.extractor import ExtractorData, build_vocabularies, read_examples
+
+    section, train_section = ctx.section, ctx.config["train_extractor"]
+    device = pick_device(section["device"])
+    splits = read_examples(ctx.input(TOKENS), ctx.input(SENTENCES), splits=("train", "dev", "test"))
+    train, dev, test = splits["train"], splits["dev"], splits["test"]
+    source, target = build_vocabularies(train, train_section)
+    data = ExtractorData(source_vocab=source, target_vocab=target, splits=splits)
+    pos = {row["sentence_id"]: row.get("pos", []) for row in read_token_rows(ctx.input(TOKENS), split="test")}
+    runs = seq2seq_systems(ctx, data, test, device=device)
+    runs["baseline_a"], runs["baseline_b"] = [], []
+    for offset in range(section["seeds"]):
+        seed = train_section["seed"] + offset
+        runs["baseline_a"].append({"seed": seed, **score(test, baseline_a(train, test, pos=pos, c=section["svm_c"], seed=seed))})
+        predicted = baseline_b(
+            train,
+            dev,
+            test,
+            pos=pos,
+            c=section["svm_c"],
+            seed=seed,
+            epochs=section["tagger_epochs"],
+            work_dir=Path(ctx.work_dir) / f"tagger-{seed}",
+            device=device,
+        )
+        runs["baseline_b"].append({"seed": seed, **score(test, predicted)})
+    report = {name: mean_std(values) for name, values in runs.items()}
+    report["test_sentences"] = len(test)
+    report["test_records"] = sum(len(e.records) for e in test)
+    report["beam"] = section["beam"]
+    write_json(ctx.output(EXTRACTOR_REPORT), report)
+    for name in runs:
+        logger.info(
+            "%s: record F1 %.4f ± %.4f, expression F1 %.4f",
+            name,
+            report[name]["record_f1"],
+            report[name]["record_f1_std"],
+            report[name]["expression_f1"],
+        )
+    return {f"{name}_record_f1": report[name]["record_f1"] for name in runs}
