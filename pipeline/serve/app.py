@@ -116,6 +116,7 @@ def create_app(*, project_dir: str | os.PathLike, limits: Any = None, load_in_ba
     _add_classify_route(app)
     _add_vector_routes(app)
     _add_generate_route(app)
+    _add_extract_route(app)
     _add_page_routes(app)
     return app
 
@@ -197,6 +198,12 @@ def _unicode(value: str, name: str) -> str:
     except UnicodeEncodeError:
         raise InputError("E241", f"{name} is not valid Unicode (it has a lone surrogate code point).", hint="Send UTF-8 text.") from None
     return value
+
+
+def _add_extract_route(app: FastAPI) -> None:
+    @app.post("/v1/extract", tags=["extract"], summary="Opinion (評判) records per sentence: type, polarity, expression, target, spans.")
+    async def extract(body: schemas.ExtractRequest, service: ServiceDep) -> dict[str, Any]:
+        return await service.extract(body.texts, beam=body.beam)
 
 
 def _add_generate_route(app: FastAPI) -> None:

@@ -29,19 +29,20 @@ class Found:
     classifiers: dict[str, Path]
     generator: Path | None
     vectors: dict[str, Path]
+    extractor: Path | None = None
 
     @property
     def empty(self) -> bool:
-        return not (self.classifiers or self.generator or self.vectors)
+        return not (self.classifiers or self.generator or self.vectors or self.extractor)
 
     def names(self) -> list[str]:
-        return [*self.classifiers, *(["generator"] if self.generator else []), *self.vectors]
+        return [*self.classifiers, *(["generator"] if self.generator else []), *self.vectors, *(["extractor"] if self.extractor else [])]
 
 
 def discover(project_dir: str | os.PathLike) -> Found:
     """The model directories of ``project_dir`` that hold a model (cheap: file checks only)."""
     from pipeline.models.model_dir import CONFIG_NAME, LEGACY_ARGS_NAME
-    from pipeline.paths import CLASSIFIERS_DIR, GENERATOR_DIR, VECTOR_SOURCES
+    from pipeline.paths import CLASSIFIERS_DIR, EXTRACTOR_DIR, GENERATOR_DIR, VECTOR_SOURCES
 
     project = Path(project_dir)
 
@@ -53,7 +54,8 @@ def discover(project_dir: str | os.PathLike) -> Found:
     classifiers = {d.name: d for d in task_dirs if has_model(d)}
     generator = project / GENERATOR_DIR if has_model(project / GENERATOR_DIR) else None
     vectors = {name: project / d for name, d in VECTOR_SOURCES.items() if (project / d / "meta.json").is_file()}
-    return Found(classifiers=classifiers, generator=generator, vectors=vectors)
+    extractor = project / EXTRACTOR_DIR if has_model(project / EXTRACTOR_DIR) else None
+    return Found(classifiers=classifiers, generator=generator, vectors=vectors, extractor=extractor)
 
 
 def require_models(project_dir: str | os.PathLike) -> Found:
@@ -76,6 +78,7 @@ class ServedModels:
     classifiers: Any = None  # pipeline.inference.batch.TaskClassifiers, or None
     generator: Any = None  # pipeline.inference.generator.Generator, or None
     vectors: dict[str, Any] = field(default_factory=dict)  # source -> pipeline.vectors.Vectors
+    extractor: Any = None  # pipeline.inference.extractor.Extractor, or None
     entries: list[dict[str, Any]] = field(default_factory=list)
     load_seconds: float = 0.0
 
@@ -109,6 +112,10 @@ def load_models(project_dir: str | os.PathLike, *, device: str = "cpu") -> Serve
     if found.generator is not None:
         served.generator = Generator.from_dir(found.generator, device=device)
     served.vectors = {source: Vectors.from_project(project_dir=project_dir, source=source) for source in found.vectors}
+    if found.extractor is not None:
+        from pipeline.inference.extractor import Extractor
+
+        served.extractor = Extractor.from_dir(found.extractor, device=device)
     _warm_up(served)
     served.entries = describe(served, found)
     served.load_seconds = time.perf_counter() - started
@@ -126,6 +133,8 @@ def _warm_up(served: ServedModels) -> None:
             vectors.most_similar(vectors.index.words[0], topn=1)
     if served.generator is not None:
         served.generator.generate("京都", max_tokens=2, seed=0)
+    if served.extractor is not None:
+        served.extractor.extract([WARM_UP_TEXT])
 
 
 def _report_metrics(project_dir: Path) -> dict[str, Any]:
@@ -167,6 +176,9 @@ def describe(served: ServedModels, found: Found) -> list[dict[str, Any]]:
             {"name": "generator", "kind": "generator", "themes": generator.themes, "format_version": version}
             | {"level": generator.loaded.level, "unit": generator.loaded.unit, "test_metrics": metrics}
         )
+    if served.extractor is not None:
+        version = read_model_config(found.extractor).get("format_version")
+        entries.append({"name": "extractor", "kind": "extractor", "format_version": version, "test_metrics": report.get("extractor") or {}})
     sources = ((report.get("vectors") or {}).get("sources")) or {}
     for source, vectors in served.vectors.items():
         synonyms = _pick((sources.get(source) or {}).get("synonyms"), "roc_auc")

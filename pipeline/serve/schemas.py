@@ -114,6 +114,16 @@ class AnalogyResponse(BaseModel):
     neighbours: list[Neighbour] = Field(description="Words closest to a - b + c.")
 
 
+# ------------------------------------------------------------------ extract
+class ExtractRequest(Request):
+    texts: list[str] = Field(min_length=1, description="Sentences; a bad one gets a per-row error, the others are answered.")
+    beam: int = Field(1, ge=1, le=5, description="Beam width (1 = greedy decoding).")
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"texts": ["カリヨンというレンタサイクルがお薦めである。"], "beam": 1}]}
+    )
+
+
 # ------------------------------------------------------------------ generate
 class GenerateRequest(Request):
     prompt: Annotated[str, AfterValidator(_no_lone_surrogates)] = Field("", max_length=10_000)

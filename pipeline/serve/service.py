@@ -130,13 +130,16 @@ class Service:
                 results[index][task] = prediction
         return results
 
-    async def classify(self, texts: list[str], *, tasks: list[str] | None, explain: bool) -> dict[str, Any]:
-        if len(texts) > self.limits["max_texts"]:
+    def _check_count(self, count: int) -> None:
+        if count > self.limits["max_texts"]:
             raise InputError(
                 "E243",
-                f"{len(texts)} texts in one request; this server takes at most {self.limits['max_texts']}.",
+                f"{count} texts in one request; this server takes at most {self.limits['max_texts']}.",
                 hint="Split the texts over several requests.",
             )
+
+    async def classify(self, texts: list[str], *, tasks: list[str] | None, explain: bool) -> dict[str, Any]:
+        self._check_count(len(texts))
         chosen = self._tasks(tasks)
         errors: dict[int, PipelineError] = {i: e for i, text in enumerate(texts) if (e := self._check_text(text)) is not None}
         good = [i for i in range(len(texts)) if i not in errors]
@@ -219,6 +222,31 @@ class Service:
         vectors = self.vectors(source)
         found = await self.on_text_thread(vectors.analogy_json, a, b, c, topn=topn)
         return {"a": a, "b": b, "c": c, "source": vectors.source, "neighbours": found["neighbours"]}
+
+    # ------------------------------------------------------------ extract
+    async def extract(self, texts: list[str], *, beam: int) -> dict[str, Any]:
+        """Opinion records per text; a bad row gets its own error. Runs on the text thread (Sudachi, then the model)."""
+        if self.models.extractor is None:
+            raise ModelError(
+                "E331",
+                "This server has no opinion extractor loaded.",
+                hint="Train it with `jpipe run train_extractor` and restart the server.",
+            )
+        self._check_count(len(texts))
+        extractor = self.models.extractor
+
+        def extract_all() -> list[dict[str, Any]]:
+            results = []
+            for index, text in enumerate(texts):
+                error = self._check_text(text)
+                try:
+                    records = extractor.extract_one(text, beam=beam) if error is None else None
+                except PipelineError as exc:
+                    records, error = None, exc
+                results.append({"index": index, "records": records, "error": row_error(error) if error else None})
+            return results
+
+        return {"results": await self.on_text_thread(extract_all), "beam": beam}
 
     # ------------------------------------------------------------ generate
     def _generator(self):

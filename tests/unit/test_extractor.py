@@ -191,3 +191,24 @@ def test_evaluate_stage_report_and_baselines(trained):
     assert report["seq2seq"]["record_f1"] > 0.8
     assert report["baseline_a"]["expression_f1"] > 0.5 and "typed_expression_f1" in report["baseline_a"]
     assert summary["seq2seq_record_f1"] == report["seq2seq"]["record_f1"]
+
+
+def test_http_extract_matches_the_api_and_reports_bad_rows(trained):
+    from fastapi.testclient import TestClient
+
+    from pipeline.inference.extractor import Extractor
+    from pipeline.serve.app import create_app
+
+    texts = ["ラーメンが美味しい。", "   ", "店が狭い。"]
+    expected = Extractor.from_dir(trained / "models/extractor").extract([texts[0], texts[2]], beam=2)
+    with TestClient(create_app(project_dir=trained, load_in_background=False)) as client:
+        answer = client.post("/v1/extract", json={"texts": texts, "beam": 2})
+        assert answer.status_code == 200
+        results = answer.json()["results"]
+        assert [r["index"] for r in results] == [0, 1, 2] and answer.json()["beam"] == 2
+        assert results[0]["records"] == expected[0] and results[2]["records"] == expected[1]
+        assert results[1]["records"] is None and results[1]["error"]["code"] == "E236"
+        assert results[0]["error"] is None
+        assert client.post("/v1/extract", json={"texts": ["x"], "beam": 9}).json()["error"]["code"] == "E241"
+        kinds = {entry["name"]: entry["kind"] for entry in client.get("/v1/models").json()["models"]}
+        assert kinds == {"extractor": "extractor"}

@@ -490,3 +490,9 @@ def test_bench_summary_goals_and_report():
     assert result["goals"]["similar_p99_ms"]["met"] and result["goals"]["rss_growth"]["met"]
     text = format_report(result)
     assert "classify" in text and "MISSED" in text and "offline classify" in text
+
+
+def test_extract_without_an_extractor_is_404(client):
+    answer = client.post("/v1/extract", json={"texts": ["ラーメンが美味しい"]})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "E331"
+    assert "train_extractor" in answer.json()["error"]["hint"]

@@ -30,7 +30,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-POST_ENDPOINTS = ["/v1/classify", "/v1/similarity", "/v1/analogy", "/v1/generate"]
+POST_ENDPOINTS = ["/v1/classify", "/v1/similarity", "/v1/analogy", "/v1/generate", "/v1/extract"]
 GET_ENDPOINTS = ["/v1/similar", "/v1/models", "/v1/stats", "/healthz", "/readyz", "/"]
 CONTENT_TYPES = [
     "application/json",
@@ -64,6 +64,9 @@ SCHEMA_LIKE = {
     "/v1/similarity": st.fixed_dictionaries(
         {"pairs": st.one_of(st.lists(st.tuples(texts, texts), max_size=7), json_values)},
         optional={"source": st.one_of(st.sampled_from(["word2vec", "spacy", "imported"]), texts, st.none())},
+    ),
+    "/v1/extract": st.fixed_dictionaries(
+        {"texts": st.one_of(st.lists(texts, max_size=10), json_values)}, optional={"beam": st.one_of(small_ints, json_values)}
     ),
     "/v1/analogy": st.fixed_dictionaries(
         {"a": texts, "b": texts, "c": texts}, optional={"topn": small_ints, "source": st.sampled_from(["word2vec", "spacy"])}
