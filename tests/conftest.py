@@ -158,6 +158,17 @@ def clf_project(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------ one stage, as the runner runs it
+# A tiny generator (16 units, 2 epochs) for tests that need one to exist, not to be good.
+TINY_GENERATOR_SETTINGS = [
+    "train_generator.embedding_size=16",
+    "train_generator.hidden_size=16",
+    "train_generator.num_layers=1",
+    "train_generator.min_count=2",
+    "train_generator.batch_size=16",
+    "train_generator.device=cpu",
+    "train_generator.epochs=2",
+]
+
 # Small, fast model settings for integration tests on the real corpus (one epoch, 32 units):
 # they check plumbing and equivalences, not quality.
 SMALL_CLASSIFIER_SETTINGS = ["embedding_init=random", "embedding_dim=32", "hidden_size=32", "attention_size=16", "epochs=1", "patience=1"]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fast_overrides, run_stage, write_tiny_project
+from tests.conftest import TINY_GENERATOR_SETTINGS, fast_overrides, run_stage, write_tiny_project
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +41,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 STARTUP_SECONDS = 120
 TIMEOUT_MS = 30_000
 REVIEW = "京都の紅葉は最高です。また寺に行きたい"
-GENERATOR_SETTINGS = [
-    "train_generator.embedding_size=16",
-    "train_generator.hidden_size=16",
-    "train_generator.num_layers=1",
-    "train_generator.min_count=2",
-    "train_generator.batch_size=16",
-    "train_generator.device=cpu",
-    "train_generator.epochs=2",
-]
 
 
 # ------------------------------------------------------------------ fixtures: project, server, browser
@@ -69,7 +60,7 @@ def project(tmp_path_factory, chromium_path) -> Path:
     run_stage(project, "word2vec", ["word2vec.vector_size=8", "word2vec.epochs=5"])  # a real vector dir (meta.json, words.txt)
     run_stage(project, "train_topic", fast_overrides("topic"))
     run_stage(project, "train_sentiment", fast_overrides("sentiment"))
-    run_stage(project, "train_generator", GENERATOR_SETTINGS)
+    run_stage(project, "train_generator", TINY_GENERATOR_SETTINGS)
     return project
 
 

@@ -24,18 +24,9 @@ from pipeline.cli import app  # noqa: E402
 from pipeline.errors import ConfigError, InputError, ModelError  # noqa: E402
 from pipeline.models.model_dir import FORMAT_VERSION  # noqa: E402
 from pipeline.paths import GENERATOR_DIR, TOKENS_META, classifier_dir  # noqa: E402
-from tests.conftest import REPO, fast_overrides, run_stage, write_tiny_project  # noqa: E402
+from tests.conftest import REPO, TINY_GENERATOR_SETTINGS, fast_overrides, run_stage, write_tiny_project  # noqa: E402
 
 TEXTS = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉は最高", "野球の試合に行く", "サッカー選手が好き。" * 3]
-GENERATOR_SETTINGS = [
-    "train_generator.embedding_size=16",
-    "train_generator.hidden_size=16",
-    "train_generator.num_layers=1",
-    "train_generator.min_count=2",
-    "train_generator.batch_size=16",
-    "train_generator.device=cpu",
-    "train_generator.epochs=2",
-]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +37,7 @@ def project(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     project = write_tiny_project(tmp_path_factory.mktemp("api") / "proj")
     run_stage(project, "train_topic", fast_overrides("topic", "max_tokens=8"))
-    run_stage(project, "train_generator", GENERATOR_SETTINGS)
+    run_stage(project, "train_generator", TINY_GENERATOR_SETTINGS)
     return project
 
 

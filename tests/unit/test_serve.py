@@ -21,19 +21,11 @@ pytest.importorskip("fastapi")
 pytest.importorskip("sudachipy")
 
 from pipeline.paths import GENERATOR_DIR, WORD2VEC_DIR, classifier_dir  # noqa: E402
-from tests.conftest import fast_overrides, run_stage, write_tiny_project  # noqa: E402
+from tests.conftest import TINY_GENERATOR_SETTINGS, fast_overrides, run_stage, write_tiny_project  # noqa: E402
 
 # Starlette >= 1.x suggests httpx2 for its TestClient; httpx still works.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
-GENERATOR_SETTINGS = [
-    "train_generator.embedding_size=16",
-    "train_generator.hidden_size=16",
-    "train_generator.min_count=2",
-    "train_generator.batch_size=16",
-    "train_generator.device=cpu",
-    "train_generator.epochs=2",
-]
 TEXTS = ["ラーメンが美味しい", "携帯の画面が最悪", "京都の紅葉は最高", "野球の試合に行く", "サッカー選手が好き。" * 3]
 
 
@@ -63,7 +55,7 @@ def build_served_project(directory: Path) -> Path:
     project = write_tiny_project(directory)
     run_stage(project, "train_topic", fast_overrides("topic"))
     run_stage(project, "train_sentiment", fast_overrides("sentiment"))
-    run_stage(project, "train_generator", GENERATOR_SETTINGS)
+    run_stage(project, "train_generator", TINY_GENERATOR_SETTINGS)
     write_vectors(project)
     return project
 
