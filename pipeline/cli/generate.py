@@ -58,3 +58,51 @@ def generate(
         return
     for text in result.samples:
         typer.echo(text)
+
+
+@app.command()
+def score(
+    input_path: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE", help="Texts to score: .txt (a text per line), .csv/.tsv or .jsonl (optionally .gz), or - for stdin."
+        ),
+    ],
+    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column or JSONL field that holds the text.")] = "text",
+    theme: Annotated[
+        str | None, typer.Option("--theme", help="Score as text of one theme (Gourmet, Keitai, Kyoto, Sports). Default: any theme.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: overall figures and per_line scores.")] = False,
+) -> None:
+    """Perplexity of the generator's language model on each text and overall, with the out-of-vocabulary rate.
+
+    Lower is more fluent, more like the training text. Rank texts by fluency, or check the model on your own domain.
+
+    Example: jpipe score reviews.txt
+    """
+    from pipeline.data.readers import read_records
+    from pipeline.inference.generator import Generator
+    from pipeline.models.model_dir import require_model_dir
+    from pipeline.paths import GENERATOR_DIR
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ConfigError("E109", f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
+    records = list(read_records(input_path, text_column=text_column))
+    directory = require_model_dir(state.project_dir / GENERATOR_DIR, train_hint="Train it with `jpipe run train_generator`.")
+    result = Generator.from_dir(directory, device=device).score([r.text if not r.error else "" for r in records], theme=theme)
+    for record, line in zip(records, result.lines, strict=True):
+        if record.error:
+            line.nll, line.reason = None, record.error
+    typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else _score_table(result))
+
+
+def _score_table(result) -> str:
+    rows = [f"{'perplexity':>10}  {'oov':>3}  text"]
+    for line in result.lines:
+        figure = f"{line.perplexity:10.2f}" if line.perplexity is not None else f"{'-':>10}"
+        note = f"  ({line.reason})" if line.reason else ""
+        rows.append(f"{figure}  {line.oov:>3}  {line.text}{note}")
+    overall = "-" if result.perplexity is None else f"{result.perplexity:.2f}"
+    rows.append(f"overall perplexity {overall} over {result.targets} targets; OOV rate {result.oov_rate:.1%}")
+    return "\n".join(rows)

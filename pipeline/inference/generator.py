@@ -157,6 +157,15 @@ class Generator:
 
         return cls(load_generator(Path(directory), device=pick_device(device)))
 
+    def score(self, texts, *, theme: str | None = None):
+        """Perplexity of the model on each text and overall, with the OOV rate: a
+        :class:`pipeline.inference.scoring.ScoreResult` (``.perplexity``, ``.oov_rate``, ``.lines``)."""
+        from pipeline.inference.scoring import score_texts
+
+        if theme is not None:
+            theme = resolve_theme(theme, available=self.themes)
+        return score_texts(self, texts, theme=theme)
+
     @property
     def themes(self) -> list[str]:
         return list(self.loaded.themes)

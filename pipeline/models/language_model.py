@@ -249,3 +249,40 @@ def generate_ids(
         logits, state = model(chosen.view(num, 1).to(device), themes=themes, state=state)
         next_logits = logits[:, -1, :]
     return list(zip(outputs, finished, strict=True))
+
+
+@torch.no_grad()
+def sequence_nll(
+    model: LSTMLanguageModel,
+    sequences: list[list[int]],
+    themes: list[int],
+    *,
+    pad_index: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> list[tuple[float, int]]:
+    """Per sequence, (sum of -log p(target) in nats, number of targets), in the input order.
+
+    Each sequence is framed (``<s> ... </s>``); every position after the first is a
+    target, scored with the full left context. Sequences of similar length share a
+    batch (less padding); the results are put back in the input order.
+    """
+    model.eval()
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    results: list[tuple[float, int]] = [(0.0, 0)] * len(sequences)
+    for start in range(0, len(order), batch_size):
+        group = order[start : start + batch_size]
+        longest = max(len(sequences[i]) for i in group)
+        tokens = torch.full((len(group), longest), pad_index, dtype=torch.long)
+        for row, index in enumerate(group):
+            tokens[row, : len(sequences[index])] = torch.tensor(sequences[index], dtype=torch.long)
+        tokens = tokens.to(device)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1] each
+        logits, _ = model(inputs, themes=torch.tensor([themes[i] for i in group], dtype=torch.long, device=device))
+        # [batch, time-1]: -log p of each target; padding positions are 0
+        nll = nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=pad_index, reduction="none")
+        sums = nll.double().sum(dim=1).tolist()
+        counts = (targets != pad_index).sum(dim=1).tolist()
+        for row, index in enumerate(group):
+            results[index] = (sums[row], counts[row])
+    return results

@@ -20,6 +20,7 @@ AMP, clipping) is ``pipeline.training.loop``; what is specific to the language m
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from pipeline.data.labels import THEMES
 from pipeline.errors import ConfigError, InputError, ModelError
 from pipeline.io import sha256_file
 from pipeline.metrics import perplexity
-from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, theme_slot
+from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, sequence_nll, theme_slot
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
@@ -169,20 +170,10 @@ def corpus_nll(
     sequence. ``use_theme=False`` feeds the "any theme" slot: the model gets no
     information the n-gram baseline lacks.
     """
-    model.eval()
-    total, count = 0.0, 0
-    for tokens, themes in make_batches(encoded, batch_size=EVAL_BATCH_SIZE, pad_index=pad_index):
-        tokens = tokens.to(device)
-        themes = themes.to(device) if use_theme else torch.full_like(themes, ANY_THEME).to(device)
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1] each
-        logits, _ = model(inputs, themes=themes)  # [batch, time-1, vocab]
-        # float64 sum: ~10^5 terms must not lose precision
-        nll = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=pad_index, reduction="sum"
-        )
-        total += float(nll.double())
-        count += int((targets != pad_index).sum())
-    return total, count
+    themes = [e.theme if use_theme else ANY_THEME for e in encoded]
+    pairs = sequence_nll(model, [e.ids for e in encoded], themes, pad_index=pad_index, device=device, batch_size=EVAL_BATCH_SIZE)
+    # fsum: ~10^5 terms must not lose precision
+    return math.fsum(nll for nll, _ in pairs), sum(count for _, count in pairs)
 
 
 # ------------------------------------------------------------------- vectors

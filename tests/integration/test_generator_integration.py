@@ -82,3 +82,28 @@ def test_cli_generate_same_seed_same_text(generator_project):
     themed = CliRunner().invoke(app, [*args, "--theme", "グルメ"])
     assert themed.exit_code == 0, themed.output
     assert json.loads(themed.stdout)["theme"] == "Gourmet"
+
+
+@pytest.mark.integration
+def test_score_reproduces_the_test_perplexity_and_ranks_fluency(generator_project):
+    """`Generator.score` on the raw test sentences gives the report's LSTM perplexity (same model, same units,
+    sentence unit, any theme), and a sentence scores better than its own tokens in reverse order."""
+    from pipeline.inference.generator import Generator
+    from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
+    from pipeline.text.tokenize import read_token_rows
+
+    report = json.loads((generator_project / GENERATOR_REPORT).read_text(encoding="utf-8"))
+    assert report["lstm"]["sequence_unit"] == "sentence"
+    rows = [row for row in read_token_rows(generator_project / TOKENS) if row["split"] == "test"]
+    generator = Generator.from_dir(generator_project / GENERATOR_DIR)
+    result = generator.score([row["text"] for row in rows])
+    print(
+        f"\nscore: {result.perplexity:.3f} over {result.targets} targets (report {report['lstm']['perplexity']}), OOV {result.oov_rate:.1%}"
+    )
+    assert result.targets == report["lstm"]["targets"]
+    assert result.perplexity == pytest.approx(report["lstm"]["perplexity"], rel=1e-3)
+    long_rows = [row for row in rows if len(row["surface"]) >= 8][:50]
+    forward = generator.score(["".join(row["surface"]) for row in long_rows]).lines
+    backward = generator.score(["".join(reversed(row["surface"])) for row in long_rows]).lines
+    better = sum(f.perplexity < b.perplexity for f, b in zip(forward, backward, strict=True))
+    assert better >= 0.9 * len(long_rows)

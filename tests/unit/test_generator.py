@@ -381,3 +381,53 @@ def test_cli_without_model_says_how_to_train(tmp_path):
     result = CliRunner().invoke(app, ["--dir", str(tmp_path), "generate"])
     assert result.exit_code != 0
     assert "jpipe run train_generator" in str(result.exception)
+
+
+# ------------------------------------------------------------------ scoring (jpipe score)
+def test_score_matches_corpus_nll_and_counts_oov(trained_project):
+    generator = Generator.from_dir(trained_project / GENERATOR_DIR)
+    texts = ["京都の寺は綺麗だ。", "", "ラーメンの味はエスプレッソ。"]
+    result = generator.score(texts)
+    vocab = generator.loaded.vocab
+    assert [line.text for line in result.lines] == texts
+    # each scored line equals corpus_nll of the same framed sequence, scored alone
+    for line, text in zip(result.lines, texts, strict=True):
+        units = generator.prompt_units(text)
+        if not units:
+            assert line.perplexity is None and line.reason == "empty line"
+            continue
+        alone = corpus_nll(generator.loaded.model, [Encoded(vocab.encode([BOS, *units, EOS]), 0)], pad_index=vocab.pad_index)
+        assert (line.nll, line.targets) == (pytest.approx(alone[0], rel=1e-6), alone[1])
+        assert line.targets == len(units) + 1  # every unit and </s>
+        assert line.oov == sum(unit not in vocab.stoi for unit in units)
+    assert result.lines[0].oov == 0 and result.lines[2].oov >= 1  # エスプレッソ is unseen
+    scored = [line for line in result.lines if line.nll is not None]
+    assert result.perplexity == pytest.approx(perplexity(sum(line.nll for line in scored), result.targets))
+    assert result.oov_rate == pytest.approx(sum(line.oov for line in scored) / sum(line.units for line in scored))
+
+
+def test_score_with_theme_uses_the_theme_slot(trained_project):
+    generator = Generator.from_dir(trained_project / GENERATOR_DIR)
+    text = ["京都の寺は紅葉が綺麗だ。"]
+    assert generator.score(text, theme="Kyoto").perplexity != generator.score(text).perplexity
+    with pytest.raises(PipelineError, match="Unknown theme"):
+        generator.score(text, theme="Food")
+
+
+def test_cli_score_json_and_table(trained_project, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    path = tmp_path / "texts.txt"
+    path.write_text("京都の寺は綺麗だ。\n\n野球の試合は強い。\n", encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["--dir", str(trained_project), "score", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["lines"] == 3 and data["scored_lines"] == 2
+    assert data["per_line"][1]["perplexity"] is None and data["per_line"][1]["reason"]
+    expected = Generator.from_dir(trained_project / GENERATOR_DIR).score(["京都の寺は綺麗だ。", "野球の試合は強い。"]).perplexity
+    assert data["perplexity"] == pytest.approx(expected, abs=1e-4)
+    table = runner.invoke(app, ["--dir", str(trained_project), "score", str(path)])
+    assert table.exit_code == 0 and "overall perplexity" in table.output and "京都の寺は綺麗だ。" in table.output
