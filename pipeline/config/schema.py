@@ -207,6 +207,17 @@ class SpacyVectorsSection(Section):
 
 
 @section
+class GinzaVectorsSection(Section):
+    """``[ginza_vectors]``: the whole static table of a spaCy package (480k keys for ja_ginza), exported once for queries."""
+
+    section_name: ClassVar[str] = "ginza_vectors"
+    model: str = setting("ja_ginza", help="spaCy package whose whole static vector table is exported.")
+    dtype: str = setting(
+        "float32", help="Stored row type: float32, or float16 for half the disk and memory.", choices=("float32", "float16")
+    )
+
+
+@section
 class EvaluateVectorsSection(Section):
     section_name: ClassVar[str] = "evaluate_vectors"
     synonyms_path: str = setting(
@@ -419,6 +430,7 @@ SECTIONS: dict[str, type[Section]] = {
         TokenizeSection,
         Word2VecSection,
         SpacyVectorsSection,
+        GinzaVectorsSection,
         EvaluateVectorsSection,
         ClassifierSection,
         GeneratorSection,

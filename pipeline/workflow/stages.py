@@ -20,6 +20,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     EXTRACTOR_REPORT,
     GENERATOR_DIR,
     GENERATOR_REPORT,
+    GINZA_VECTORS_DIR,
     IMPORTED_VECTORS_DIR,
     METRICS,
     SENTENCES,
@@ -133,7 +134,7 @@ def build_stages(config: Config | None = None) -> list[Stage]:
     config = config or load_config_defaults()
     tasks = config.task_names
     fixed = {stage.name: stage for stage in _FIXED}
-    head = [fixed[name] for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "evaluate_vectors")]
+    head = [fixed[name] for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "ginza_vectors", "evaluate_vectors")]
     return [
         *head,
         *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
@@ -195,9 +196,17 @@ _FIXED: list[Stage] = [
         help="Embedding table for the corpus vocabulary from ja_ginza's static vectors.",
     ),
     Stage(
+        name="ginza_vectors",
+        func="pipeline.vectors.spacy_vectors:ginza_vectors_stage",
+        outputs=(GINZA_VECTORS_DIR,),
+        section="ginza_vectors",
+        packages=("ja-ginza",),
+        help="ja_ginza's whole vector table (480k keys on 20k rows) as a memory-mapped store for similarity queries.",
+    ),
+    Stage(
         name="evaluate_vectors",
         func="pipeline.evaluation.vectors:evaluate_vectors_stage",
-        inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
+        inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR, GINZA_VECTORS_DIR),
         optional_inputs=(IMPORTED_VECTORS_DIR,),
         outputs=(VECTORS_REPORT, VECTORS_MAP),
         section="evaluate_vectors",
