@@ -218,6 +218,19 @@ class GinzaVectorsSection(Section):
 
 
 @section
+class CombinedVectorsSection(Section):
+    """``[combined_vectors]``: sources concatenated over the union of their keys (kept only if it wins on the dev half)."""
+
+    section_name: ClassVar[str] = "combined_vectors"
+    sources: list[str] = setting(
+        ["ginza", "word2vec"], help="Two or more of word2vec, spacy, ginza: each key gets every source's unit vector (zeros where missing)."
+    )
+    dtype: str = setting(
+        "float32", help="Stored row type: float32, or float16 for half the disk and memory.", choices=("float32", "float16")
+    )
+
+
+@section
 class EvaluateVectorsSection(Section):
     section_name: ClassVar[str] = "evaluate_vectors"
     synonyms_path: str = setting(
@@ -431,6 +444,7 @@ SECTIONS: dict[str, type[Section]] = {
         Word2VecSection,
         SpacyVectorsSection,
         GinzaVectorsSection,
+        CombinedVectorsSection,
         EvaluateVectorsSection,
         ClassifierSection,
         GeneratorSection,

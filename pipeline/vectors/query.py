@@ -258,10 +258,11 @@ class Vectors:
     >>> vectors.similarity("犬", "猫"), vectors.analogy("京都", "寺", "神社", topn=3), len(vectors)
     """
 
-    def __init__(self, index: VectorIndex, *, split_mode: str = DEFAULT_SPLIT_MODE) -> None:
+    def __init__(self, index: VectorIndex, *, split_mode: str = DEFAULT_SPLIT_MODE, tokenizer=None) -> None:
+        """``tokenizer``: any object with ``tokenize(text) -> {field: [...]}`` (e.g. a caching one), else Sudachi on first need."""
         self.index = index
         self.split_mode = split_mode
-        self._tokenizer = None
+        self._tokenizer = tokenizer
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, split_mode: str | None = None) -> Vectors:
