@@ -458,7 +458,7 @@ LEGACY_SOURCES = ("word2vec", "spacy", "imported")
 def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     """Synonym coverage / ROC-AUC per source on the dev and test halves; legacy pair scores, neighbours, the 2-D map."""
     from pipeline.io import write_json
-    from pipeline.paths import GINZA_VECTORS_DIR, SPACY_VECTORS_DIR, TOKENS, VECTORS_COVERAGE_TABLE, VECTORS_REPORT, WORD2VEC_DIR
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_COVERAGE_TABLE, VECTORS_REPORT, WORD2VEC_DIR
     from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
     from pipeline.vectors.query import VectorIndex
     from pipeline.vectors.store import available_sources, source_names
@@ -466,8 +466,8 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     section = ctx.section
     started = time.perf_counter()
     tokens_path = ctx.input(TOKENS)
-    # word2vec, spacy and ginza are declared inputs; imported and combined are optional (evaluated, and fingerprinted, when they exist).
-    for declared in (WORD2VEC_DIR, SPACY_VECTORS_DIR, GINZA_VECTORS_DIR):
+    # word2vec and spacy are declared inputs; imported, ginza and combined are optional (evaluated, and fingerprinted, when they exist).
+    for declared in (WORD2VEC_DIR, SPACY_VECTORS_DIR):
         ctx.input(declared)
     every = [name for name in source_names() if name in available_sources(ctx.project_dir)]
     all_indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in every}

@@ -237,8 +237,9 @@ _FIXED: list[Stage] = [
     Stage(
         name="evaluate_vectors",
         func="pipeline.evaluation.vectors:evaluate_vectors_stage",
-        inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR, GINZA_VECTORS_DIR),
-        optional_inputs=(IMPORTED_VECTORS_DIR, COMBINED_VECTORS_DIR),
+        inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
+        # Evaluated (and fingerprinted) when they exist; `jpipe run` builds ginza and combined first.
+        optional_inputs=(IMPORTED_VECTORS_DIR, GINZA_VECTORS_DIR, COMBINED_VECTORS_DIR),
         outputs=(VECTORS_REPORT, VECTORS_MAP, VECTORS_COVERAGE_TABLE),
         section="evaluate_vectors",
         version=2,
