@@ -246,6 +246,12 @@ class EvaluateVectorsSection(Section):
     map_method: str = setting("tsne", help="2-D projection of the map: t-SNE or PCA.", choices=("tsne", "pca"))
     neighbours_topn: int = setting(10, help="Neighbours listed per word in the report.", min=1)
     seed: int = setting(13, help="Random seed.")
+    retrofit_source: str = setting(
+        "none",
+        help="Also retrofit this source to the dev half's synonym groups (Faruqui et al. 2015) and report its dev/test figures.",
+        choices=("none", "word2vec", "spacy", "imported", "ginza", "combined"),
+    )
+    retrofit_alpha: float = setting(1.0, help="Retrofitting: weight of a row's original vector (the paper's 1.0).", min=0.0)
 
 
 _DEVICES = ("auto", "cpu", "cuda")

@@ -345,3 +345,19 @@ def test_bad_synonym_files_get_coded_errors_naming_the_file(tmp_path):
     with pytest.raises(InputError, match="E271") as caught:
         read_synonym_groups(latin)
     assert str(latin) in caught.value.message
+
+
+# ------------------------------------------------------------------ retrofitting (experiment)
+def test_retrofitting_pulls_synonym_rows_together_and_leaves_others(table_project):
+    from pipeline.evaluation.retrofit import retrofit_rows, synonym_edges
+    from pipeline.vectors.query import VectorIndex
+
+    index = VectorIndex.load_dir(table_project / GINZA_VECTORS_DIR)
+    neighbours = synonym_edges(index, [{"犬", "狗", "電車"}])  # 犬 and 狗 share row 0: one edge 0 - 2
+    assert neighbours[0] == [2] and neighbours[2] == [0] and neighbours[1] == []
+    unit_rows = np.asarray(index.vectors, dtype=np.float32)
+    moved = retrofit_rows(unit_rows, neighbours, alpha=1.0)
+    assert float(moved[0] @ moved[2]) > float(unit_rows[0] @ unit_rows[2]) + 0.1
+    np.testing.assert_allclose(moved[1], unit_rows[1], atol=1e-6)  # no synonym: untouched
+    barely = retrofit_rows(unit_rows, neighbours, alpha=1000.0)
+    np.testing.assert_allclose(barely, unit_rows, atol=2e-3)  # a heavy original weight keeps the rows
