@@ -365,10 +365,11 @@ class Vectors:
         index = self.index
         # Cheap suggestions: keys that contain the missing form, most frequent first (rows are frequency-ordered).
         close = [word for word in index.words[:200000] if key and key in word and word != key][:5]
-        parts = [f"{index.source} has {len(index):,} words (token field: {index.token_field})."]
+        size = f"{index.key_count:,} keys on {len(index):,} rows" if index.shares_rows else f"{len(index):,} words"
+        parts = [f"{index.source} has {size} (token field: {index.token_field})."]
         if close:
             parts.append("Keys containing it: " + ", ".join(close) + ".")
-        parts.append("Try another form, or another vector source (word2vec, spacy, imported).")
+        parts.append("Try another form, or another vector source (word2vec, spacy, imported, ginza, combined).")
         return " ".join(parts)
 
     def try_resolve(self, text: str) -> ResolvedQuery | None:

@@ -187,7 +187,7 @@ def test_out_of_vocabulary_is_a_clear_error():
         engine.most_similar("ピクセル")
     assert isinstance(caught.value, InputError) and caught.value.code == "E208"
     assert "'ピクセル' is not in the word2vec vocabulary" in caught.value.message
-    assert caught.value.hint.endswith("Try another form, or another vector source (word2vec, spacy, imported).")
+    assert caught.value.hint.endswith("Try another form, or another vector source (word2vec, spacy, imported, ginza, combined).")
     with pytest.raises(InputError, match="E207: Empty query"):
         engine.most_similar("  ")
     with pytest.raises(OutOfVocabulary) as caught:

@@ -361,3 +361,17 @@ def test_retrofitting_pulls_synonym_rows_together_and_leaves_others(table_projec
     np.testing.assert_allclose(moved[1], unit_rows[1], atol=1e-6)  # no synonym: untouched
     barely = retrofit_rows(unit_rows, neighbours, alpha=1000.0)
     np.testing.assert_allclose(barely, unit_rows, atol=2e-3)  # a heavy original weight keeps the rows
+
+
+# ------------------------------------------------------------------ HTTP
+def test_server_answers_from_a_compact_source(table_project):
+    from fastapi.testclient import TestClient
+
+    from pipeline.serve.app import create_app
+
+    with TestClient(create_app(project_dir=table_project, load_in_background=False)) as client:
+        similar = client.get("/v1/similar", params={"word": "犬", "source": "ginza", "topn": 2}).json()
+        assert [n["word"] for n in similar["neighbours"]][0] == "猫" and "狗" not in [n["word"] for n in similar["neighbours"]]
+        assert {n["keys_on_row"] for n in similar["neighbours"]} <= {1, 3}
+        body = client.post("/v1/similarity", json={"pairs": [["電車", "列車"], ["犬", "猫"]], "source": "ginza"}).json()
+        assert body["same_row"] == [True, False] and body["scores"][0] == 1.0
