@@ -70,8 +70,8 @@ def _print_same_row(result: dict) -> None:
     same = result.get("same_row_keys")
     if same and same["count"]:
         more = ", ..." if same["count"] > len(same["examples"]) else ""
-        verb = "key shares" if same["count"] == 1 else "keys share"
-        typer.echo(f"     ({same['count']} other {verb} this vector and are left out: {', '.join(same['examples'])}{more})")
+        verb = "key shares this vector and is" if same["count"] == 1 else "keys share this vector and are"
+        typer.echo(f"     ({same['count']} other {verb} left out: {', '.join(same['examples'])}{more})")
 
 
 @app.command()
