@@ -1,4 +1,4 @@
-"""Word-vector commands: similar, similarity (incl. --pairs), analogy, vectors import/list, bench similar.
+"""Word-vector commands: similar, similarity (incl. --pairs), analogy, vectors import/list, bench similarity.
 
 Only typer, the standard library and light pipeline modules are imported here;
 numpy and SudachiPy are imported inside the commands, and torch, spaCy and
