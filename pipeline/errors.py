@@ -64,6 +64,9 @@ CODES: dict[str, str] = {
     "E253": "A task's labelled file has only one label.",
     "E254": "A label has fewer than 5 examples (allow with allow_rare / --allow-rare).",
     "E255": "A task's label list does not match the labels in its data.",
+    "E270": "Synonym dictionary is empty or has no usable synonym groups.",
+    "E271": "Synonym dictionary or vectors file is not valid UTF-8.",
+    "E272": "Vectors file is empty.",
     # --- E3xx models and vectors
     "E301": "No trained model in the directory.",
     "E302": "Model directory has a newer or unknown format version.",
@@ -72,6 +75,7 @@ CODES: dict[str, str] = {
     "E305": "Vector source not built or not imported.",
     "E306": "Requested device is not available.",
     "E307": "Pretrained vectors do not fit the model settings.",
+    "E308": "Compact vector store is incomplete or its files disagree.",
     "E315": "Model directory asks for tokenizer settings this version does not support.",
     "E316": "The generator cannot write in the requested theme.",
     "E330": "The server is still loading its models.",

@@ -15,7 +15,17 @@ VECTORS_DIR = "models/vectors"
 WORD2VEC_DIR = f"{VECTORS_DIR}/word2vec"
 SPACY_VECTORS_DIR = f"{VECTORS_DIR}/spacy"
 IMPORTED_VECTORS_DIR = f"{VECTORS_DIR}/imported"
-VECTOR_SOURCES = {"word2vec": WORD2VEC_DIR, "spacy": SPACY_VECTORS_DIR, "imported": IMPORTED_VECTORS_DIR}
+# ja_ginza's whole table (480k keys on 20k rows), exported once by the ginza_vectors stage.
+GINZA_VECTORS_DIR = f"{VECTORS_DIR}/ginza"
+# Several sources concatenated over the union of their keys (the combined_vectors stage).
+COMBINED_VECTORS_DIR = f"{VECTORS_DIR}/combined"
+VECTOR_SOURCES = {
+    "word2vec": WORD2VEC_DIR,
+    "spacy": SPACY_VECTORS_DIR,
+    "imported": IMPORTED_VECTORS_DIR,
+    "ginza": GINZA_VECTORS_DIR,
+    "combined": COMBINED_VECTORS_DIR,
+}
 CLASSIFIERS_DIR = "models/classifier"
 TASKS_DATA_DIR = "data/tasks"
 TASKS_REPORT_DIR = "models/report/tasks"
@@ -24,6 +34,7 @@ EXTRACTOR_DIR = "models/extractor"
 REPORT_DIR = "models/report"
 VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
 VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
+VECTORS_COVERAGE_TABLE = f"{REPORT_DIR}/vectors_coverage.md"
 CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
 GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
 METRICS = f"{REPORT_DIR}/metrics.json"

@@ -207,6 +207,30 @@ class SpacyVectorsSection(Section):
 
 
 @section
+class GinzaVectorsSection(Section):
+    """``[ginza_vectors]``: the whole static table of a spaCy package (480k keys for ja_ginza), exported once for queries."""
+
+    section_name: ClassVar[str] = "ginza_vectors"
+    model: str = setting("ja_ginza", help="spaCy package whose whole static vector table is exported.")
+    dtype: str = setting(
+        "float32", help="Stored row type: float32, or float16 for half the disk and memory.", choices=("float32", "float16")
+    )
+
+
+@section
+class CombinedVectorsSection(Section):
+    """``[combined_vectors]``: sources concatenated over the union of their keys (kept only if it wins on the dev half)."""
+
+    section_name: ClassVar[str] = "combined_vectors"
+    sources: list[str] = setting(
+        ["ginza", "word2vec"], help="Two or more of word2vec, spacy, ginza: each key gets every source's unit vector (zeros where missing)."
+    )
+    dtype: str = setting(
+        "float32", help="Stored row type: float32, or float16 for half the disk and memory.", choices=("float32", "float16")
+    )
+
+
+@section
 class EvaluateVectorsSection(Section):
     section_name: ClassVar[str] = "evaluate_vectors"
     synonyms_path: str = setting(
@@ -222,6 +246,12 @@ class EvaluateVectorsSection(Section):
     map_method: str = setting("tsne", help="2-D projection of the map: t-SNE or PCA.", choices=("tsne", "pca"))
     neighbours_topn: int = setting(10, help="Neighbours listed per word in the report.", min=1)
     seed: int = setting(13, help="Random seed.")
+    retrofit_source: str = setting(
+        "none",
+        help="Also retrofit this source to the dev half's synonym groups (Faruqui et al. 2015) and report its dev/test figures.",
+        choices=("none", "word2vec", "spacy", "imported", "ginza", "combined"),
+    )
+    retrofit_alpha: float = setting(1.0, help="Retrofitting: weight of a row's original vector (the paper's 1.0).", min=0.0)
 
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -419,6 +449,8 @@ SECTIONS: dict[str, type[Section]] = {
         TokenizeSection,
         Word2VecSection,
         SpacyVectorsSection,
+        GinzaVectorsSection,
+        CombinedVectorsSection,
         EvaluateVectorsSection,
         ClassifierSection,
         GeneratorSection,

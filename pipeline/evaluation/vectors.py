@@ -67,15 +67,25 @@ def resolve_synonyms_path(setting: str, *, project_dir: str | os.PathLike) -> Pa
 
 def read_synonym_groups(path: str | os.PathLike) -> dict[str, list[tuple[str, str]]]:
     """``{group id: [(lexeme number, headword), ...]}``, misuse forms left out."""
+    import gzip
+    import zlib
+
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    with open_text(path) as handle:
-        for row in csv.reader(handle):
-            if len(row) < 9 or not row[0].strip():
-                continue
-            group_id, lexeme, form_type, headword = row[0].strip(), row[3].strip(), row[4].strip(), row[8].strip()
-            if form_type == MISUSE_FORM or not headword:
-                continue
-            groups[group_id].append((lexeme, headword))
+    try:
+        with open_text(path) as handle:
+            for row in csv.reader(handle):
+                if len(row) < 9 or not row[0].strip():
+                    continue
+                group_id, lexeme, form_type, headword = row[0].strip(), row[3].strip(), row[4].strip(), row[8].strip()
+                if form_type == MISUSE_FORM or not headword:
+                    continue
+                groups[group_id].append((lexeme, headword))
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            "E271", f"Synonym dictionary {path} is not valid UTF-8 ({exc.reason}).", hint="Give the Sudachi synonym file as distributed."
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise InputError("E207", f"Synonym dictionary {path} is a damaged gzip file ({exc}).", hint="Copy the file again.") from None
     return dict(groups)
 
 
@@ -425,7 +435,13 @@ def _neighbour_examples(index, *, split_mode: str, section) -> dict[str, Any]:
 
 def _stage_metrics(report: dict[str, Any]) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
+    for name, result in report["synonym_splits"]["sources"].items():
+        metrics[f"{name}_test_coverage"] = result["test"]["coverage"]
+        metrics[f"{name}_test_roc_auc"] = result["test"]["roc_auc"]
+    metrics["chosen_on_dev"] = report["synonym_splits"]["choice"]["source"]
     for name, info in report["sources"].items():
+        if "synonyms" not in info:  # ginza, combined: dev/test figures only
+            continue
         metrics[f"{name}_roc_auc"] = info["synonyms"]["roc_auc"]
         metrics[f"{name}_r_precision"] = info["synonyms"]["neighbour_precision"]["r_precision"]
         metrics[f"{name}_pairs"] = info["synonyms"]["pairs"]
@@ -434,25 +450,36 @@ def _stage_metrics(report: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
+# Sources evaluated on the legacy benchmark (pairs by token field, the common comparison, the map):
+# one row per key. ginza and combined (keys sharing rows) are evaluated on the dev/test halves only.
+LEGACY_SOURCES = ("word2vec", "spacy", "imported")
+
+
 def evaluate_vectors_stage(ctx) -> dict[str, Any]:
-    """Synonym ROC-AUC / neighbour precision / coverage per source, neighbour examples, and the 2-D map."""
+    """Synonym coverage / ROC-AUC per source on the dev and test halves; legacy pair scores, neighbours, the 2-D map."""
     from pipeline.io import write_json
-    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_REPORT, WORD2VEC_DIR
+    from pipeline.paths import SPACY_VECTORS_DIR, TOKENS, VECTORS_COVERAGE_TABLE, VECTORS_REPORT, WORD2VEC_DIR
     from pipeline.text.tokenize import load_tokenizer, tokenized_split_mode
     from pipeline.vectors.query import VectorIndex
-    from pipeline.vectors.store import available_sources
+    from pipeline.vectors.store import available_sources, source_names
 
     section = ctx.section
     started = time.perf_counter()
     tokens_path = ctx.input(TOKENS)
-    # word2vec and spacy are declared inputs; imported is an optional input (evaluated, and fingerprinted, when it exists).
-    ctx.input(WORD2VEC_DIR)
-    ctx.input(SPACY_VECTORS_DIR)
-    sources = [name for name in ("word2vec", "spacy", "imported") if name in available_sources(ctx.project_dir)]
-    indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in sources}
+    # word2vec and spacy are declared inputs; imported, ginza and combined are optional (evaluated, and fingerprinted, when they exist).
+    for declared in (WORD2VEC_DIR, SPACY_VECTORS_DIR):
+        ctx.input(declared)
+    every = [name for name in source_names() if name in available_sources(ctx.project_dir)]
+    all_indexes = {name: VectorIndex.load(project_dir=ctx.project_dir, source=name) for name in every}
+    indexes = {name: index for name, index in all_indexes.items() if name in LEGACY_SOURCES}
     split_mode = tokenized_split_mode(ctx.project_dir)
     synonyms_path = resolve_synonyms_path(section["synonyms_path"], project_dir=ctx.project_dir)
-    benchmarks = SynonymBenchmarks(read_synonym_groups(synonyms_path), tokenizer=load_tokenizer(split_mode, with_pos=False))
+    raw_groups = read_synonym_groups(synonyms_path)
+    from pipeline.evaluation.synonym_splits import CachingTokenizer
+
+    # One cache for both benchmarks: each of the ~65k headwords goes through Sudachi once.
+    cached = CachingTokenizer(load_tokenizer(split_mode, with_pos=False))
+    benchmarks = SynonymBenchmarks(raw_groups, tokenizer=cached)
     benchmark_info = {
         "name": "Sudachi synonym dictionary (SudachiDict synonyms, Apache-2.0)",
         "path": str(synonyms_path),
@@ -461,6 +488,9 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
         "seed": section["seed"],
     }
     report: dict[str, Any] = {"benchmark": benchmark_info, "sources": {}}
+    report["synonym_splits"] = _split_evaluation(
+        all_indexes, raw_groups, path=synonyms_path, split_mode=split_mode, section=section, tokenizers={split_mode: cached}
+    )
     for name, index in indexes.items():
         synonyms = _evaluate_source(name, index, benchmarks[index.token_field], section=section)
         report["sources"][name] = {**_source_summary(index.meta), "synonyms": synonyms}
@@ -468,14 +498,84 @@ def evaluate_vectors_stage(ctx) -> dict[str, Any]:
     common = _common_comparison(indexes, benchmarks, section=section)
     if common is not None:
         report["common"] = common
-    for name, index in indexes.items():
-        report["sources"][name]["neighbours"] = _neighbour_examples(index, split_mode=split_mode, section=section)
+    for name, index in all_indexes.items():
+        entry = report["sources"].setdefault(name, _source_summary(index.meta))
+        entry["neighbours"] = _neighbour_examples(index, split_mode=index.meta.get("split_mode") or split_mode, section=section)
     if "spacy" in indexes and "shared_rows" in indexes["spacy"].meta:
         report["sources"]["spacy"]["shared_rows"] = indexes["spacy"].meta["shared_rows"]
     report["map"] = _word_map(ctx, indexes=indexes, tokens_path=tokens_path, section=section)
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(ctx.output(VECTORS_REPORT), report)
+    _write_coverage_table(ctx.output(VECTORS_COVERAGE_TABLE), report["synonym_splits"])
     return _stage_metrics(report)
+
+
+def _split_evaluation(indexes: dict, raw_groups, *, path, split_mode: str, section, tokenizers: dict) -> dict[str, Any]:
+    """Coverage and ROC-AUC of every source on the fixed dev and test halves, and the source chosen on dev."""
+    from pipeline.evaluation.synonym_splits import (
+        CachingTokenizer,
+        check_groups,
+        choose_on_dev,
+        evaluate_source_splits,
+        split_groups,
+    )
+    from pipeline.text.tokenize import load_tokenizer
+    from pipeline.vectors.query import Vectors
+
+    check_groups(raw_groups, path=path)
+    halves = split_groups(raw_groups)
+    results = {}
+    for name, index in indexes.items():
+        mode = index.meta.get("split_mode") or split_mode
+        tokenizer = tokenizers.setdefault(mode, CachingTokenizer(load_tokenizer(mode, with_pos=False)))
+        vectors = Vectors(index, split_mode=mode, tokenizer=tokenizer)
+        results[name] = evaluate_source_splits(vectors, halves, per_positive=section["negative_pairs_per_positive"], seed=section["seed"])
+    splits = {
+        "split_rule": "group id -> BLAKE2b digest; first byte even: dev, odd: test (fixed, independent of file order)",
+        "groups": {name: len(groups) for name, groups in halves.items()},
+        "coverage_note": "a group is covered when >= 2 member words are found as different keys (composed words counted apart)",
+        "sources": results,
+        "choice": choose_on_dev(results),
+    }
+    retrofit_source = section["retrofit_source"]
+    if retrofit_source in indexes:
+        from pipeline.evaluation.retrofit import retrofit_experiment
+
+        index = indexes[retrofit_source]
+        mode = index.meta.get("split_mode") or split_mode
+        vectors = Vectors(index, split_mode=mode, tokenizer=tokenizers[mode])
+        splits["retrofit"] = retrofit_experiment(
+            vectors,
+            halves,
+            base=results[retrofit_source],
+            per_positive=section["negative_pairs_per_positive"],
+            seed=section["seed"],
+            alpha=section["retrofit_alpha"],
+        )
+    return splits
+
+
+def _write_coverage_table(path: Path, splits: dict[str, Any]) -> None:
+    from pipeline.evaluation.synonym_splits import coverage_table
+    from pipeline.io import atomic_open
+
+    choice = splits["choice"]
+    text = "# Synonym coverage and ROC-AUC per vector source (Sudachi synonym groups, fixed dev/test halves)\n\n"
+    text += coverage_table(splits["sources"]) + "\n"
+    text += f"Chosen on dev: **{choice['source']}** ({choice.get('rule', '')}). "
+    if choice["source"]:
+        text += f"Test: coverage {100 * choice['test_coverage']:.1f}%, ROC-AUC {choice['test_roc_auc']}; "
+        text += f"goals coverage >= {100 * choice['goals']['coverage']:.0f}%, ROC-AUC >= {choice['goals']['roc_auc']}.\n"
+    retrofit = splits.get("retrofit")
+    if retrofit:
+        text += (
+            f"\nRetrofitting {retrofit['source']} to the dev groups (alpha {retrofit['alpha']}, {retrofit['iterations']} iterations, "
+            f"{retrofit['rows_moved']:,} rows moved): dev ROC-AUC {retrofit['dev']['roc_auc']} (inflated: learnt on dev), "
+            f"test ROC-AUC {retrofit['test']['roc_auc']} vs {retrofit['base_test_roc_auc']} without, "
+            f"test coverage {100 * retrofit['test']['coverage']:.1f}%: {'ships' if retrofit['ships'] else 'does not ship'}.\n"
+        )
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
 
 
 def _word_map(ctx, *, indexes: dict, tokens_path: Path, section: dict) -> dict[str, Any]:

@@ -180,8 +180,13 @@ def describe(served: ServedModels, found: Found) -> list[dict[str, Any]]:
         version = read_model_config(found.extractor).get("format_version")
         entries.append({"name": "extractor", "kind": "extractor", "format_version": version, "test_metrics": report.get("extractor") or {}})
     sources = ((report.get("vectors") or {}).get("sources")) or {}
+    halves = (((report.get("vectors") or {}).get("synonym_splits") or {}).get("sources")) or {}
     for source, vectors in served.vectors.items():
+        # The legacy pair ROC-AUC where there is one; the test half's coverage and ROC-AUC for every source.
         synonyms = _pick((sources.get(source) or {}).get("synonyms"), "roc_auc")
+        test_half = _pick((halves.get(source) or {}).get("test"), "coverage", "roc_auc")
+        if test_half:
+            synonyms["synonym_test_half"] = test_half
         entries.append(
             {"name": source, "kind": "vectors", "source": source, "vocab_size": len(vectors), "dim": vectors.dim}
             | {"token_field": vectors.token_field, "format_version": vectors.index.meta.get("format_version"), "test_metrics": synonyms}

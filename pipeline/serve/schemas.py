@@ -75,6 +75,10 @@ class ClassifyResponse(BaseModel):
 class Neighbour(BaseModel):
     word: str
     score: float
+    keys_on_row: int | None = Field(
+        None, description="Compact sources (ginza): how many keys share this neighbour's vector row (null elsewhere)."
+    )
+    aliases: list[str] | None = Field(None, description="Compact sources: a few other keys on the row (same vector, same score).")
 
 
 class SimilarResponse(BaseModel):
@@ -87,12 +91,15 @@ class SimilarResponse(BaseModel):
 
 class SimilarityRequest(Request):
     pairs: list[tuple[Word, Word]] = Field(min_length=1, description='Word pairs, e.g. [["野球", "サッカー"]].')
-    source: str | None = Field(None, description="word2vec, spacy or imported (default: the first one loaded).")
+    source: str | None = Field(None, description="word2vec, spacy, imported, ginza or combined (default: the first one loaded).")
 
 
 class SimilarityResponse(BaseModel):
     source: str
     scores: list[float | None] = Field(description="Cosine per pair (4 digits); null when a word is not in the vocabulary.")
+    same_row: list[bool | None] = Field(
+        default_factory=list, description="Per pair: true when both words are one and the same vector (a shared row); null when unscored."
+    )
     errors: list[RowError | None] = Field(description="Why a score is null, per pair.")
 
 

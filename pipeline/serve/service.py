@@ -202,20 +202,24 @@ class Service:
             )
         vectors = self.vectors(source)
 
-        def score_all() -> tuple[list[float | None], list[dict | None]]:
+        def score_all() -> tuple[list[float | None], list[dict | None], list[bool | None]]:
             scores: list[float | None] = []
             errors: list[dict | None] = []
+            same_row: list[bool | None] = []
             for a, b in pairs:
                 try:
-                    scores.append(vectors.similarity_json(a, b)["score"])
+                    found = vectors.similarity_json(a, b)
+                    scores.append(found["score"])
+                    same_row.append(found["same_row"])
                     errors.append(None)
                 except PipelineError as exc:
                     scores.append(None)
+                    same_row.append(None)
                     errors.append(row_error(exc))
-            return scores, errors
+            return scores, errors, same_row
 
-        scores, errors = await self.on_text_thread(score_all)
-        return {"source": vectors.source, "scores": scores, "errors": errors}
+        scores, errors, same_row = await self.on_text_thread(score_all)
+        return {"source": vectors.source, "scores": scores, "errors": errors, "same_row": same_row}
 
     async def analogy(self, a: str, b: str, c: str, *, topn: int, source: str | None) -> dict[str, Any]:
         self._check_topn(topn)

@@ -1,7 +1,10 @@
 """Word vectors: the ``word2vec`` and ``spacy_vectors`` stages, imported vectors, queries.
 
 Every vector source is a directory ``models/vectors/<name>/`` (``name`` in
-``word2vec | spacy | imported``) with the same layout, written by
+``word2vec | spacy | imported | ginza | combined``). ``ginza`` (ja_ginza's whole table, 480k keys
+on 20k rows), ``combined`` and large imports use the compact store of
+:func:`pipeline.vectors.store.write_compact_dir` (``rows.npy`` unit rows, memory-mapped, plus a
+sorted key index, many keys per row). The others have this layout, written by
 :func:`pipeline.vectors.store.write_vector_dir`:
 
     vectors.kv              gensim KeyedVectors, native format (``KeyedVectors.load(path, mmap="r")``)

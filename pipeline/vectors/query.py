@@ -66,34 +66,45 @@ class ResolvedQuery:
     def averaged(self) -> bool:
         return len(self.rows) > 1
 
+    @property
+    def composed(self) -> bool:
+        """Several tokens averaged into one vector (a phrase, or a word that Sudachi splits)."""
+        return self.how == "averaged"
+
     def to_json(self) -> dict[str, Any]:
-        return {"query": self.text, "keys": self.keys, "how": self.how}
+        return {"query": self.text, "keys": self.keys, "how": self.how, "composed": self.composed}
 
 
 @dataclass
 class VectorIndex:
-    """A vector source in memory (or memory-mapped): keys, ``(n, dim)`` vectors and row norms."""
+    """A vector source in memory (or memory-mapped): row words, ``(n, dim)`` vectors, row norms and the key index.
+
+    ``words[i]`` is the word shown for row ``i``. Usually every key has its own row; in a compact
+    source (``meta.json`` ``layout = "compact"``, e.g. ja_ginza's 480k keys on 20k rows) ``keys``
+    maps many keys onto one row, and ``words[i]`` is the row's own word.
+    """
 
     source: str
     words: list[str]
-    vectors: np.ndarray  # (n, dim) float32, usually a read-only np.memmap
+    vectors: np.ndarray  # (n, dim) float32 (float16 in a compact source), usually a read-only np.memmap
     meta: dict[str, Any] = field(default_factory=dict)
+    keys: Any = None  # key -> row mapping (CompactKeys) when keys share rows; None: words are the keys
 
     def __post_init__(self) -> None:
-        self.key_to_index = {word: index for index, word in enumerate(self.words)}
+        self.key_to_index = self.keys if self.keys is not None else {word: index for index, word in enumerate(self.words)}
         self._norms: np.ndarray | None = None
 
     @classmethod
     def load(cls, *, project_dir: str | os.PathLike, source: str) -> VectorIndex:
-        """Source ``source`` (word2vec, spacy, imported) of a project."""
+        """Source ``source`` (word2vec, spacy, imported, ginza, combined) of a project."""
         from pipeline.vectors.store import require_source_dir
 
         return cls.load_dir(require_source_dir(project_dir, source), source=source)
 
     @classmethod
     def load_dir(cls, directory: str | os.PathLike, *, source: str | None = None) -> VectorIndex:
-        """Any vector directory (``meta.json``, ``words.txt`` and the ``.npy`` array), memory-mapped with numpy only."""
-        from pipeline.vectors.store import META_FILENAME, load_vector_arrays, read_meta
+        """Any vector directory (``meta.json`` plus its arrays), memory-mapped with numpy only."""
+        from pipeline.vectors.store import COMPACT_LAYOUT, META_FILENAME, load_compact_arrays, load_vector_arrays, read_meta
 
         directory = Path(directory)
         if not (directory / META_FILENAME).is_file():
@@ -103,8 +114,28 @@ class VectorIndex:
                 hint="Give a vector directory such as models/vectors/word2vec: build one with `jpipe run word2vec`, or import one with `jpipe vectors import PATH`.",
             )
         meta = read_meta(directory)
+        name = source or meta.get("source") or directory.name
+        if meta.get("layout") == COMPACT_LAYOUT:
+            keys, rows = load_compact_arrays(directory)
+            return cls(source=name, words=keys.row_words(), vectors=rows, meta=meta, keys=keys)
         words, vectors = load_vector_arrays(directory)
-        return cls(source=source or meta.get("source") or directory.name, words=words, vectors=vectors, meta=meta)
+        return cls(source=name, words=words, vectors=vectors, meta=meta)
+
+    @property
+    def shares_rows(self) -> bool:
+        """True when several keys can share one row (a compact source)."""
+        return self.keys is not None
+
+    @property
+    def key_count(self) -> int:
+        return len(self.key_to_index)
+
+    def row_keys(self, row: int, *, limit: int | None = None) -> list[str]:
+        """The keys on ``row`` (at most ``limit``), the row's own word first."""
+        return self.keys.keys_of_row(row, limit=limit) if self.keys is not None else [self.words[row]]
+
+    def row_key_count(self, row: int) -> int:
+        return self.keys.row_key_count(row) if self.keys is not None else 1
 
     @property
     def token_field(self) -> str:
@@ -124,6 +155,10 @@ class VectorIndex:
     def norms(self) -> np.ndarray:
         """(n,) L2 norms of the rows, computed once, block by block (a huge memmap is never copied whole)."""
         if self._norms is None:
+            if self.meta.get("unit_normalized"):
+                # Stored unit rows (all-zero rows score 0 with any norm): no pass over the table.
+                self._norms = np.ones(len(self.words), dtype=np.float32)
+                return self._norms
             norms = np.empty(len(self.words), dtype=np.float32)
             for start in range(0, len(self.words), SCORE_BLOCK_ROWS):
                 block = np.asarray(self.vectors[start : start + SCORE_BLOCK_ROWS], dtype=np.float32)
@@ -159,7 +194,15 @@ class VectorIndex:
         return scores / self.norms
 
     def nearest(self, vector: np.ndarray, *, topn: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[tuple[str, float]]:
-        """The ``topn`` rows most cosine-similar to unit ``vector``, best first, without ``exclude``."""
+        """The ``topn`` rows most cosine-similar to unit ``vector`` as ``(word, score)``, best first, without ``exclude``."""
+        return [(self.words[row], score) for row, score in self.nearest_rows(vector, topn=topn, exclude=exclude)]
+
+    def nearest_rows(self, vector: np.ndarray, *, topn: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, float]]:
+        """The ``topn`` rows most cosine-similar to unit ``vector`` as ``(row, score)``, best first, without ``exclude``.
+
+        Rows, not keys: in a compact source each row is listed once, however many keys share it,
+        and excluding the query's rows leaves out every key that shares the query's vector.
+        """
         scores = self.cosine_scores(vector)
         if exclude:
             scores[list(exclude)] = -np.inf
@@ -169,15 +212,39 @@ class VectorIndex:
         # argpartition: O(n) selection of the best `count`, then sort only those.
         best = np.argpartition(-scores, count - 1)[:count]
         best = best[np.argsort(-scores[best], kind="stable")]
-        return [(self.words[index], float(scores[index])) for index in best]
+        return [(int(index), float(scores[index])) for index in best]
 
     def similarity_rows(self, rows_a: list[int], rows_b: list[int]) -> float:
         return float(self.query_vector(rows_a) @ self.query_vector(rows_b))
 
 
-def _scored(neighbours: list[tuple[str, float]]) -> list[dict[str, Any]]:
-    """Neighbours as JSON rows, scores rounded to 4 digits (CLI output and reports)."""
-    return [{"word": word, "score": round(score, 4)} for word, score in neighbours]
+# Other keys of a shared row shown beside a neighbour (the rest are counted).
+ALIAS_EXAMPLES = 3
+
+
+def _scored(index: VectorIndex, neighbours: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """Neighbour rows as JSON, scores rounded to 4 digits (CLI output and reports).
+
+    In a compact source a row also carries how many keys share it (``keys_on_row``) and a few
+    of the others (``aliases``): they all have this very vector and score.
+    """
+    rows = []
+    for row, score in neighbours:
+        item: dict[str, Any] = {"word": index.words[row], "score": round(score, 4)}
+        if index.shares_rows:
+            item["keys_on_row"] = index.row_key_count(row)
+            item["aliases"] = index.row_keys(row, limit=ALIAS_EXAMPLES + 1)[1:]
+        rows.append(item)
+    return rows
+
+
+def _same_row_keys(index: VectorIndex, query: ResolvedQuery) -> dict[str, Any] | None:
+    """Keys that share the (one-row) query's vector: left out of its neighbours, counted here."""
+    if not index.shares_rows or len(query.rows) != 1:
+        return None
+    row = query.rows[0]
+    others = [key for key in index.row_keys(row, limit=ALIAS_EXAMPLES + 2) if key not in query.keys][:ALIAS_EXAMPLES]
+    return {"count": index.row_key_count(row) - 1, "examples": others}
 
 
 class Vectors:
@@ -191,10 +258,11 @@ class Vectors:
     >>> vectors.similarity("犬", "猫"), vectors.analogy("京都", "寺", "神社", topn=3), len(vectors)
     """
 
-    def __init__(self, index: VectorIndex, *, split_mode: str = DEFAULT_SPLIT_MODE) -> None:
+    def __init__(self, index: VectorIndex, *, split_mode: str = DEFAULT_SPLIT_MODE, tokenizer=None) -> None:
+        """``tokenizer``: any object with ``tokenize(text) -> {field: [...]}`` (e.g. a caching one), else Sudachi on first need."""
         self.index = index
         self.split_mode = split_mode
-        self._tokenizer = None
+        self._tokenizer = tokenizer
 
     @classmethod
     def load(cls, directory: str | os.PathLike, *, split_mode: str | None = None) -> Vectors:
@@ -297,10 +365,11 @@ class Vectors:
         index = self.index
         # Cheap suggestions: keys that contain the missing form, most frequent first (rows are frequency-ordered).
         close = [word for word in index.words[:200000] if key and key in word and word != key][:5]
-        parts = [f"{index.source} has {len(index):,} words (token field: {index.token_field})."]
+        size = f"{index.key_count:,} keys on {len(index):,} rows" if index.shares_rows else f"{len(index):,} words"
+        parts = [f"{index.source} has {size} (token field: {index.token_field})."]
         if close:
             parts.append("Keys containing it: " + ", ".join(close) + ".")
-        parts.append("Try another form, or another vector source (word2vec, spacy, imported).")
+        parts.append("Try another form, or another vector source (word2vec, spacy, imported, ginza, combined).")
         return " ".join(parts)
 
     def try_resolve(self, text: str) -> ResolvedQuery | None:
@@ -310,19 +379,22 @@ class Vectors:
             return None
 
     # --------------------------------------------------------------- queries
-    def _neighbours(self, text: str, *, topn: int) -> tuple[ResolvedQuery, list[tuple[str, float]]]:
+    def _neighbours(self, text: str, *, topn: int) -> tuple[ResolvedQuery, list[tuple[int, float]]]:
         query = self.resolve(text)
         vector = self.index.query_vector(query.rows)
-        return query, self.index.nearest(vector, topn=topn, exclude=set(query.rows))
+        return query, self.index.nearest_rows(vector, topn=topn, exclude=set(query.rows))
 
-    def _analogy(self, text_a: str, text_b: str, text_c: str, *, topn: int) -> tuple[list[ResolvedQuery], list[tuple[str, float]]]:
+    def _analogy(self, text_a: str, text_b: str, text_c: str, *, topn: int) -> tuple[list[ResolvedQuery], list[tuple[int, float]]]:
         a, b, c = self.resolve(text_a), self.resolve(text_b), self.resolve(text_c)
         vector = self.index.query_vector(a.rows + c.rows, b.rows)
-        return [a, b, c], self.index.nearest(vector, topn=topn, exclude=set(a.rows + b.rows + c.rows))
+        return [a, b, c], self.index.nearest_rows(vector, topn=topn, exclude=set(a.rows + b.rows + c.rows))
 
     def most_similar(self, word: str, *, topn: int = 10) -> list[tuple[str, float]]:
-        """The ``topn`` nearest neighbours of ``word`` by cosine, as ``(word, score)``, without the query's own keys."""
-        return self._neighbours(word, topn=topn)[1]
+        """The ``topn`` nearest neighbours of ``word`` by cosine, as ``(word, score)``, without the query's own keys.
+
+        In a compact source each neighbour is a row's own word; keys sharing the query's row are left out.
+        """
+        return [(self.index.words[row], score) for row, score in self._neighbours(word, topn=topn)[1]]
 
     def similarity(self, word_a: str, word_b: str) -> float:
         """Cosine similarity of two queries (several content words are averaged)."""
@@ -330,7 +402,7 @@ class Vectors:
 
     def analogy(self, a: str, b: str, c: str, *, topn: int = 10) -> list[tuple[str, float]]:
         """Words closest to A - B + C (unit vectors, as gensim ``most_similar(positive=[A, C], negative=[B])``)."""
-        return self._analogy(a, b, c, topn=topn)[1]
+        return [(self.index.words[row], score) for row, score in self._analogy(a, b, c, topn=topn)[1]]
 
     def pair_score(self, text_a: str, text_b: str) -> float | None:
         """Cosine of two queries rounded to 4 digits, or None when either is out of vocabulary (the ``--pairs`` contract)."""
@@ -343,12 +415,34 @@ class Vectors:
     def similar_json(self, text: str, *, topn: int = 10) -> dict[str, Any]:
         """``most_similar`` with the resolved keys: ``{"query", "keys", "how", "vectors", "neighbours": [{"word", "score"}]}``."""
         query, neighbours = self._neighbours(text, topn=topn)
-        return {**query.to_json(), "vectors": self.source, "neighbours": _scored(neighbours)}
+        result = {**query.to_json(), "vectors": self.source, "neighbours": _scored(self.index, neighbours)}
+        same_row = _same_row_keys(self.index, query)
+        if same_row is not None:
+            result["same_row_keys"] = same_row
+        return result
 
     def similarity_json(self, text_a: str, text_b: str) -> dict[str, Any]:
+        """Cosine of two queries; ``same_row`` is true when both are one and the same vector (shared row or same key)."""
         a, b = self.resolve(text_a), self.resolve(text_b)
         score = round(self.index.similarity_rows(a.rows, b.rows), 4)
-        return {"w1": text_a, "w2": text_b, "keys1": a.keys, "keys2": b.keys, "vectors": self.source, "score": score}
+        return {
+            "w1": text_a,
+            "w2": text_b,
+            "keys1": a.keys,
+            "keys2": b.keys,
+            "composed1": a.composed,
+            "composed2": b.composed,
+            "same_row": sorted(set(a.rows)) == sorted(set(b.rows)),
+            "vectors": self.source,
+            "score": score,
+        }
+
+    def pair_json(self, text_a: str, text_b: str) -> dict[str, Any]:
+        """One row of a batch: ``similarity_json``, or ``score: null`` with the ``reason`` (the batch goes on)."""
+        try:
+            return self.similarity_json(text_a, text_b)
+        except InputError as exc:
+            return {"w1": text_a, "w2": text_b, "vectors": self.source, "score": None, "code": exc.code, "reason": exc.message}
 
     def analogy_json(self, text_a: str, text_b: str, text_c: str, *, topn: int = 10) -> dict[str, Any]:
         (a, b, c), neighbours = self._analogy(text_a, text_b, text_c, topn=topn)
@@ -358,7 +452,7 @@ class Vectors:
             "c": text_c,
             "keys": {"a": a.keys, "b": b.keys, "c": c.keys},
             "vectors": self.source,
-            "neighbours": _scored(neighbours),
+            "neighbours": _scored(self.index, neighbours),
         }
 
 

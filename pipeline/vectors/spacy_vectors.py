@@ -195,3 +195,51 @@ def spacy_vectors_stage(ctx) -> dict[str, Any]:
         "words_sharing_a_row": shared["vocab_words_sharing_a_row"],
         "distinct_rows": shared["vocab_distinct_rows"],
     }
+
+
+def ginza_table(vectors, strings) -> tuple[list[str], np.ndarray]:
+    """Every key of a spaCy vector table as text, and its row, in the table's own key order.
+
+    ja_ginza lists its 20,000 kept words first (key i on row i), then the pruned words mapped
+    onto them, so the first key of each row is the word the row was kept for.
+    """
+    keys, rows = [], []
+    for key_hash, row in vectors.key2row.items():
+        try:
+            keys.append(strings[key_hash])
+        except KeyError:  # a hash without its string: the key cannot be typed, leave it out
+            continue
+        rows.append(int(row))
+    return keys, np.asarray(rows, dtype=np.int64)
+
+
+def ginza_vectors_stage(ctx) -> dict[str, Any]:
+    """Export the whole static vector table of ``ginza_vectors.model`` into the project's compact store, once."""
+    from pipeline.paths import GINZA_VECTORS_DIR
+    from pipeline.vectors.store import write_compact_dir
+
+    section = ctx.section
+    started = time.perf_counter()
+    nlp, vectors = load_spacy_vectors(section["model"])
+    keys, key_rows = ginza_table(vectors, nlp.vocab.strings)
+    meta = {
+        "source": "ginza",
+        # Keys are Sudachi normalized forms and surface forms mixed: a query is looked up as typed
+        # first, then as its normalized form, then as its lemma.
+        "token_field": "surface",
+        "split_mode": "C",  # GiNZA's own split mode
+        "model": section["model"],
+        "model_version": nlp.meta.get("version"),
+        "model_vectors": nlp.meta.get("vectors", {}),
+        "model_keys": int(len(vectors.key2row)),
+        "model_rows": int(vectors.shape[0]),
+    }
+    directory = ctx.output(GINZA_VECTORS_DIR)
+    meta = write_compact_dir(directory, keys=keys, key_rows=key_rows, rows=np.asarray(vectors.data), meta=meta, dtype=section["dtype"])
+    meta["export_seconds"] = round(time.perf_counter() - started, 2)
+    from pipeline.io import write_json
+    from pipeline.vectors.store import META_FILENAME
+
+    write_json(directory / META_FILENAME, meta)
+    logger.info("ginza_vectors: %d keys on %d rows of %d dims (%s)", meta["keys"], meta["rows"], meta["dim"], meta["dtype"])
+    return {"keys": meta["keys"], "rows": meta["rows"], "dim": meta["dim"], "keys_per_row_max": meta["keys_per_row_max"]}

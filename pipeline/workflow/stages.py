@@ -12,6 +12,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.tasks import task_rows_file
 from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
     CLASSIFIERS_REPORT,
+    COMBINED_VECTORS_DIR,
     CORPUS_DIR,
     CORPUS_MANIFEST,
     CORPUS_STATS,
@@ -20,6 +21,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     EXTRACTOR_REPORT,
     GENERATOR_DIR,
     GENERATOR_REPORT,
+    GINZA_VECTORS_DIR,
     IMPORTED_VECTORS_DIR,
     METRICS,
     SENTENCES,
@@ -27,6 +29,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     TOKENS,
     TOKENS_META,
     VECTOR_SOURCES,
+    VECTORS_COVERAGE_TABLE,
     VECTORS_MAP,
     VECTORS_REPORT,
     WORD2VEC_DIR,
@@ -44,6 +47,24 @@ def _tokenize_inputs(config: Config) -> list[str]:
 
 def _word2vec_inputs(config: Config) -> list[str]:
     return [TOKENS, EXTRA_TOKENS] if config["word2vec"]["use_extra_corpora"] else [TOKENS]
+
+
+# Sources a combination can draw on: those a stage of this table builds before combined_vectors.
+COMBINABLE_SOURCES = ("word2vec", "spacy", "ginza")
+
+
+def _combined_inputs(config: Config) -> list[str]:
+    from pipeline.errors import ConfigError
+
+    sources = list(config["combined_vectors"]["sources"])
+    unknown = [name for name in sources if name not in COMBINABLE_SOURCES]
+    if unknown or len(set(sources)) < 2:
+        raise ConfigError(
+            "E104",
+            f"combined_vectors.sources = {sources} must name two or more of {', '.join(COMBINABLE_SOURCES)}.",
+            hint='Set combined_vectors.sources, for example ["ginza", "word2vec"].',
+        )
+    return [VECTOR_SOURCES[name] for name in dict.fromkeys(sources)]
 
 
 def _vectors_input(source: str) -> list[str]:
@@ -133,7 +154,10 @@ def build_stages(config: Config | None = None) -> list[Stage]:
     config = config or load_config_defaults()
     tasks = config.task_names
     fixed = {stage.name: stage for stage in _FIXED}
-    head = [fixed[name] for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "evaluate_vectors")]
+    head = [
+        fixed[name]
+        for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "ginza_vectors", "combined_vectors", "evaluate_vectors")
+    ]
     return [
         *head,
         *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
@@ -195,13 +219,31 @@ _FIXED: list[Stage] = [
         help="Embedding table for the corpus vocabulary from ja_ginza's static vectors.",
     ),
     Stage(
+        name="ginza_vectors",
+        func="pipeline.vectors.spacy_vectors:ginza_vectors_stage",
+        outputs=(GINZA_VECTORS_DIR,),
+        section="ginza_vectors",
+        packages=("ja-ginza",),
+        help="ja_ginza's whole vector table (480k keys on 20k rows) as a memory-mapped store for similarity queries.",
+    ),
+    Stage(
+        name="combined_vectors",
+        func="pipeline.vectors.combine:combined_vectors_stage",
+        inputs=_combined_inputs,
+        outputs=(COMBINED_VECTORS_DIR,),
+        section="combined_vectors",
+        help="Sources concatenated over the union of their keys (ginza + word2vec); evaluate_vectors says on dev whether it wins.",
+    ),
+    Stage(
         name="evaluate_vectors",
         func="pipeline.evaluation.vectors:evaluate_vectors_stage",
         inputs=(TOKENS, WORD2VEC_DIR, SPACY_VECTORS_DIR),
-        optional_inputs=(IMPORTED_VECTORS_DIR,),
-        outputs=(VECTORS_REPORT, VECTORS_MAP),
+        # Evaluated (and fingerprinted) when they exist; `jpipe run` builds ginza and combined first.
+        optional_inputs=(IMPORTED_VECTORS_DIR, GINZA_VECTORS_DIR, COMBINED_VECTORS_DIR),
+        outputs=(VECTORS_REPORT, VECTORS_MAP, VECTORS_COVERAGE_TABLE),
         section="evaluate_vectors",
-        help="Synonym ROC-AUC, neighbour precision and coverage of each vector source; 2-D word map.",
+        version=2,
+        help="Synonym coverage and ROC-AUC of every vector source on fixed dev/test halves; neighbour precision; 2-D word map.",
     ),
     Stage(
         name="train_generator",

@@ -27,6 +27,7 @@ def vectors_project(real_project, tmp_path_factory) -> Path:
     runner = Runner(project, load_config(project, overrides))
     runner.run("word2vec")
     runner.run("spacy_vectors")
+    runner.run("combined_vectors")  # ginza + word2vec (ginza_vectors runs first: an upstream)
     # A third source, imported from word2vec's own text export: must behave like word2vec.
     from pipeline.cli import app
 
@@ -49,9 +50,10 @@ def test_sources_have_sane_meta(vectors_project):
 
 def test_report_has_sane_values(vectors_project):
     report = json.loads((vectors_project / VECTORS_REPORT).read_text(encoding="utf-8"))
-    assert set(report["sources"]) == {"word2vec", "spacy", "imported"}
-    for name, info in report["sources"].items():
-        synonyms = info["synonyms"]
+    # ginza and combined (optional inputs, built above) get dev/test figures only.
+    assert set(report["sources"]) == {"word2vec", "spacy", "imported", "ginza", "combined"}
+    for name in ("word2vec", "spacy", "imported"):
+        synonyms = report["sources"][name]["synonyms"]
         assert synonyms["pairs"] > 100, name
         assert 0 < synonyms["pair_coverage"] < 1
         assert synonyms["roc_auc"] > 0.5, (name, synonyms)
@@ -68,6 +70,28 @@ def test_report_has_sane_values(vectors_project):
     assert report["map"]["words"] == 150
     png = (vectors_project / VECTORS_MAP).read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_synonym_halves_per_source(vectors_project):
+    """Every source gets coverage and ROC-AUC on both fixed halves; the choice is made on dev; a readable table beside."""
+    from pipeline.paths import VECTORS_COVERAGE_TABLE
+
+    splits = json.loads((vectors_project / VECTORS_REPORT).read_text(encoding="utf-8"))["synonym_splits"]
+    results = splits["sources"]
+    assert set(results) == {"word2vec", "spacy", "imported", "ginza", "combined"}
+    for name, result in results.items():
+        for half in ("dev", "test"):
+            figures = result[half]
+            assert figures["groups"] == splits["groups"][half] and 0 <= figures["coverage"] <= figures["coverage_words"] <= 1
+            assert figures["roc_auc"] is None or 0.5 < figures["roc_auc"] <= 1, (name, half, figures)
+    # The whole ja_ginza table covers far more synonym groups than the KNBC vocabulary does.
+    assert results["ginza"]["test"]["coverage"] > 5 * results["spacy"]["test"]["coverage"]
+    assert results["combined"]["test"]["coverage"] >= results["ginza"]["test"]["coverage"]
+    assert results["imported"]["dev"]["coverage"] == results["word2vec"]["dev"]["coverage"]
+    choice = splits["choice"]
+    assert choice["source"] in results and choice["test_roc_auc"] == results[choice["source"]]["test"]["roc_auc"]
+    table = (vectors_project / VECTORS_COVERAGE_TABLE).read_text(encoding="utf-8")
+    assert all(f"| {name} | test |" in table for name in results) and f"**{choice['source']}**" in table
 
 
 def test_queries_on_the_real_vectors(vectors_project):

@@ -187,7 +187,7 @@ def test_out_of_vocabulary_is_a_clear_error():
         engine.most_similar("ピクセル")
     assert isinstance(caught.value, InputError) and caught.value.code == "E208"
     assert "'ピクセル' is not in the word2vec vocabulary" in caught.value.message
-    assert caught.value.hint.endswith("Try another form, or another vector source (word2vec, spacy, imported).")
+    assert caught.value.hint.endswith("Try another form, or another vector source (word2vec, spacy, imported, ginza, combined).")
     with pytest.raises(InputError, match="E207: Empty query"):
         engine.most_similar("  ")
     with pytest.raises(OutOfVocabulary) as caught:
@@ -212,7 +212,7 @@ def test_cli_missing_source_names_the_command_to_build_it(project):
     assert result.exit_code == 1
     assert "jpipe run spacy_vectors" in result.output and "word2vec" in result.output
     result = CliRunner().invoke(app, ["--dir", str(project), "similar", "犬", "--vectors", "glove"])
-    assert result.exit_code == 1 and "Valid sources: word2vec, spacy, imported" in result.output
+    assert result.exit_code == 1 and "Valid sources: word2vec, spacy, imported, ginza, combined" in result.output
 
 
 # ------------------------------------------------------- Vectors (public API)
@@ -335,8 +335,10 @@ def test_pairs_json_contract(project, tmp_path):
             ("ピクセル", "ドット"),
             ("携帯", "電話"),
         ]
+        # A scored pair is {w1, w2, score}; a null score says why (code + reason) and the batch goes on.
         for row in lines:
-            assert set(row) == {"w1", "w2", "score"}
+            assert set(row) == ({"w1", "w2", "score"} if row["score"] is not None else {"w1", "w2", "score", "code", "reason"})
+        assert lines[2]["code"] == "E208" and "ピクセル" in lines[2]["reason"]
         assert isinstance(lines[0]["score"], float) and lines[0]["score"] > 0.5
         assert isinstance(lines[1]["score"], float)  # 食べた normalized to 食べる
         assert lines[2]["score"] is None and lines[3]["score"] is None
