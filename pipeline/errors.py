@@ -36,6 +36,8 @@ CODES: dict[str, str] = {
     "E133": "A config section of an earlier version (train_topic, train_sentiment) that moved to [tasks.NAME.classifier].",
     "E134": "A built-in task cannot be removed (disable it instead).",
     "E135": "A task section without its data file.",
+    "E140": "Unknown config profile.",
+    "E141": "A setting needs a token field that the token store does not keep.",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",
@@ -64,6 +66,11 @@ CODES: dict[str, str] = {
     "E253": "A task's labelled file has only one label.",
     "E254": "A label has fewer than 5 examples (allow with allow_rare / --allow-rare).",
     "E255": "A task's label list does not match the labels in its data.",
+    "E260": "An unlabelled corpus file does not exist.",
+    "E261": "An unlabelled corpus file is empty.",
+    "E262": "An unlabelled corpus file is not UTF-8 text.",
+    "E263": "A JSONL corpus has no rows with the text field.",
+    "E264": "An unlabelled corpus file cannot be read (e.g. a truncated gzip file).",
     # --- E3xx models and vectors
     "E301": "No trained model in the directory.",
     "E302": "Model directory has a newer or unknown format version.",
