@@ -44,6 +44,12 @@ def _progress_printers(out) -> dict:
     return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped}
 
 
+def _tokenize_options(workers: int | None, engine: str | None) -> list[str]:
+    """``run --workers/--engine`` as overrides (both keys are outside the fingerprint: they never make a stage stale)."""
+    options = [f"tokenize.workers={workers}"] if workers is not None else []
+    return options + ([f'tokenize.engine="{engine}"'] if engine is not None else [])
+
+
 @app.command()
 def run(
     stage: Annotated[str | None, typer.Argument(metavar="STAGE", help=_stage_argument_help(), show_default=False)] = None,
@@ -60,6 +66,12 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Processes that tokenize the extra corpora (tokenize.workers; 0 = one per core).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", metavar="local|ray", help="Who runs the tokenize workers (tokenize.engine).")
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Run the stale stages of the pipeline, in dependency order.
@@ -70,7 +82,7 @@ def run(
     """
     from pipeline.workflow.runner import Runner
 
-    runner = Runner(state.project_dir, load_project_config(overrides, source=source))
+    runner = Runner(state.project_dir, load_project_config([*(overrides or []), *_tokenize_options(workers, engine)], source=source))
     out = console()
     if dry_run:
         _print_plan(out, runner.plan(stage, force=force))

@@ -293,40 +293,11 @@ def finalize_store(chunk_files: list[list[Path]], *, out_dir: Path, sources: lis
     out_dir.mkdir(parents=True, exist_ok=True)
     save_npz(out_dir / VOCAB_NAME, vocab_arrays)
     ids = {field: {token: index for index, (token, _) in enumerate(vocab[field])} for field in fields}
-    shards, source_meta = [], []
-    for source, (name, files) in enumerate(zip(sources, chunk_files, strict=True)):
-        totals = {**dict.fromkeys(STAT_NAMES, 0), "sentences": 0, "tokens": 0, "documents": 0}
-        skipped: list[int] = []
-        first_line = 1
-        for path in files:
-            data = load_npz(path)
-            arrays = {"offsets": data["offsets"], "new_doc": data["new_doc"]}
-            for field in fields:
-                mapping = np.asarray([ids[field][token] for token in _chunk_vocab(data, field)], dtype=ID_DTYPE)
-                arrays[field] = mapping[data[field]] if len(mapping) else data[field]
-            relative = f"{SHARDS_DIRNAME}/{len(shards):06d}.npz"
-            save_npz(out_dir / relative, arrays)
-            stats = dict(zip(STAT_NAMES, data["stats"].tolist(), strict=True))
-            sentences, tokens = len(data["offsets"]) - 1, int(data["offsets"][-1])
-            shards.append(
-                {
-                    "file": relative,
-                    "source": source,
-                    "first_line": first_line,
-                    "lines": stats["lines"],
-                    "sentences": sentences,
-                    "tokens": tokens,
-                }
-            )
-            first_line += stats["lines"]
-            for key, value in stats.items():
-                totals[key] += value
-            totals["sentences"] += sentences
-            totals["tokens"] += tokens
-            totals["documents"] += int(data["new_doc"].sum())
-            skipped.extend(data["skipped_lines"].tolist())
-        source_meta.append({"path": name, "format": corpus_format(name), **totals, "first_skipped_lines": skipped[:20]})
-        _log_skipped(name, totals, skipped)
+    shards: list[dict[str, Any]] = []
+    source_meta = [
+        _write_source(index, name, files, out_dir=out_dir, ids=ids, shards=shards)
+        for index, (name, files) in enumerate(zip(sources, chunk_files, strict=True))
+    ]
     meta = {
         "format": STORE_FORMAT,
         "kind": "jpipe token store",
@@ -348,6 +319,44 @@ def finalize_store(chunk_files: list[list[Path]], *, out_dir: Path, sources: lis
         json.dump(meta, handle, ensure_ascii=False, indent=2)
         handle.write("\n")
     return meta
+
+
+def _write_source(
+    source: int, name: str, files: list[Path], *, out_dir: Path, ids: dict[str, dict[str, int]], shards: list
+) -> dict[str, Any]:
+    """Remap one source's work shards to the global ids and write them (appended to ``shards``); its totals."""
+    totals = {**dict.fromkeys(STAT_NAMES, 0), "sentences": 0, "tokens": 0, "documents": 0}
+    skipped: list[int] = []
+    first_line = 1
+    for path in files:
+        data = load_npz(path)
+        arrays = {"offsets": data["offsets"], "new_doc": data["new_doc"]}
+        for field, index in ids.items():
+            mapping = np.asarray([index[token] for token in _chunk_vocab(data, field)], dtype=ID_DTYPE)
+            arrays[field] = mapping[data[field]] if len(mapping) else data[field]
+        relative = f"{SHARDS_DIRNAME}/{len(shards):06d}.npz"
+        save_npz(out_dir / relative, arrays)
+        stats = dict(zip(STAT_NAMES, data["stats"].tolist(), strict=True))
+        sentences, tokens = len(data["offsets"]) - 1, int(data["offsets"][-1])
+        shards.append(
+            {
+                "file": relative,
+                "source": source,
+                "first_line": first_line,
+                "lines": stats["lines"],
+                "sentences": sentences,
+                "tokens": tokens,
+            }
+        )
+        first_line += stats["lines"]
+        for key, value in stats.items():
+            totals[key] += value
+        totals["sentences"] += sentences
+        totals["tokens"] += tokens
+        totals["documents"] += int(data["new_doc"].sum())
+        skipped.extend(data["skipped_lines"].tolist())
+    _log_skipped(name, totals, skipped)
+    return {"path": name, "format": corpus_format(name), **totals, "first_skipped_lines": skipped[:20]}
 
 
 def _log_skipped(name: str, totals: dict[str, int], skipped: list[int]) -> None:

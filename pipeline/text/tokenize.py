@@ -195,7 +195,7 @@ def default_workers() -> int:
 
 def tokenize_stage(ctx) -> dict[str, Any]:
     """Tokenize every KNBC sentence into ``knbc.jsonl``, then the extra corpora into the token store ``extra/``."""
-    from pipeline.paths import EXTRA_TOKENS, TOKENS, TOKENS_META
+    from pipeline.paths import EXTRA_TOKENS, TOKENS_META
 
     section = ctx.section
     started = time.perf_counter()
