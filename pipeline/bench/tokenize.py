@@ -74,3 +74,84 @@ def benchmark_tokenizers(*, project_dir: str | os.PathLike, split_mode: str = "C
         "sudachipy": sudachipy,
         "pipeline_vs_sudachipy": round(pipeline["sentences_per_second"] / sudachipy["sentences_per_second"], 3),
     }
+
+
+# ------------------------------------------------------------------ big corpora
+def _corpus_sample(path: Path, lines: int, directory: Path) -> Path:
+    """The first ``lines`` lines of ``path`` (streamed) as a plain file, or ``path`` itself when ``lines`` is 0."""
+    if not lines:
+        return path
+    from pipeline.text.corpus import corpus_format, open_binary
+
+    sample = directory / ("sample.jsonl" if corpus_format(path) == "jsonl" else "sample.txt")
+    with open_binary(path) as source, open(sample, "wb") as out:
+        for number, line in enumerate(source):
+            if number >= lines:
+                break
+            out.write(line)
+    return sample
+
+
+def benchmark_corpus(
+    *,
+    corpus: str | os.PathLike,
+    workers: tuple[int, ...] = (1, 2),
+    lines: int = 0,
+    split_mode: str = "C",
+    fields: tuple[str, ...] = ("surface", "norm"),
+    shard_lines: int = 20000,
+) -> dict[str, Any]:
+    """Sentences/s and MB/s (UTF-8 text) of tokenizing ``corpus`` into a token store, per worker count.
+
+    Each run starts from an empty work directory (nothing resumed). ``lines`` > 0 takes the first lines only.
+    Also reports the store's size against the text's bytes, and the peak RSS of this process and of the workers.
+    """
+    import resource
+    import shutil
+    import tempfile
+
+    from pipeline.text.sharded import ShardSettings, build_store
+
+    settings = ShardSettings(split_mode=split_mode, fields=tuple(fields), shard_lines=shard_lines)
+    runs: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="jpipe-bench-") as tmp:
+        source = _corpus_sample(Path(corpus), lines, Path(tmp))
+        for count in workers:
+            out, work = Path(tmp) / f"store-{count}", Path(tmp) / f"work-{count}"
+            started = time.perf_counter()
+            meta = build_store([(str(corpus), source)], out_dir=out, work_dir=work, settings=settings, workers=count)
+            seconds = time.perf_counter() - started
+            store_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+            runs[str(count)] = {
+                "workers": count,
+                "seconds": round(seconds, 2),
+                "sentences_per_second": round(meta["sentences"] / seconds, 1),
+                "mb_per_second": round(meta["text_bytes"] / 1e6 / seconds, 3),
+                "store_bytes": store_bytes,
+            }
+            shutil.rmtree(out)
+    first = runs[str(workers[0])]
+    return {
+        "corpus": str(corpus),
+        "lines": lines or None,
+        "sentences": meta["sentences"],
+        "tokens": meta["tokens"],
+        "text_mb": round(meta["text_bytes"] / 1e6, 2),
+        "store_mb": round(first["store_bytes"] / 1e6, 2),
+        "store_to_text": round(first["store_bytes"] / max(meta["text_bytes"], 1), 3),
+        "fields": list(fields),
+        "runs": runs,
+        "speedup": {key: round(run["sentences_per_second"] / first["sentences_per_second"], 3) for key, run in runs.items()},
+        "peak_rss_mb": {
+            "main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+        },
+        "cpus": _cpus(),
+    }
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1

@@ -187,13 +187,28 @@ def bench_tokenize(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     split_mode: Annotated[str | None, typer.Option(help="Sudachi split mode A/B/C (default: tokenize.split_mode).")] = None,
     full_limit: Annotated[int, typer.Option(help="Sentences for the slow full-GiNZA measurement.")] = 400,
+    corpus: Annotated[
+        str | None, typer.Option(metavar="PATH", help="A corpus (txt, txt.gz, jsonl) to tokenize into a token store.")
+    ] = None,
+    lines: Annotated[int, typer.Option(min=0, help="Only the corpus's first LINES lines (0 = all).")] = 0,
+    workers: Annotated[str, typer.Option(metavar="N,M", help="Worker counts to measure on the corpus.")] = "1,2",
+    corpus_only: Annotated[bool, typer.Option("--corpus-only", help="Skip the KNBC tokenizer comparison.")] = False,
     overrides: SetOption = None,
 ) -> None:
-    """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy."""
+    """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy.
+
+    With --corpus (or `tokenize.extra_corpora` set): sentences/s and MB/s of tokenizing that corpus into
+    the token store with 1 and 2 workers (--workers), its size against the text, and peak memory.
+    """
     from pipeline.bench.tokenize import benchmark_tokenizers
 
     config = load_project_config(overrides)
     mode = split_mode or config["tokenize"]["split_mode"]
+    corpus = corpus or next(iter(config["tokenize"]["extra_corpora"]), None)
+    if corpus_only or corpus:
+        _bench_corpus(as_json, corpus=corpus, config=config, split_mode=mode, lines=lines, workers=workers)
+        if corpus_only:
+            return
     result = benchmark_tokenizers(project_dir=state.project_dir, split_mode=mode, full_limit=full_limit)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -205,3 +220,38 @@ def bench_tokenize(
                 f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})"
             )
     out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")
+
+
+def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str, lines: int, workers: str) -> None:
+    """``bench tokenize --corpus``: run and print the token-store benchmark."""
+    from pathlib import Path
+
+    from pipeline.bench.tokenize import benchmark_corpus
+    from pipeline.cli._app import fail
+
+    if not corpus:
+        fail("No corpus to measure.", hint="Give --corpus PATH, or set tokenize.extra_corpora.")
+    path = Path(corpus) if Path(corpus).is_absolute() else state.project_dir / corpus
+    counts = tuple(int(part) for part in workers.split(",") if part.strip())
+    section = config["tokenize"]
+    result = benchmark_corpus(
+        corpus=path,
+        workers=counts,
+        lines=lines,
+        split_mode=split_mode,
+        fields=tuple(section["store_fields"]),
+        shard_lines=section["shard_lines"],
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"corpus {result['corpus']}: {result['sentences']} sentences, {result['tokens']} tokens, {result['text_mb']} MB of text")
+    for key, run in result["runs"].items():
+        out.print(
+            f"  {key} worker(s): {run['sentences_per_second']:>9.0f} sentences/s  {run['mb_per_second']:.3f} MB/s  "
+            f"({run['seconds']} s, x{result['speedup'][key]:.2f})"
+        )
+    out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
+    rss = result["peak_rss_mb"]
+    out.print(f"  peak RSS: main process {rss['main']} MB, largest worker {rss['largest_worker']} MB ({result['cpus']} CPUs)")

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -116,8 +117,20 @@ def _new_job(source: int, chunk: int, first_line: int, work: Path, settings: Sha
 
 
 def _init_worker(parent_pid: int) -> None:
+    """Worker process setup: exit as soon as the run that started it is gone (killed with SIGKILL, say).
+
+    A worker waiting for its next chunk would otherwise live on as an orphan.
+    """
     global _PARENT_PID
     _PARENT_PID = parent_pid
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="jpipe-parent-watch", daemon=True).start()
 
 
 def tokenize_chunk(job: dict[str, Any]) -> dict[str, Any]:
