@@ -138,7 +138,7 @@ def show_config(
     ] = False,
     overrides: SetOption = None,
 ) -> None:
-    """Print the effective config (defaults < jpipe.toml < --set)."""
+    """Print the effective config (defaults < profile < jpipe.toml < --set)."""
     from pipeline.config import SCHEMA, default_toml, task_toml, toml_value
 
     if defaults:

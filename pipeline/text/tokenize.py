@@ -197,7 +197,11 @@ def tokenize_stage(ctx) -> dict[str, Any]:
     """Tokenize every KNBC sentence into ``knbc.jsonl``, then the extra corpora into the token store ``extra/``."""
     from pipeline.paths import EXTRA_TOKENS, TOKENS_META
 
+    from pipeline.text.corpus import check_corpus
+
     section = ctx.section
+    for name in section["extra_corpora"]:  # a missing, empty or non-UTF-8 corpus fails now, not after KNBC
+        check_corpus(ctx.path(name), text_field=section["text_field"])
     started = time.perf_counter()
     sentence_count, token_count = _tokenize_knbc(ctx, split_mode=section["split_mode"])
     knbc_seconds = time.perf_counter() - started

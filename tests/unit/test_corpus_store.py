@@ -278,3 +278,21 @@ def test_an_interrupted_tokenize_keeps_outputs_and_lock_then_resumes(tiny_projec
     store = TokenStore.open(project / EXTRA_TOKENS)
     assert store.sentences == 2 * len([line for line in LINES if line]) and len(store.meta["shards"]) == 8
     assert all(status.fresh for status in Runner(project, config).status() if status.name == "tokenize")
+
+
+def test_the_stage_rejects_a_bad_corpus_before_any_work(tiny_project, tmp_path, monkeypatch):
+    from pipeline.config import load_config
+    from pipeline.errors import WorkflowError
+    from pipeline.text import tokenize
+    from pipeline.workflow.runner import Runner
+
+    project, overrides = tiny_project
+    Runner(project, load_config(project, overrides)).run("prepare")
+    monkeypatch.setattr(tokenize, "_tokenize_knbc", lambda *a, **k: pytest.fail("KNBC tokenized before the corpus check"))
+    sjis = tmp_path / "sjis.txt"
+    sjis.write_bytes("京都の寺で紅葉を見た。\n".encode("shift_jis"))
+    with pytest.raises(InputError, match="E262") as info:
+        Runner(project, load_config(project, [*overrides, f'tokenize.extra_corpora=["{sjis}"]'])).run("tokenize")
+    assert str(sjis) in info.value.message
+    with pytest.raises(WorkflowError, match="E404: Stage tokenize: input nowhere.txt is missing"):
+        Runner(project, load_config(project, [*overrides, 'tokenize.extra_corpora=["nowhere.txt"]'])).run("tokenize")
