@@ -196,7 +196,6 @@ def default_workers() -> int:
 def tokenize_stage(ctx) -> dict[str, Any]:
     """Tokenize every KNBC sentence into ``knbc.jsonl``, then the extra corpora into the token store ``extra/``."""
     from pipeline.paths import EXTRA_TOKENS, TOKENS_META
-
     from pipeline.text.corpus import check_corpus
 
     section = ctx.section
