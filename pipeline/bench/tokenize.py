@@ -118,9 +118,11 @@ def benchmark_corpus(
         source = _corpus_sample(Path(corpus), lines, Path(tmp))
         for count in workers:
             out, work = Path(tmp) / f"store-{count}", Path(tmp) / f"work-{count}"
+            cpu_before = _cpu_seconds(resource)
             started = time.perf_counter()
             meta = build_store([(str(corpus), source)], out_dir=out, work_dir=work, settings=settings, workers=count)
             seconds = time.perf_counter() - started
+            cpu = [round(after - before, 2) for after, before in zip(_cpu_seconds(resource), cpu_before, strict=True)]
             store_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             runs[str(count)] = {
                 "workers": count,
@@ -128,6 +130,10 @@ def benchmark_corpus(
                 "sentences_per_second": round(meta["sentences"] / seconds, 1),
                 "mb_per_second": round(meta["text_bytes"] / 1e6 / seconds, 3),
                 "store_bytes": store_bytes,
+                # CPU seconds of this process and of its (finished) worker processes: on a shared machine the
+                # wall time depends on the load, the CPU time much less.
+                "cpu_seconds_main": cpu[0],
+                "cpu_seconds_workers": cpu[1],
             }
             shutil.rmtree(out)
     first = runs[str(workers[0])]
@@ -148,6 +154,11 @@ def benchmark_corpus(
         },
         "cpus": _cpus(),
     }
+
+
+def _cpu_seconds(resource) -> tuple[float, float]:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
 def _cpus() -> int:

@@ -250,7 +250,7 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
     for key, run in result["runs"].items():
         out.print(
             f"  {key} worker(s): {run['sentences_per_second']:>9.0f} sentences/s  {run['mb_per_second']:.3f} MB/s  "
-            f"({run['seconds']} s, x{result['speedup'][key]:.2f})"
+            f"({run['seconds']} s, x{result['speedup'][key]:.2f}; CPU s: main {run['cpu_seconds_main']}, workers {run['cpu_seconds_workers']})"
         )
     out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
     rss = result["peak_rss_mb"]
