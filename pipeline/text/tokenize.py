@@ -15,6 +15,7 @@ single huge sentence, at character boundaries) instead of failing.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -204,6 +205,11 @@ def tokenize_stage(ctx) -> dict[str, Any]:
     started = time.perf_counter()
     sentence_count, token_count = _tokenize_knbc(ctx, split_mode=section["split_mode"])
     knbc_seconds = time.perf_counter() - started
+    if section["extra_corpora"]:
+        # The KNBC tokenizer (spaCy's POS rules + a mapped Sudachi dictionary) is not needed while the workers
+        # run: free its memory before they start (a later stage loads it again in a second).
+        load_tokenizer.cache_clear()
+        gc.collect()
     workers = section["workers"] or default_workers()
     started = time.perf_counter()
     store = _tokenize_extra(ctx, workers=workers)
