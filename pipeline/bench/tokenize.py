@@ -104,7 +104,8 @@ def benchmark_corpus(
     """Sentences/s and MB/s (UTF-8 text) of tokenizing ``corpus`` into a token store, per worker count.
 
     Each run starts from an empty work directory (nothing resumed). ``lines`` > 0 takes the first lines only.
-    Also reports the store's size against the text's bytes, and the peak RSS of this process and of the workers.
+    Also reports the store's size against the text's bytes, the CPU seconds, and the peak RSS of this process
+    and of the largest worker process (as each worker reports it).
     """
     import resource
     import shutil
@@ -120,7 +121,10 @@ def benchmark_corpus(
             out, work = Path(tmp) / f"store-{count}", Path(tmp) / f"work-{count}"
             cpu_before = _cpu_seconds(resource)
             started = time.perf_counter()
-            meta = build_store([(str(corpus), source)], out_dir=out, work_dir=work, settings=settings, workers=count)
+            shards: list[dict] = []
+            meta = build_store(
+                [(str(corpus), source)], out_dir=out, work_dir=work, settings=settings, workers=count, on_shard=shards.append
+            )
             seconds = time.perf_counter() - started
             cpu = [round(after - before, 2) for after, before in zip(_cpu_seconds(resource), cpu_before, strict=True)]
             store_bytes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -134,6 +138,8 @@ def benchmark_corpus(
                 # wall time depends on the load, the CPU time much less.
                 "cpu_seconds_main": cpu[0],
                 "cpu_seconds_workers": cpu[1],
+                "processes": len({shard["pid"] for shard in shards}),
+                "peak_rss_mb_per_process": max((shard["peak_rss_mb"] for shard in shards), default=0.0),
             }
             shutil.rmtree(out)
     first = runs[str(workers[0])]
@@ -150,7 +156,9 @@ def benchmark_corpus(
         "speedup": {key: round(run["sentences_per_second"] / first["sentences_per_second"], 3) for key, run in runs.items()},
         "peak_rss_mb": {
             "main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
+            "largest_worker": max(run["peak_rss_mb_per_process"] for key, run in runs.items() if run["workers"] > 1)
+            if any(run["workers"] > 1 for run in runs.values())
+            else None,
         },
         "cpus": _cpus(),
     }

@@ -254,4 +254,4 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
         )
     out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
     rss = result["peak_rss_mb"]
-    out.print(f"  peak RSS: main process {rss['main']} MB, largest worker {rss['largest_worker']} MB ({result['cpus']} CPUs)")
+    out.print(f"  peak RSS: main process {rss['main']} MB, largest worker process {rss['largest_worker']} MB ({result['cpus']} CPUs)")

@@ -164,7 +164,17 @@ def tokenize_chunk(job: dict[str, Any]) -> dict[str, Any]:
         arrays[field] = np.asarray(ids[field], dtype=ID_DTYPE)
         arrays[f"{field}_bytes"], arrays[f"{field}_offsets"] = encode_strings(list(index[field]))
     save_npz(job["path"], arrays)
-    return {"path": job["path"], "sentences": len(offsets) - 1, "tokens": offsets[-1], "lines": stats["lines"]}
+    import resource
+
+    return {
+        "path": job["path"],
+        "sentences": len(offsets) - 1,
+        "tokens": offsets[-1],
+        "lines": stats["lines"],
+        # the peak RSS of the process that ran the chunk so far (MB), for the benchmark
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "pid": os.getpid(),
+    }
 
 
 # ------------------------------------------------------------------ engines

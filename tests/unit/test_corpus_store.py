@@ -296,3 +296,19 @@ def test_the_stage_rejects_a_bad_corpus_before_any_work(tiny_project, tmp_path, 
     assert str(sjis) in info.value.message
     with pytest.raises(WorkflowError, match="E404: Stage tokenize: input nowhere.txt is missing"):
         Runner(project, load_config(project, [*overrides, 'tokenize.extra_corpora=["nowhere.txt"]'])).run("tokenize")
+
+
+def test_bench_tokenize_corpus_reports_speed_size_and_memory_per_worker_count(tmp_path):
+    import os
+
+    from pipeline.bench.tokenize import benchmark_corpus
+
+    corpus = write_txt(tmp_path / "c.txt.gz", LINES * 20)
+    result = benchmark_corpus(corpus=corpus, workers=(1, 2), lines=70, shard_lines=10)
+    assert result["sentences"] == sum(1 for line in (LINES * 10)[:70] if line)  # only the first 70 lines
+    assert set(result["runs"]) == {"1", "2"} and result["speedup"]["1"] == 1.0
+    for run in result["runs"].values():
+        assert run["sentences_per_second"] > 0 and run["mb_per_second"] > 0 and run["peak_rss_mb_per_process"] > 0
+    assert result["runs"]["1"]["processes"] == 1 and result["runs"]["1"]["cpu_seconds_workers"] == 0
+    assert result["store_to_text"] > 0 and result["runs"]["1"]["store_bytes"] == result["runs"]["2"]["store_bytes"]
+    assert result["cpus"] == len(os.sched_getaffinity(0))
