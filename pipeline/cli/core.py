@@ -193,6 +193,7 @@ def bench_tokenize(
     lines: Annotated[int, typer.Option(min=0, help="Only the corpus's first LINES lines (0 = all).")] = 0,
     workers: Annotated[str, typer.Option(metavar="N,M", help="Worker counts to measure on the corpus.")] = "1,2",
     corpus_only: Annotated[bool, typer.Option("--corpus-only", help="Skip the KNBC tokenizer comparison.")] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="Corpus rounds, worker counts alternating; the fastest of each is shown.")] = 1,
     overrides: SetOption = None,
 ) -> None:
     """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy.
@@ -206,7 +207,7 @@ def bench_tokenize(
     mode = split_mode or config["tokenize"]["split_mode"]
     corpus = corpus or next(iter(config["tokenize"]["extra_corpora"]), None)
     if corpus_only or corpus:
-        _bench_corpus(as_json, corpus=corpus, config=config, split_mode=mode, lines=lines, workers=workers)
+        _bench_corpus(as_json, corpus=corpus, config=config, split_mode=mode, lines=lines, workers=workers, rounds=rounds)
         if corpus_only:
             return
     result = benchmark_tokenizers(project_dir=state.project_dir, split_mode=mode, full_limit=full_limit)
@@ -222,7 +223,7 @@ def bench_tokenize(
     out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")
 
 
-def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str, lines: int, workers: str) -> None:
+def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str, lines: int, workers: str, rounds: int) -> None:
     """``bench tokenize --corpus``: run and print the token-store benchmark."""
     from pathlib import Path
 
@@ -241,6 +242,7 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
         split_mode=split_mode,
         fields=tuple(section["store_fields"]),
         shard_lines=section["shard_lines"],
+        rounds=rounds,
     )
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -251,6 +253,7 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
         out.print(
             f"  {key} worker(s): {run['sentences_per_second']:>9.0f} sentences/s  {run['mb_per_second']:.3f} MB/s  "
             f"({run['seconds']} s, x{result['speedup'][key]:.2f}; CPU s: main {run['cpu_seconds_main']}, workers {run['cpu_seconds_workers']})"
+            + (f"; rounds: {', '.join(f'{s} s' for s in run['all_seconds'])}" if result["rounds"] > 1 else "")
         )
     out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
     rss = result["peak_rss_mb"]
