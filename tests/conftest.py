@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.text.sharded import ShardSettings, finalize_store
 from tests.fixtures.tiny_knbc import tiny_overrides, write_tiny_archive
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def write_tiny_project(directory: Path, *, vectors: bool = True, dim: int = 8) -
     with open(tokens / "knbc.jsonl", "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    (tokens / "extra.jsonl").write_text("", encoding="utf-8")
+    finalize_store([], out_dir=tokens / "extra", sources=[], settings=ShardSettings())  # an empty token store
     (tokens / "meta.json").write_text(json.dumps({"split_mode": "C"}), encoding="utf-8")
     if vectors:
         words = sorted({w for row in rows for w in row["norm"]})

@@ -43,6 +43,7 @@ class State:
 
     project_dir: Path = Path.cwd()
     verbose: bool = False
+    profile: str | None = None
 
 
 state = State()
@@ -57,9 +58,18 @@ def _main(
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            envvar="JPIPE_PROFILE",
+            help='Config profile under jpipe.toml, e.g. aozora (KNBC + the Aozora corpus). Or: profile = "NAME" in jpipe.toml.',
+        ),
+    ] = None,
 ) -> None:
     state.project_dir = (project_dir or Path.cwd()).resolve()
     state.verbose = verbose
+    state.profile = profile
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s" if verbose else "%(message)s",
@@ -76,7 +86,7 @@ def load_project_config(overrides: list[str] | None = None, *, source: str | Non
     """
     from pipeline.config import load_config
 
-    config = load_config(state.project_dir, overrides)
+    config = load_config(state.project_dir, overrides, profile=state.profile)
     if not source and "corpus.source" not in config.overrides:
         source = os.environ.get("KNBC_SOURCE")
     return config.with_values({"corpus.source": source}) if source else config

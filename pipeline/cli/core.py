@@ -44,6 +44,12 @@ def _progress_printers(out) -> dict:
     return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped}
 
 
+def _tokenize_options(workers: int | None, engine: str | None) -> list[str]:
+    """``run --workers/--engine`` as overrides (both keys are outside the fingerprint: they never make a stage stale)."""
+    options = [f"tokenize.workers={workers}"] if workers is not None else []
+    return options + ([f'tokenize.engine="{engine}"'] if engine is not None else [])
+
+
 @app.command()
 def run(
     stage: Annotated[str | None, typer.Argument(metavar="STAGE", help=_stage_argument_help(), show_default=False)] = None,
@@ -60,6 +66,12 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=0, help="Processes that tokenize the extra corpora (tokenize.workers; 0 = one per core).")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option("--engine", metavar="local|ray", help="Who runs the tokenize workers (tokenize.engine).")
+    ] = None,
     overrides: SetOption = None,
 ) -> None:
     """Run the stale stages of the pipeline, in dependency order.
@@ -70,7 +82,7 @@ def run(
     """
     from pipeline.workflow.runner import Runner
 
-    runner = Runner(state.project_dir, load_project_config(overrides, source=source))
+    runner = Runner(state.project_dir, load_project_config([*(overrides or []), *_tokenize_options(workers, engine)], source=source))
     out = console()
     if dry_run:
         _print_plan(out, runner.plan(stage, force=force))
@@ -126,7 +138,7 @@ def show_config(
     ] = False,
     overrides: SetOption = None,
 ) -> None:
-    """Print the effective config (defaults < jpipe.toml < --set)."""
+    """Print the effective config (defaults < profile < jpipe.toml < --set)."""
     from pipeline.config import SCHEMA, default_toml, task_toml, toml_value
 
     if defaults:
@@ -175,13 +187,29 @@ def bench_tokenize(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     split_mode: Annotated[str | None, typer.Option(help="Sudachi split mode A/B/C (default: tokenize.split_mode).")] = None,
     full_limit: Annotated[int, typer.Option(help="Sentences for the slow full-GiNZA measurement.")] = 400,
+    corpus: Annotated[
+        str | None, typer.Option(metavar="PATH", help="A corpus (txt, txt.gz, jsonl) to tokenize into a token store.")
+    ] = None,
+    lines: Annotated[int, typer.Option(min=0, help="Only the corpus's first LINES lines (0 = all).")] = 0,
+    workers: Annotated[str, typer.Option(metavar="N,M", help="Worker counts to measure on the corpus.")] = "1,2",
+    corpus_only: Annotated[bool, typer.Option("--corpus-only", help="Skip the KNBC tokenizer comparison.")] = False,
+    rounds: Annotated[int, typer.Option(min=1, help="Corpus rounds, worker counts alternating; the fastest of each is shown.")] = 1,
     overrides: SetOption = None,
 ) -> None:
-    """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy."""
+    """Tokenization speed on the KNBC sentences: full ja_ginza, this pipeline's path, raw SudachiPy.
+
+    With --corpus (or `tokenize.extra_corpora` set): sentences/s and MB/s of tokenizing that corpus into
+    the token store with 1 and 2 workers (--workers), its size against the text, and peak memory.
+    """
     from pipeline.bench.tokenize import benchmark_tokenizers
 
     config = load_project_config(overrides)
     mode = split_mode or config["tokenize"]["split_mode"]
+    corpus = corpus or next(iter(config["tokenize"]["extra_corpora"]), None)
+    if corpus_only or corpus:
+        _bench_corpus(as_json, corpus=corpus, config=config, split_mode=mode, lines=lines, workers=workers, rounds=rounds)
+        if corpus_only:
+            return
     result = benchmark_tokenizers(project_dir=state.project_dir, split_mode=mode, full_limit=full_limit)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
@@ -193,3 +221,40 @@ def bench_tokenize(
                 f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})"
             )
     out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")
+
+
+def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str, lines: int, workers: str, rounds: int) -> None:
+    """``bench tokenize --corpus``: run and print the token-store benchmark."""
+    from pathlib import Path
+
+    from pipeline.bench.tokenize import benchmark_corpus
+    from pipeline.cli._app import fail
+
+    if not corpus:
+        fail("No corpus to measure.", hint="Give --corpus PATH, or set tokenize.extra_corpora.")
+    path = Path(corpus) if Path(corpus).is_absolute() else state.project_dir / corpus
+    counts = tuple(int(part) for part in workers.split(",") if part.strip())
+    section = config["tokenize"]
+    result = benchmark_corpus(
+        corpus=path,
+        workers=counts,
+        lines=lines,
+        split_mode=split_mode,
+        fields=tuple(section["store_fields"]),
+        shard_lines=section["shard_lines"],
+        rounds=rounds,
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"corpus {result['corpus']}: {result['sentences']} sentences, {result['tokens']} tokens, {result['text_mb']} MB of text")
+    for key, run in result["runs"].items():
+        out.print(
+            f"  {key} worker(s): {run['sentences_per_second']:>9.0f} sentences/s  {run['mb_per_second']:.3f} MB/s  "
+            f"({run['seconds']} s, x{result['speedup'][key]:.2f}; CPU s: main {run['cpu_seconds_main']}, workers {run['cpu_seconds_workers']})"
+            + (f"; rounds: {', '.join(f'{s} s' for s in run['all_seconds'])}" if result["rounds"] > 1 else "")
+        )
+    out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
+    rss = result["peak_rss_mb"]
+    out.print(f"  peak RSS: main process {rss['main']} MB, largest worker process {rss['largest_worker']} MB ({result['cpus']} CPUs)")

@@ -1,10 +1,12 @@
 """The effective config: defaults, ``jpipe.toml``, overrides, validated before anything runs.
 
-The config is built in three layers, later ones winning:
+The config is built in layers, later ones winning:
 
 1. the defaults of the section dataclasses (:mod:`pipeline.config.schema`),
-2. ``jpipe.toml`` in the project directory (optional),
-3. overrides ``section.key=value`` (the command line's ``--set``).
+2. a profile (optional): a TOML file shipped in ``pipeline/config/profiles/`` (``aozora``), chosen by
+   ``jpipe --profile NAME`` or by a top-level ``profile = "NAME"`` line in ``jpipe.toml``,
+3. ``jpipe.toml`` in the project directory (optional),
+4. overrides ``section.key=value`` (the command line's ``--set``).
 
 An unknown section (E101) or key (E102), a value of the wrong type (E103), not
 among the choices (E104) or out of range (E105), a malformed override (E106), a
@@ -27,6 +29,8 @@ from pipeline.config.tasks import BUILTIN_TASKS, TaskSection, data_view, effecti
 from pipeline.errors import ConfigError
 
 CONFIG_FILENAME = "jpipe.toml"
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILE_KEY = "profile"
 TASKS_SECTION = "tasks"
 # Sections of earlier versions, and where their keys live now.
 MOVED_SECTIONS = {"train_topic": "tasks.topic.classifier", "train_sentiment": "tasks.sentiment.classifier"}
@@ -41,6 +45,8 @@ class Config:
     overrides: dict[str, Any] = field(default_factory=dict)
     # name -> [tasks.NAME], the built-in KNBC tasks first, then the file's in their order.
     tasks: dict[str, TaskSection] = field(default_factory=dict)
+    # The profile applied under jpipe.toml (``aozora``), if any.
+    profile: str | None = None
 
     def __getitem__(self, section: str) -> Section:
         """A section by name; ``tasks.NAME`` is a task, ``tasks.NAME.classifier`` its effective classifier settings."""
@@ -178,6 +184,8 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError("E107", f"{path} is not valid TOML: {exc}.") from None
     values: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
+        if section == PROFILE_KEY and isinstance(table, str):
+            continue  # the profile under this file: read by load_config
         if section == TASKS_SECTION and isinstance(table, dict):
             values[section] = _read_tasks(path, table)
             continue
@@ -196,18 +204,61 @@ def _read_tasks(path: Path, tables: dict[str, Any]) -> dict[str, Any]:
     return {name: dict(table) for name, table in tables.items()}
 
 
-def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = None) -> Config:
-    """Defaults, then ``jpipe.toml`` in ``project_dir`` (if any), then ``overrides`` (``section.key=value`` strings)."""
+def profile_names() -> list[str]:
+    """The profiles shipped with jpipe (``pipeline/config/profiles/*.toml``)."""
+    return sorted(path.stem for path in PROFILES_DIR.glob("*.toml"))
+
+
+def profile_path(name: str) -> Path:
+    """The TOML file of profile ``name``; ``ConfigError`` E140 when there is none."""
+    path = PROFILES_DIR / f"{name}.toml"
+    if not name or "/" in name or not path.is_file():
+        raise ConfigError(
+            "E140",
+            f"Unknown config profile '{name}'.{_suggest(name, profile_names())}",
+            hint=f"Valid profiles: {', '.join(profile_names())}.",
+        )
+    return path
+
+
+def _file_profile(path: Path) -> str | None:
+    """The top-level ``profile = "NAME"`` of ``jpipe.toml``, if any."""
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            value = tomllib.load(handle).get(PROFILE_KEY)
+    except tomllib.TOMLDecodeError:
+        return None  # _read_file reports it
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(
+            "E107",
+            f"{path}: 'profile' must be a string naming a profile, got {value!r}.",
+            hint=f"Valid profiles: {', '.join(profile_names())}.",
+        )
+    return value
+
+
+def _merge_file(values: dict[str, dict[str, Any]], task_values: dict[str, dict[str, Any]], path: Path) -> None:
+    for section, table in _read_file(path).items():
+        if section == TASKS_SECTION:
+            for name, task_table in table.items():
+                task_values.setdefault(name, {}).update(task_table)
+        else:
+            values[section].update(table)
+
+
+def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = None, *, profile: str | None = None) -> Config:
+    """Defaults, then the profile (``profile``, else jpipe.toml's ``profile = "NAME"``), then ``jpipe.toml`` in
+    ``project_dir`` (if any), then ``overrides`` (``section.key=value`` strings)."""
     path = Path(project_dir) / CONFIG_FILENAME
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     task_values: dict[str, dict[str, Any]] = {name: {} for name in BUILTIN_TASKS}
+    profile = profile or _file_profile(path)
+    if profile:
+        _merge_file(values, task_values, profile_path(profile))
     if path.exists():
-        for section, table in _read_file(path).items():
-            if section == TASKS_SECTION:
-                for name, task_table in table.items():
-                    task_values.setdefault(name, {}).update(task_table)
-            else:
-                values[section].update(table)
+        _merge_file(values, task_values, path)
     applied: dict[str, Any] = {}
     for text in overrides or []:
         section, key, value = parse_override(text)
@@ -219,7 +270,7 @@ def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = No
     # Building each section checks the rules between its keys (E108).
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     tasks = {name: make_task(name, table) for name, table in task_values.items()}
-    return Config(sections=sections, path=path if path.exists() else None, overrides=applied, tasks=tasks)
+    return Config(sections=sections, path=path if path.exists() else None, overrides=applied, tasks=tasks, profile=profile)
 
 
 def default_toml() -> str:

@@ -175,8 +175,35 @@ class TokenizeSection(Section):
     split_mode: str = setting(
         "C", help="Sudachi split mode: A (short units), B (middle), C (named entities / long units).", choices=("A", "B", "C")
     )
-    extra_corpora: list[str] = setting([], help="Extra plain-text files (one document per line, .gz allowed) tokenized after KNBC.")
+    extra_corpora: list[str] = setting(
+        [],
+        help="Unlabelled corpora tokenized into the token store data/tokens/extra/: .txt or .txt.gz (a paragraph a line, "
+        "a blank line between documents) or .jsonl (a document a row). Paths are relative to the project.",
+    )
     batch_size: int = setting(256, help="Texts per tokenization batch.", min=1, fingerprint=False)
+    text_field: str = setting("text", help="The field of a .jsonl corpus row that holds its text.")
+    store_fields: list[str] = setting(
+        ["surface", "norm"],
+        help="Token fields kept in the token store (norm: word2vec; surface: language models). Any of surface, lemma, norm, pos, tag.",
+    )
+    shard_lines: int = setting(20000, help="Corpus lines per shard: the unit of parallel work and of resuming.", min=1)
+    workers: int = setting(0, help="Processes that tokenize the extra corpora (0 = one per core).", min=0, max=512, fingerprint=False)
+    engine: str = setting(
+        "local",
+        help="Who runs the tokenize workers: local processes, or Ray (pip install jpipe[ray]).",
+        choices=("local", "ray"),
+        fingerprint=False,
+    )
+
+    def check(self) -> None:
+        valid = ("surface", "lemma", "norm", "pos", "tag")
+        unknown = [name for name in self.store_fields if name not in valid]
+        if unknown or not self.store_fields or len(set(self.store_fields)) != len(self.store_fields):
+            raise ConfigError(
+                "E104",
+                f"tokenize.store_fields = {self.store_fields!r} is not allowed.",
+                hint=f"Give one or more distinct fields of: {', '.join(valid)}.",
+            )
 
 
 _TOKEN_FIELDS = ("surface", "lemma", "norm")
@@ -192,10 +219,17 @@ class Word2VecSection(Section):
     min_count: int = setting(2, help="Ignore words rarer than this.", min=1)
     negative: int = setting(10, help="Negative samples.", min=0)
     sample: float = setting(1e-3, help="Down-sampling threshold of frequent words (0 disables; gensim's default 1e-3).", min=0.0)
-    epochs: int = setting(30, help="Training epochs.", min=1)
+    epochs: int = setting(
+        0, help="Training epochs (0 = auto: 30 up to 1M training tokens, then fewer as the corpus grows, at least 5).", min=0
+    )
     seed: int = setting(13, help="Random seed.")
-    workers: int = setting(1, help="Worker threads (1 makes training reproducible).", min=1, fingerprint=False)
-    use_extra_corpora: bool = setting(True, help="Also train on tokenize.extra_corpora.")
+    workers: int = setting(
+        0,
+        help="Worker threads (0 = auto: 1 up to 1M training tokens, which makes training reproducible; one per core above).",
+        min=0,
+        fingerprint=False,
+    )
+    use_extra_corpora: bool = setting(True, help="Also train on the token store of tokenize.extra_corpora (streamed).")
 
 
 @section

@@ -15,6 +15,7 @@ single huge sentence, at character boundaries) instead of failing.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, InputError
+from pipeline.errors import ConfigError
 from pipeline.io import read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -185,16 +186,68 @@ def read_token_rows(path: str | os.PathLike, *, split: str | None = None) -> Ite
 
 
 # ---------------------------------------------------------------------- stage
+def default_workers() -> int:
+    """The cores this process may use (``tokenize.workers = 0``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def tokenize_stage(ctx) -> dict[str, Any]:
-    """Tokenize every KNBC sentence, then stream the extra corpora line by line."""
+    """Tokenize every KNBC sentence into ``knbc.jsonl``, then the extra corpora into the token store ``extra/``."""
+    from pipeline.paths import EXTRA_TOKENS, TOKENS_META
+    from pipeline.text.corpus import check_corpus
+
+    section = ctx.section
+    for name in section["extra_corpora"]:  # a missing, empty or non-UTF-8 corpus fails now, not after KNBC
+        check_corpus(ctx.path(name), text_field=section["text_field"])
+    started = time.perf_counter()
+    sentence_count, token_count = _tokenize_knbc(ctx, split_mode=section["split_mode"])
+    knbc_seconds = time.perf_counter() - started
+    if section["extra_corpora"]:
+        # The KNBC tokenizer (spaCy's POS rules + a mapped Sudachi dictionary) is not needed while the workers
+        # run: free its memory before they start (a later stage loads it again in a second).
+        load_tokenizer.cache_clear()
+        gc.collect()
+    workers = section["workers"] or default_workers()
+    started = time.perf_counter()
+    store = _tokenize_extra(ctx, workers=workers)
+    extra_seconds = time.perf_counter() - started
+    meta = {
+        "split_mode": section["split_mode"],
+        "fields": list(FIELDS),
+        "sentences": sentence_count,
+        "tokens": token_count,
+        "extra_store": EXTRA_TOKENS,
+        "extra_sentences": store["sentences"],
+        "extra_tokens": store["tokens"],
+        "extra_skipped_bad_utf8_lines": sum(s["skipped_bad_utf8_lines"] for s in store["sources"]),
+        "knbc_sentences_per_second": round(sentence_count / max(knbc_seconds, 1e-9), 1),
+        "extra_seconds": round(extra_seconds, 3),
+        "extra_workers": workers,
+        "extra_engine": section["engine"],
+        "tokenizer": "SudachiPy + spacy.lang.ja.resolve_pos (the ja_ginza tokenizer's fields)",
+        "versions": _versions(),
+    }
+    with open(ctx.output(TOKENS_META), "w", encoding="utf-8") as handle:
+        json.dump(meta, handle, ensure_ascii=False, indent=2)
+    return {
+        "sentences": sentence_count,
+        "tokens": token_count,
+        "extra_sentences": store["sentences"],
+        "extra_tokens": store["tokens"],
+        "skipped_lines": meta["extra_skipped_bad_utf8_lines"],
+        "sentences_per_second": meta["knbc_sentences_per_second"],
+    }
+
+
+def _tokenize_knbc(ctx, *, split_mode: str) -> tuple[int, int]:
     from tqdm import tqdm
 
-    from pipeline.io import read_jsonl
-    from pipeline.paths import EXTRA_TOKENS, SENTENCES, TOKENS, TOKENS_META
+    from pipeline.paths import SENTENCES, TOKENS
 
-    split_mode = ctx.section["split_mode"]
     tokenizer = load_tokenizer(split_mode)
-    started = time.perf_counter()
     sentence_count = token_count = 0
     with open(ctx.output(TOKENS), "w", encoding="utf-8") as out:
         rows = read_jsonl(ctx.input(SENTENCES))
@@ -205,57 +258,25 @@ def tokenize_stage(ctx) -> dict[str, Any]:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
             sentence_count += 1
             token_count += len(tokens["surface"])
-    knbc_seconds = time.perf_counter() - started
-
-    extra_docs = extra_tokens = 0
-    with open(ctx.output(EXTRA_TOKENS), "w", encoding="utf-8") as out:
-        for source in ctx.section["extra_corpora"]:
-            for line_number, tokens in _stream_corpus(ctx.input(source), tokenizer):
-                out.write(json.dumps({"source": source, "line": line_number, **tokens}, ensure_ascii=False) + "\n")
-                extra_docs += 1
-                extra_tokens += len(tokens["surface"])
-    meta = {
-        "split_mode": split_mode,
-        "fields": list(FIELDS),
-        "sentences": sentence_count,
-        "tokens": token_count,
-        "extra_documents": extra_docs,
-        "extra_tokens": extra_tokens,
-        "knbc_sentences_per_second": round(sentence_count / max(knbc_seconds, 1e-9), 1),
-        "tokenizer": "SudachiPy + spacy.lang.ja.resolve_pos (the ja_ginza tokenizer's fields)",
-        "versions": _versions(),
-    }
-    with open(ctx.output(TOKENS_META), "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, ensure_ascii=False, indent=2)
-    return {
-        "sentences": sentence_count,
-        "tokens": token_count,
-        "extra_documents": extra_docs,
-        "sentences_per_second": meta["knbc_sentences_per_second"],
-    }
+    return sentence_count, token_count
 
 
-def _stream_corpus(path: Path, tokenizer: Tokenizer) -> Iterator[tuple[int, dict[str, list[str]]]]:
-    """(line number, tokens) for every non-empty line; reads one line at a time."""
-    from tqdm import tqdm
+def _tokenize_extra(ctx, *, workers: int) -> dict[str, Any]:
+    """The extra corpora into the token store (resumable: work shards live in the stage's work directory)."""
+    from pipeline.paths import EXTRA_TOKENS
+    from pipeline.text.sharded import ShardSettings, build_store
 
-    from pipeline.io import open_text
-
-    try:
-        handle = open_text(path)
-        with handle:
-            for line_number, line in enumerate(
-                tqdm(handle, desc=f"tokenize {path.name}", unit=" lines", mininterval=1.0, disable=None), start=1
-            ):
-                line = line.strip()
-                if line:
-                    yield line_number, tokenizer.tokenize(line)
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            "E206",
-            f"Extra corpus {path} is not UTF-8 text ({exc}).",
-            hint="Convert it with `iconv -t UTF-8`, or remove it from tokenize.extra_corpora.",
-        ) from None
+    section = ctx.section
+    settings = ShardSettings(
+        split_mode=section["split_mode"],
+        fields=tuple(section["store_fields"]),
+        shard_lines=section["shard_lines"],
+        text_field=section["text_field"],
+    )
+    sources = [(name, ctx.path(name)) for name in section["extra_corpora"]]
+    return build_store(
+        sources, out_dir=ctx.output(EXTRA_TOKENS), work_dir=ctx.work_dir, settings=settings, workers=workers, engine=section["engine"]
+    )
 
 
 def _versions() -> dict[str, str]:

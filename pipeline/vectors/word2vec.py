@@ -8,6 +8,7 @@ never held in memory.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +25,12 @@ TRAIN_PARAMS = ("sg", "vector_size", "window", "min_count", "negative", "sample"
 
 
 class TokenStream:
-    """A restartable iterable of token lists (one per sentence / document) from tokens JSONL files."""
+    """A restartable iterable of token lists (one per sentence / document) from tokens JSONL files
+    and token stores (``data/tokens/extra/``), streamed on every pass."""
 
-    def __init__(self, paths: list[Path], *, token_field: str) -> None:
+    def __init__(self, paths: list[Path], *, token_field: str, stores: list[Path] = ()) -> None:
         self.paths = list(paths)
+        self.stores = list(stores)
         self.token_field = token_field
 
     def __iter__(self) -> Iterator[list[str]]:
@@ -35,8 +38,58 @@ class TokenStream:
             for row in read_jsonl(path):
                 # Whitespace tokens (Sudachi maps a few symbols to ' ') cannot be word2vec keys.
                 tokens = [token for token in row.get(self.token_field, ()) if token and not any(c.isspace() for c in token)]
-                for start in range(0, len(tokens), MAX_SENTENCE_TOKENS):
-                    yield tokens[start : start + MAX_SENTENCE_TOKENS]
+                yield from _cut(tokens)
+        for store in self.stores:
+            yield from _store_sentences(store, self.token_field)
+
+
+def _cut(tokens: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(tokens), MAX_SENTENCE_TOKENS):
+        yield tokens[start : start + MAX_SENTENCE_TOKENS]
+
+
+def _store_sentences(path: Path, field: str) -> Iterator[list[str]]:
+    """Sentences of a token store as token lists, whitespace tokens dropped by id (one mask per pass)."""
+    import numpy as np
+
+    from pipeline.text.token_store import TokenStore
+
+    store = TokenStore.open(path)
+    if not store.sentences:
+        return
+    vocab = store.vocab(field)
+    words = np.array(vocab, dtype=object)
+    usable = np.array([bool(token) and not any(c.isspace() for c in token) for token in vocab], dtype=bool)
+    for ids in store.iter_ids(field):
+        kept = ids[usable[ids]]
+        if len(kept):
+            yield from _cut(words[kept].tolist())
+
+
+# Corpora up to this many tokens train 30 epochs on one thread (reproducible); larger ones fewer epochs, all cores.
+AUTO_SMALL_CORPUS_TOKENS = 1_000_000
+AUTO_MAX_EPOCHS, AUTO_MIN_EPOCHS = 30, 5
+
+
+def auto_epochs(tokens: int) -> int:
+    """``word2vec.epochs = 0``: 30 up to 1M tokens, then 30 * sqrt(1M / tokens), at least 5.
+
+    Bigger corpora need fewer passes for the same quality (each pass sees every word more often),
+    so the training time grows with the square root of the corpus size instead of linearly.
+    """
+    if tokens <= AUTO_SMALL_CORPUS_TOKENS:
+        return AUTO_MAX_EPOCHS
+    return max(AUTO_MIN_EPOCHS, min(AUTO_MAX_EPOCHS, round(AUTO_MAX_EPOCHS * (AUTO_SMALL_CORPUS_TOKENS / tokens) ** 0.5)))
+
+
+def auto_workers(tokens: int) -> int:
+    """``word2vec.workers = 0``: one thread (reproducible) up to 1M tokens, else one per core."""
+    if tokens <= AUTO_SMALL_CORPUS_TOKENS:
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _epoch_logger(epochs: int):
@@ -69,7 +122,7 @@ def train_word2vec(
     seed: int,
     workers: int,
 ):
-    """Train and return a gensim ``Word2Vec`` model; logs one line per epoch."""
+    """Train and return a gensim ``Word2Vec`` model; logs one line per epoch. ``epochs`` or ``workers`` 0 = auto."""
     from gensim.models import Word2Vec
 
     from pipeline.vectors.store import quiet_gensim
@@ -84,10 +137,13 @@ def train_word2vec(
         sample=sample,
         hs=0 if negative > 0 else 1,  # negative=0 needs hierarchical softmax to train at all
         seed=seed,
-        workers=workers,
-        epochs=epochs,
+        workers=workers or 1,
+        epochs=epochs or AUTO_MAX_EPOCHS,
     )
     model.build_vocab(corpus_iterable=sentences)
+    # 0 = auto: decided by the corpus size, known once the vocabulary pass has counted the words.
+    model.epochs = epochs or auto_epochs(model.corpus_total_words)
+    model.workers = workers or auto_workers(model.corpus_total_words)
     if not model.wv.index_to_key:
         from pipeline.errors import InputError
 
@@ -101,7 +157,7 @@ def train_word2vec(
         total_examples=model.corpus_count,
         total_words=model.corpus_total_words,
         epochs=model.epochs,
-        callbacks=[_epoch_logger(epochs)],
+        callbacks=[_epoch_logger(model.epochs)],
     )
     return model
 
@@ -117,13 +173,16 @@ def word2vec_stage(ctx) -> dict[str, Any]:
     section = ctx.section
     field = section["token_field"]
     paths = [ctx.input(TOKENS)]
-    if section["use_extra_corpora"]:
-        paths.append(ctx.input(EXTRA_TOKENS))
-    sentences = TokenStream(paths, token_field=field)
+    stores = [ctx.input(EXTRA_TOKENS)] if section["use_extra_corpora"] else []
+    for store in stores:
+        _check_store_field(store, field)
+    sentences = TokenStream(paths, token_field=field, stores=stores)
     started = time.perf_counter()
     params = {key: section[key] for key in TRAIN_PARAMS}
     model = train_word2vec(sentences=sentences, **params)
     training_seconds = time.perf_counter() - started
+    params.update(epochs=model.epochs, workers=model.workers)  # what auto (0) resolved to
+    paths += stores
     keyed = model.wv
     coverage = corpus_coverage(keyed.key_to_index, count_field(ctx.input(TOKENS), field))
     meta = {
@@ -158,3 +217,16 @@ def word2vec_stage(ctx) -> dict[str, Any]:
         "type_coverage": coverage["type_coverage"],
         "token_coverage": coverage["token_coverage"],
     }
+
+
+def _check_store_field(path: Path, field: str) -> None:
+    from pipeline.errors import ConfigError
+    from pipeline.text.token_store import TokenStore
+
+    store = TokenStore.open(path)
+    if store.sentences and field not in store.fields:
+        raise ConfigError(
+            "E141",
+            f"word2vec.token_field = '{field}' is not in the token store {path} (it keeps {', '.join(store.fields)}).",
+            hint=f"Add '{field}' to tokenize.store_fields and rerun tokenize, or set word2vec.use_extra_corpora = false.",
+        )

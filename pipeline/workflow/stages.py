@@ -198,8 +198,9 @@ _FIXED: list[Stage] = [
         inputs=_tokenize_inputs,
         outputs=(TOKENS, EXTRA_TOKENS, TOKENS_META),
         section="tokenize",
+        version=2,  # 2: the extra corpora go into the token store data/tokens/extra/ (was extra.jsonl)
         packages=("sudachipy", "sudachidict-core", "spacy"),
-        help="GiNZA/Sudachi tokens (surface, lemma, normalized form, UD POS, Sudachi tag) for every sentence.",
+        help="GiNZA/Sudachi tokens of every KNBC sentence; the extra corpora into a token store (parallel, resumable).",
     ),
     Stage(
         name="word2vec",
@@ -207,6 +208,7 @@ _FIXED: list[Stage] = [
         inputs=_word2vec_inputs,
         outputs=(WORD2VEC_DIR,),
         section="word2vec",
+        version=2,  # 2: streams the token store; epochs and workers 0 = auto
         help="Train gensim Word2Vec on the tokens.",
     ),
     Stage(

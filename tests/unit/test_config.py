@@ -17,9 +17,18 @@ def test_defaults_cover_every_section(tmp_path):
 def test_sections_are_frozen_typed_mappings(tmp_path):
     section = load_config(tmp_path)["tokenize"]
     assert isinstance(section, TokenizeSection)
-    assert dict(section) == {"split_mode": "C", "extra_corpora": [], "batch_size": 256}
+    assert dict(section) == {
+        "split_mode": "C",
+        "extra_corpora": [],
+        "batch_size": 256,
+        "text_field": "text",
+        "store_fields": ["surface", "norm"],
+        "shard_lines": 20000,
+        "workers": 0,
+        "engine": "local",
+    }
     assert {**section} == dict(section) and section == dict(section)
-    assert list(section.items())[0] == ("split_mode", "C") and section.get("nope", 7) == 7 and len(section) == 3
+    assert list(section.items())[0] == ("split_mode", "C") and section.get("nope", 7) == 7 and len(section) == 8
     with pytest.raises(KeyError):
         section["nope"]
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -95,7 +104,10 @@ def test_unknown_key_names_valid_keys(tmp_path):
     with pytest.raises(ConfigError, match="E102") as info:
         load_config(tmp_path, ["tokenize.split_mod=A"])
     assert info.value.message == "Unknown config key 'tokenize.split_mod'. Did you mean 'split_mode'?"
-    assert info.value.hint == "Valid keys in [tokenize]: split_mode, extra_corpora, batch_size."
+    assert (
+        info.value.hint
+        == "Valid keys in [tokenize]: split_mode, extra_corpora, batch_size, text_field, store_fields, shard_lines, workers, engine."
+    )
 
 
 def test_unknown_section_names_valid_sections(tmp_path):
@@ -173,4 +185,6 @@ def test_non_fingerprint_keys_are_left_out(tmp_path):
     assert "source" not in config.fingerprint_view("corpus")
     assert "workers" not in config.fingerprint_view("word2vec")
     assert config.fingerprint_view("word2vec")["vector_size"] == 100
-    assert config.to_dict()["tokenize"] == {"split_mode": "C", "extra_corpora": [], "batch_size": 256}
+    assert config.to_dict()["tokenize"]["extra_corpora"] == [] and config.to_dict()["tokenize"]["workers"] == 0
+    assert {"workers", "engine", "batch_size"}.isdisjoint(config.fingerprint_view("tokenize"))
+    assert {"split_mode", "extra_corpora", "store_fields", "shard_lines", "text_field"} <= set(config.fingerprint_view("tokenize"))

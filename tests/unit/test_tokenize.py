@@ -6,8 +6,9 @@ import json
 import pytest
 
 from pipeline.config import load_config
-from pipeline.errors import ConfigError, InputError, WorkflowError
+from pipeline.errors import ConfigError, WorkflowError
 from pipeline.paths import EXTRA_TOKENS, TOKENS, TOKENS_META
+from pipeline.text.token_store import TokenStore
 from pipeline.text.tokenize import SUDACHI_MAX_BYTES, Tokenizer, split_long_text
 from pipeline.workflow.runner import Runner
 
@@ -69,58 +70,30 @@ def test_text_over_sudachi_limit_is_tokenized():
     assert "".join(tokens["surface"]) == text
 
 
-def test_stage_writes_aligned_fields_and_streams_extra_corpora(tiny_project, tmp_path):
+def test_stage_writes_aligned_fields_and_a_token_store_of_extra_corpora(tiny_project, tmp_path):
     project, overrides = tiny_project
     extra = tmp_path / "extra.txt.gz"
     with gzip.open(extra, "wt", encoding="utf-8") as handle:
         handle.write("京都に行った。\n\n携帯を買った。\n")
-    config = load_config(project, [*overrides, f'tokenize.extra_corpora=["{extra}"]'])
+    config = load_config(project, [*overrides, f'tokenize.extra_corpora=["{extra}"]', "tokenize.store_fields=['lemma', 'norm']"])
     Runner(project, config).run("tokenize")
     rows = [json.loads(line) for line in (project / TOKENS).read_text(encoding="utf-8").splitlines()]
     assert rows and all(len({len(row[f]) for f in ("surface", "lemma", "norm", "pos", "tag")}) == 1 for row in rows)
     assert rows[0]["surface"] == ["ラーメン", "が", "美味しい", "。"] and rows[0]["theme"] == "Gourmet"
     assert {"sentence_id", "article_id", "split", "sentiment", "position"} <= set(rows[0])
-    extra_rows = [json.loads(line) for line in (project / EXTRA_TOKENS).read_text(encoding="utf-8").splitlines()]
-    assert [r["line"] for r in extra_rows] == [1, 3]  # the empty line is skipped, numbering kept
-    assert extra_rows[1]["lemma"] == ["携帯", "を", "買う", "た", "。"]
+    store = TokenStore.open(project / EXTRA_TOKENS)
+    assert store.fields == ["lemma", "norm"]
+    assert list(store.iter_sentences("lemma")) == [["京都", "に", "行く", "た", "。"], ["携帯", "を", "買う", "た", "。"]]
+    assert [len(doc) for doc in store.iter_documents("lemma")] == [1, 1]  # the blank line ends a document
     meta = json.loads((project / TOKENS_META).read_text(encoding="utf-8"))
-    assert meta["split_mode"] == "C" and meta["extra_documents"] == 2
-
-
-def test_extra_corpus_is_streamed(tmp_path):
-    """Documents are tokenized one line at a time as the consumer pulls them, never all up front."""
-    from pipeline.text import tokenize
-
-    class CountingTokenizer(Tokenizer):
-        calls = 0
-
-        def tokenize(self, text):
-            CountingTokenizer.calls += 1
-            return super().tokenize(text)
-
-    path = tmp_path / "big.txt"
-    path.write_text("京都に行った。\n" * 1000, encoding="utf-8")
-    stream = tokenize._stream_corpus(path, CountingTokenizer("C"))
-    line_number, tokens = next(stream)
-    assert line_number == 1 and tokens["surface"][0] == "京都"
-    assert CountingTokenizer.calls == 1
-    stream.close()
+    assert meta["split_mode"] == "C" and meta["extra_sentences"] == 2
+    assert not any((project / ".jpipe" / "work" / "tokenize").iterdir())  # work shards removed once the store is whole
 
 
 def test_unknown_split_mode_is_a_coded_error():
     with pytest.raises(ConfigError, match="E109: Unknown Sudachi split mode 'D'") as info:
         Tokenizer("D")
     assert info.value.hint == "Valid split modes: A, B, C."
-
-
-def test_extra_corpus_that_is_not_utf8(tmp_path):
-    from pipeline.text import tokenize
-
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("café\n".encode("latin-1"))
-    with pytest.raises(InputError, match="E206") as info:
-        list(tokenize._stream_corpus(path, Tokenizer("C", with_pos=False)))
-    assert "tokenize.extra_corpora" in info.value.hint
 
 
 def test_tokenizer_benchmark_lives_in_bench_and_needs_prepare(tmp_path):
