@@ -36,6 +36,7 @@ CODES: dict[str, str] = {
     "E133": "A config section of an earlier version (train_topic, train_sentiment) that moved to [tasks.NAME.classifier].",
     "E134": "A built-in task cannot be removed (disable it instead).",
     "E135": "A task section without its data file.",
+    "E140": "The Ray cluster address cannot be reached or joined.",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",
