@@ -86,6 +86,7 @@ CODES: dict[str, str] = {
     "E405": "Stage table out of order (a stage reads an output of a later stage).",
     "E406": "Lock file has a newer lock format than this version reads.",
     "E407": "A stage finished without writing a declared output, or wrote an undeclared one.",
+    "E408": "A stage run in a parallel process died, or failed with an error that could not be passed back.",
 }
 
 
@@ -105,6 +106,10 @@ class PipelineError(Exception):
         self.code = code
         self.message = message
         self.hint = hint
+
+    def __reduce__(self):
+        # Pickled with its code and hint (``jpipe run --jobs N`` sends a stage's error from its process).
+        return (type(self), (self.code, self.message), {"hint": self.hint})
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"

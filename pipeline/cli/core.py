@@ -41,7 +41,11 @@ def _progress_printers(out) -> dict:
     def skipped(name: str, notes: list[str]) -> None:
         out.print(f"[green]=[/green] [bold]{name}[/bold] is fresh ({'; '.join(notes) or 'its inputs are unchanged'})")
 
-    return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped}
+    def failed(name: str, error: BaseException) -> None:
+        code = getattr(error, "code", type(error).__name__)
+        out.print(f"[red]failed[/red] {name} ({code}); stages that do not depend on it go on", markup=True, highlight=False)
+
+    return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped, "on_stage_fail": failed}
 
 
 @app.command()
@@ -60,13 +64,21 @@ def run(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would run, and why, without running it.")] = False,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", help="Stages run side by side (independent ones: one per task, the generator), each in its own process.", min=1
+        ),
+    ] = 1,
     overrides: SetOption = None,
 ) -> None:
     """Run the stale stages of the pipeline, in dependency order.
 
     A stage whose upstream reran but wrote byte-identical outputs stays fresh and is skipped.
+    With --jobs N, up to N stages whose upstream stages are done run at once (torch gets
+    cores/N threads in each); a failing stage stops only the stages that depend on it.
     Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
-    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
+    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`, `jpipe run --jobs 2`.
     """
     from pipeline.workflow.runner import Runner
 
@@ -75,7 +87,7 @@ def run(
     if dry_run:
         _print_plan(out, runner.plan(stage, force=force))
         return
-    ran = runner.run(stage, force=force, resume=resume, **_progress_printers(out))
+    ran = runner.run(stage, force=force, resume=resume, jobs=jobs, **_progress_printers(out))
     if not ran:
         out.print("Everything is fresh: nothing to run.")
 
@@ -89,6 +101,7 @@ def _status_table(statuses: list) -> object:
         table.add_column(column)
     for s in statuses:
         mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
+        mark = "[bold cyan]running[/bold cyan]" if s.running else mark
         last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
         why = "; ".join(s.reasons) if s.reasons else (f"[dim]{'; '.join(s.notes)}[/dim]" if s.notes else "-")
         table.add_row(s.name, mark, last, why)
