@@ -37,6 +37,7 @@ CODES: dict[str, str] = {
     "E134": "A built-in task cannot be removed (disable it instead).",
     "E135": "A task section without its data file.",
     "E140": "The Ray cluster address cannot be reached or joined.",
+    "E141": "Distributed training started without the environment torchrun sets (RANK, WORLD_SIZE, ...).",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -43,7 +44,7 @@ def _progress_printers(out) -> dict:
 
     def failed(name: str, error: BaseException) -> None:
         code = getattr(error, "code", type(error).__name__)
-        out.print(f"[red]failed[/red] {name} ({code}); stages that do not depend on it go on", markup=True, highlight=False)
+        out.print(f"[red]failed[/red] {name} ({code})", markup=True, highlight=False)
 
     return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped, "on_stage_fail": failed}
 
@@ -90,6 +91,34 @@ def run(
     ran = runner.run(stage, force=force, resume=resume, jobs=jobs, **_progress_printers(out))
     if not ran:
         out.print("Everything is fresh: nothing to run.")
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="The task whose classifier to train (stage train_TASK), e.g. topic.")],
+    ddp: Annotated[
+        int, typer.Option("--ddp", help="Train data-parallel in N processes on this machine (torchrun; gloo on CPU, nccl on GPUs).", min=1)
+    ] = 1,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Retrain even if fresh.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint after an interruption.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Train one task's classifier (stage train_TASK, after any stale upstream stage), in one process or data-parallel.
+
+    `jpipe train topic --ddp 2` starts 2 processes with torchrun; on several machines start
+    `torchrun --nnodes M --nproc_per_node N ... -m pipeline train topic` on each instead.
+    Rank 0 alone writes the checkpoints and the model directory; --resume works as in `jpipe run`.
+    """
+    from pipeline.workflow.distributed import launch, train_task
+    from pipeline.workflow.runner import Runner
+
+    if ddp > 1 and "WORLD_SIZE" not in os.environ:
+        args = ["--dir", str(state.project_dir), "train", task] + ["--force"] * force + ["--resume"] * resume
+        raise typer.Exit(launch(nproc=ddp, args=args + [item for value in overrides or [] for item in ("--set", value)]))
+    runner = Runner(state.project_dir, load_project_config(overrides))
+    ran = train_task(runner, task, force=force, resume=resume, callbacks=_progress_printers(console()))
+    if not ran and os.environ.get("RANK", "0") == "0":
+        console().print(f"train_{task} is fresh: nothing to run.")
 
 
 def _status_table(statuses: list) -> object:

@@ -178,6 +178,8 @@ class Runner:
         self._producer = {output: stage.name for stage in stages for output in stage.outputs}
         self._packages: dict[str, dict[str, str | None]] = {}
         self._running_since: dict[str, str] = {}
+        # stage name -> how its function is called (default: in this process); e.g. data-parallel training
+        self.executors: dict[str, Callable[[StageContext], dict | None]] = {}
         self._check_graph()
         self._load_lock()
 
@@ -463,7 +465,8 @@ class Runner:
     def _run_one(self, name: str, *, resume: bool) -> tuple[float, dict]:
         job = self.prepare(name, resume=resume)
         try:
-            metrics = job.ctx.stage.load()(job.ctx) or {}
+            execute = self.executors.get(name)
+            metrics = (execute(job.ctx) if execute else job.ctx.stage.load()(job.ctx)) or {}
         except BaseException:
             shutil.rmtree(job.staging, ignore_errors=True)
             raise
