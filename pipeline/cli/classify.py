@@ -387,13 +387,23 @@ def bench_classify(
     via: Annotated[
         str, typer.Option("--via", help="jpipe: `classify` alone; spacy: also nlp.pipe with the jpipe_classifier component, and the ratio.")
     ] = "jpipe",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="ray: the local and Ray engines on the same reviews (default 200,000), 1 vs --actors actors, peak memory."
+        ),
+    ] = "local",
+    actors: Annotated[int, typer.Option("--actors", help="--engine ray: Ray actors.", min=1)] = 2,
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
     from pipeline.bench.classify import benchmark_classify, benchmark_spacy
 
     _set_inference_threads(threads)
-    if via not in ("jpipe", "spacy"):
-        fail(f"--via must be jpipe or spacy, got {via!r}.")
+    if via not in ("jpipe", "spacy") or engine not in ("local", "ray"):
+        fail(f"--via must be jpipe or spacy (got {via!r}), --engine local or ray (got {engine!r}).")
+    if engine == "ray":
+        _print_ray_bench(reviews=reviews, actors=actors, batch_size=batch_size, as_json=as_json)
+        return
     if via == "spacy":
         _print_spacy_bench(benchmark_spacy(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device), as_json)
         return
@@ -408,6 +418,31 @@ def bench_classify(
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
+
+
+def _print_ray_bench(*, reviews: int, actors: int, batch_size: int, as_json: bool) -> None:
+    from pipeline.bench.classify_ray import benchmark_ray_classify
+
+    # 20,000 is the local benchmark's default; the Ray comparison is about 200,000 reviews.
+    result = benchmark_ray_classify(
+        project_dir=state.project_dir, reviews=200_000 if reviews == 20_000 else reviews, actors=actors, batch_size=batch_size
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    runs = result["runs"]
+    out.print(
+        f"{result['reviews']} reviews ({result['source']}, {result['cores']} cores), batch {result['batch_size']}; wall clock, model loading included"
+    )
+    for name, run in runs.items():
+        extra = f", {run['actors']} actor(s), Ray start {run['ray_start_seconds']:.1f}s" if "actors" in run else ""
+        out.print(
+            f"{name:18s} {run['rows']:>8d} reviews {run['reviews_per_second']:>8.0f} reviews/s  peak {run['peak_mb']:>7.0f} MB{extra}"
+        )
+    out.print(f"ray / local: {result['ray_vs_local']:.3f} (goal >= 0.85); {actors} actors / 1 actor: {result['actor_scaling']:.3f}")
+    growth = result["peak_mb_growth"]
+    out.print(f"peak memory x{growth['local']:.2f} (local), x{growth['ray']:.2f} (ray) for 4x the reviews")
 
 
 def _print_spacy_bench(result: dict, as_json: bool) -> None:

@@ -1,16 +1,18 @@
 """``jpipe classify --engine ray``: batch classification on Ray Data, local or on a cluster.
 
-The dataset flows through three steps, each a Ray Data ``map_batches``:
+The input is cut into *parts*: byte ranges of a txt/JSONL file (cut at line starts, each knowing
+its first line number), the row groups of a parquet file; a CSV/TSV or gzip file is one part.
+Each part is read by ``pipeline.data.readers`` as the local engine reads it, so ids and per-row
+errors are the same, and every row gets ``seq``, its 0-based position in the input.
 
-1. **read**: the input is cut into parts (byte ranges of a txt/JSONL file, cut at line starts;
-   the row groups of a parquet file; a CSV/TSV or gzip file is one part) and each part is read
-   by ``pipeline.data.readers`` as the local engine reads it, so ids and per-row errors are the
-   same. Every row gets ``seq``, its 0-based position in the input.
-2. **classify**: an actor class, ``ClassifyActor``, loads the task models once per actor and
-   runs ``classify_batch`` (the local engine's code) on each batch.
-3. **write**: each batch of output rows becomes one shard, ``part-<first seq>.jsonl`` or
-   ``.parquet``, written atomically; a retried task rewrites the same shard name, so no row is
-   written twice. Rows carry ``seq``: sort by it to get the input order back.
+``ray.data.from_items(parts).map_batches(ClassifyActor, compute=ActorPoolStrategy(size=N))``:
+an actor loads the task models once, then for each part it is given reads the part, classifies
+its rows ``SHARD_ROWS`` at a time (``classify_batch``, the local engine's code) and writes each
+such chunk as one shard, ``part-<first seq>.jsonl`` or ``.parquet``, atomically. A retried part
+rewrites the same shard names, so no row is written twice; rows carry ``seq``: sort by it to get
+the input order back. An input read whole (one part) is streamed by a read task to the actors
+instead. Reading next to the models keeps the rows out of Ray's object store: the only data
+that travels are part descriptions and per-shard counts, so memory does not grow with the input.
 
 The shards go to a staging directory next to the output directory, which replaces the output
 directory only when every shard is written: a failed run leaves no half-written output.
@@ -45,8 +47,8 @@ logger = logging.getLogger(__name__)
 
 RAY_OUTPUT_FORMATS = ("jsonl", "parquet")
 READ_BLOCK_ROWS = 4096  # rows per block produced by a read part
-PART_BYTES = 64 << 20  # a txt/JSONL input is read in parts of about this size (and at least 2 per actor)
-SHARD_ROWS = 50_000  # output rows per shard (at most)
+PART_BYTES = 64 << 20  # a txt/JSONL input is read in parts of about this size (and at least 4 per actor)
+SHARD_ROWS = 8192  # output rows per shard (at most): an actor classifies and writes this many at a time
 CONNECT_TIMEOUT_S = 5.0  # an --address that does not answer within this is an error
 DEFAULT_PORTS = {"ray": 10001, "": 6379}  # Ray Client, GCS
 # Test hook: an actor that finds this variable set (to a marker file that does not exist yet)
@@ -188,33 +190,41 @@ def _part_records(source: RaySource, part: dict[str, Any]):
 
 
 def read_part(batch: dict[str, Any], *, source: RaySource) -> Iterator[dict[str, list]]:
-    """``map_batches`` function: read the parts of ``batch`` and yield their records in blocks, with ``seq``."""
+    """``map_batches`` function (inputs read whole): read the parts of ``batch``, yield their records in blocks, with ``seq``."""
     for start, end, first in zip(batch["start"], batch["end"], batch["first"], strict=True):
-        columns: dict[str, list] = {"seq": [], "id": [], "text": [], "error": []}
-        seq = int(first) - 1  # parts start at row/line ``first``; a record per row or line
-        for record in _part_records(source, {"start": start, "end": end, "first": first}):
-            for key, value in (("seq", seq), ("id", record.id), ("text", record.text), ("error", record.error)):
-                columns[key].append(value)
-            seq += 1
-            if len(columns["seq"]) >= READ_BLOCK_ROWS:
-                yield _record_table(columns)
-                columns = {key: [] for key in columns}
-        if columns["seq"]:
-            yield _record_table(columns)
+        for chunk in _chunks(source, {"start": start, "end": end, "first": first}, READ_BLOCK_ROWS):
+            yield _record_table(chunk)
 
 
-def _record_table(columns: dict[str, list]):
+def _chunks(source: RaySource, part: dict[str, Any], size: int) -> Iterator[list[tuple[int, Any]]]:
+    """The records of one part as lists of ``(seq, record)``, ``size`` at a time (parts start at row/line ``first``)."""
+    chunk: list[tuple[int, Any]] = []
+    for seq, record in enumerate(_part_records(source, part), start=int(part["first"]) - 1):
+        chunk.append((seq, record))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _record_table(chunk: list[tuple[int, Any]]):
     import pyarrow as pa
 
     schema = pa.schema([("seq", pa.int64()), ("id", pa.string()), ("text", pa.string()), ("error", pa.string())])
+    columns = {"seq": [seq for seq, _ in chunk], **{key: [getattr(r, key) for _, r in chunk] for key in ("id", "text", "error")}}
     return pa.Table.from_pydict(columns, schema=schema)
 
 
-# ---------------------------------------------------------------- classify
+# ---------------------------------------------------------------- classify and write
 class ClassifyActor:
-    """Loads the task models once; each call classifies one batch of records (``classify_batch``)."""
+    """Loads the task models once. Each call gets either parts of the input (it reads them) or records
+    (read by ``read_part``); it classifies them (``classify_batch``) and writes each ``SHARD_ROWS`` rows
+    as one shard. Returns one count row per shard."""
 
-    def __init__(self, *, models: RayModels, output_format: str, crash_marker: str | None = None) -> None:
+    def __init__(
+        self, *, models: RayModels, source: RaySource, directory: str, output_format: str, crash_marker: str | None = None
+    ) -> None:
         import torch
 
         from pipeline.inference.batch import TaskClassifiers
@@ -227,20 +237,30 @@ class ClassifyActor:
             batch_size=models.batch_size,
         )
         self.top_tokens = models.top_tokens
-        self.output_format = output_format
+        self.source, self.directory, self.output_format = source, directory, output_format
         self.crash_marker = crash_marker
 
-    def __call__(self, batch):
+    def __call__(self, batch) -> dict[str, list]:
         from pipeline.data.readers import InputRecord
-        from pipeline.inference.batch import classify_batch
 
         data = batch.to_pydict()
-        records = [InputRecord(id=i, text=t, error=e) for i, t, e in zip(data["id"], data["text"], data["error"], strict=True)]
+        if "start" in data:  # parts of a splittable input: read here, next to the models
+            parts = [dict(zip(data, values, strict=True)) for values in zip(*data.values(), strict=True)]
+            chunks = (chunk for part in parts for chunk in _chunks(self.source, part, SHARD_ROWS))
+        else:
+            records = (InputRecord(id=i, text=t, error=e) for i, t, e in zip(data["id"], data["text"], data["error"], strict=True))
+            chunks = iter([list(zip(data["seq"], records, strict=True))])
+        counts = [self._shard(chunk) for chunk in chunks]
+        return {key: [count[key] for count in counts] for key in ("shard", "rows", "errors", "examples")}
+
+    def _shard(self, chunk: list[tuple[int, Any]]) -> dict[str, Any]:
+        from pipeline.inference.batch import classify_batch
+
+        seqs = [seq for seq, _ in chunk]
+        rows = classify_batch([record for _, record in chunk], self.classifiers, top_tokens=self.top_tokens)
         self._maybe_crash()
-        rows = classify_batch(records, self.classifiers, top_tokens=self.top_tokens)
-        return output_table(
-            rows, data["seq"], output_format=self.output_format, tasks=self.classifiers.tasks, labels=self.classifiers.labels
-        )
+        table = output_table(rows, seqs, output_format=self.output_format, tasks=self.classifiers.tasks, labels=self.classifiers.labels)
+        return write_shard(table, directory=self.directory, output_format=self.output_format)
 
     def _maybe_crash(self) -> None:
         """The test hook of ``CRASH_ONCE_ENV``: die (no cleanup, like a killed process) once per marker."""
@@ -281,23 +301,29 @@ def parquet_schema(tasks: tuple[str, ...], labels: dict[str, list[str]]):
 
 
 # ---------------------------------------------------------------- write
-def write_shard(batch, *, directory: str, output_format: str) -> dict[str, list]:
-    """``map_batches`` function: write one batch of output rows as one shard; returns its counts (one row)."""
+def write_shard(table, *, directory: str, output_format: str) -> dict[str, Any]:
+    """Write one table of output rows as one shard, atomically; returns its counts.
+
+    The name comes from the first row's ``seq``: a retried batch rewrites the same shard, never a second one."""
     from pipeline.io import atomic_path
 
-    seqs, ids, errors = (batch.column(name).to_pylist() for name in ("seq", "id", "error"))
-    name = Path(directory) / f"part-{min(seqs):012d}.{output_format}"  # the same name when a retried task writes it again
+    seqs, ids, errors = (table.column(name).to_pylist() for name in ("seq", "id", "error"))
+    name = Path(directory) / f"part-{min(seqs):012d}.{output_format}"
     with atomic_path(name) as tmp:
         if output_format == "jsonl":
             with open(tmp, "w", encoding="utf-8") as handle:
-                handle.writelines(line + "\n" for line in batch.column("json").to_pylist())
+                handle.writelines(line + "\n" for line in table.column("json").to_pylist())
         else:
             import pyarrow.parquet as pq
 
-            pq.write_table(batch, tmp)
+            pq.write_table(table, tmp)
     examples = [f"row {row_id}: {error}" for row_id, error in zip(ids, errors, strict=True) if error][:5]
-    counts = {"shard": name.name, "rows": len(seqs), "errors": sum(1 for error in errors if error)}
-    return {**{key: [value] for key, value in counts.items()}, "examples": [json.dumps(examples, ensure_ascii=False)]}
+    return {
+        "shard": name.name,
+        "rows": len(seqs),
+        "errors": sum(1 for error in errors if error),
+        "examples": json.dumps(examples, ensure_ascii=False),
+    }
 
 
 # ---------------------------------------------------------------- run
@@ -347,24 +373,22 @@ def _execute(source: RaySource, models: RayModels, *, staging: Path, output_form
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     staging.mkdir(parents=True)
-    parts = read_parts(source, parts=2 * actors)
-    # Reads and writes are light and take no CPU slot: every CPU goes to an actor.
-    light = dict(num_cpus=0, batch_format="pyarrow")
-    crash_marker = os.environ.get(CRASH_ONCE_ENV) or None
-    dataset = (
-        ray.data.from_items(parts, override_num_blocks=len(parts))
-        .map_batches(read_part, fn_kwargs={"source": source}, batch_size=1, num_cpus=0, batch_format="numpy")
-        .map_batches(
-            ClassifyActor,
-            fn_constructor_kwargs={"models": models, "output_format": output_format, "crash_marker": crash_marker},
-            batch_size=models.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=1,
-            num_gpus=1 if models.device == "cuda" else 0,
-            batch_format="pyarrow",
-        )
-        .map_batches(write_shard, fn_kwargs={"directory": str(staging), "output_format": output_format}, batch_size=SHARD_ROWS, **light)
+    parts = read_parts(source, parts=4 * actors)
+    actor_args = {"models": models, "source": source, "directory": str(staging), "output_format": output_format}
+    actor_args["crash_marker"] = os.environ.get(CRASH_ONCE_ENV) or None
+    classify = dict(
+        fn_constructor_kwargs=actor_args,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=1,
+        num_gpus=1 if models.device == "cuda" else 0,
+        batch_format="pyarrow",
     )
+    dataset = ray.data.from_items(parts, override_num_blocks=len(parts))
+    if len(parts) > 1:  # a splittable input: each actor reads its parts (no read tasks, no records through the object store)
+        dataset = dataset.map_batches(ClassifyActor, batch_size=1, **classify)
+    else:  # read whole (CSV/TSV, gzip): a read task streams the records to the actors
+        dataset = dataset.map_batches(read_part, fn_kwargs={"source": source}, batch_size=1, num_cpus=0, batch_format="numpy")
+        dataset = dataset.map_batches(ClassifyActor, batch_size=SHARD_ROWS, **classify)
     return list(dataset.iter_rows())
 
 

@@ -140,16 +140,26 @@ def local_rows(project: Path, source: Path, *extra: str) -> list[dict]:
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
-def test_ray_engine_equals_local_engine_row_for_row(ray_session, trained_project, tmp_path):
+@pytest.mark.parametrize("kind", ["txt", "csv"])
+def test_ray_engine_equals_local_engine_row_for_row(ray_session, trained_project, tmp_path, kind):
     from pipeline.inference.ray_engine import read_output
 
-    source = tmp_path / "reviews.txt"
-    source.write_bytes(BAD_AND_GOOD)
+    source = tmp_path / f"reviews.{kind}"
+    if kind == "txt":
+        source.write_bytes(BAD_AND_GOOD)
+    else:  # a CSV is read whole, by a read task that streams its rows to the actors
+        quoted = [b'"' + line.replace(b'"', b'""') + b'"' for line in BAD_AND_GOOD.splitlines()]
+        source.write_bytes(b"text\n" + b"\n".join(quoted) + b"\n")
     options = ("--max-chars", "100", "--batch-size", "8")
     result = invoke(trained_project, "classify", str(source), "--engine", "ray", "--actors", "2", "-o", str(tmp_path / "out"), *options)
     assert result.exit_code == 0, result.output
     assert "classified 42 of 46 rows; 4 with errors" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["part-000000000000.jsonl"]
+    shards = sorted((tmp_path / "out").iterdir())
+    # txt: read in 4 parts per actor, one shard each; csv: one part; each shard named by its first row
+    assert len(shards) == (8 if kind == "txt" else 1)
+    for shard in shards:
+        first = json.loads(shard.read_text(encoding="utf-8").splitlines()[0])
+        assert shard.name == f"part-{first['seq']:012d}.jsonl"
     assert_same_rows(local_rows(trained_project, source, *options), list(read_output(tmp_path / "out")))
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]  # the staging directory is gone
 
