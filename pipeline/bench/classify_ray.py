@@ -10,8 +10,9 @@ Figures, per engine and input size:
   count once) summed over this process and all its descendants (Ray's raylet, GCS and workers),
   sampled every 0.2 s; measured at two input sizes to see whether it grows with the input.
 
-From these: the ratio Ray / local at the full size (Ray's overhead on one machine), Ray's fixed
-start-up cost, and the scaling from 1 to 2 actors (at the smaller size).
+From these: the ratio Ray / local at the full size (Ray's overhead on one machine), each engine's
+fixed cost and marginal speed (a line through its two sizes: seconds = fixed + reviews / rate),
+and the scaling from 1 to 2 actors (at the smaller size).
 """
 
 from __future__ import annotations
@@ -134,6 +135,13 @@ def _ray(project_dir: Path, source: Path, output: Path, *, batch_size: int, acto
     }
 
 
+def _fit(small: dict[str, Any], full: dict[str, Any]) -> dict[str, float]:
+    """Fixed seconds and marginal reviews/s of an engine, from its runs at two sizes."""
+    extra_seconds = max(full["seconds"] - small["seconds"], 1e-9)
+    rate = (full["rows"] - small["rows"]) / extra_seconds
+    return {"fixed_seconds": round(full["seconds"] - full["rows"] / rate, 2), "marginal_reviews_per_second": round(rate, 1)}
+
+
 def benchmark_ray_classify(
     *, project_dir: str | os.PathLike, reviews: int = 200_000, actors: int = 2, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> dict[str, Any]:
@@ -162,6 +170,8 @@ def benchmark_ray_classify(
         "runs": runs,
         "ray_vs_local": round(runs["ray"]["reviews_per_second"] / runs["local"]["reviews_per_second"], 3),
         "actor_scaling": round(runs["ray_small"]["reviews_per_second"] / runs["ray_small_1_actor"]["reviews_per_second"], 3),
+        # seconds = fixed + rows / marginal rate, from the two sizes: start-up cost and steady speed of each engine
+        "fit": {engine: _fit(runs[f"{engine}_small"], runs[engine]) for engine in ("local", "ray")},
         "peak_mb_growth": {
             "local": round(runs["local"]["peak_mb"] / max(runs["local_small"]["peak_mb"], 1e-9), 3),
             "ray": round(runs["ray"]["peak_mb"] / max(runs["ray_small"]["peak_mb"], 1e-9), 3),

@@ -441,6 +441,15 @@ def _print_ray_bench(*, reviews: int, actors: int, batch_size: int, as_json: boo
             f"{name:18s} {run['rows']:>8d} reviews {run['reviews_per_second']:>8.0f} reviews/s  peak {run['peak_mb']:>7.0f} MB{extra}"
         )
     out.print(f"ray / local: {result['ray_vs_local']:.3f} (goal >= 0.85); {actors} actors / 1 actor: {result['actor_scaling']:.3f}")
+    fit = result["fit"]
+    out.print(
+        "fixed + marginal: local {:.1f}s + {:.0f} reviews/s, ray {:.1f}s + {:.0f} reviews/s".format(
+            fit["local"]["fixed_seconds"],
+            fit["local"]["marginal_reviews_per_second"],
+            fit["ray"]["fixed_seconds"],
+            fit["ray"]["marginal_reviews_per_second"],
+        )
+    )
     growth = result["peak_mb_growth"]
     out.print(f"peak memory x{growth['local']:.2f} (local), x{growth['ray']:.2f} (ray) for 4x the reviews")
 

@@ -235,3 +235,30 @@ def bench_tokenize(
                 f"{name:12s} {info['sentences_per_second']:>9.0f} sentences/s  ({info['sentences']} sentences, split mode {info['split_mode']})"
             )
     out.print(f"pipeline / sudachipy = {result['pipeline_vs_sudachipy']:.2f}")
+
+
+@bench_app.command("jobs")
+def bench_jobs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Jobs of the parallel run.", min=2)] = 2,
+    stages: Annotated[
+        str, typer.Option("--stages", help="Comma-separated stages to time.")
+    ] = "train_topic,train_sentiment,train_generator",
+    overrides: SetOption = None,
+) -> None:
+    """Wall time of training stages with `jpipe run --jobs N` vs one job, on two copies of this (fully run) project."""
+    from pipeline.bench.jobs import benchmark_jobs
+
+    names = tuple(name.strip() for name in stages.split(",") if name.strip())
+    result = benchmark_jobs(project_dir=state.project_dir, config=load_project_config(overrides), jobs=jobs, stages=names)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"{', '.join(result['stages'])} on {result['cores']} cores")
+    for name, run in result["runs"].items():
+        dev = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in figures.items()) for stage, figures in run["dev"].items())
+        out.print(f"{name:22s} --jobs {run['jobs']}, {run['torch_threads']} torch thread(s)/stage: {run['seconds']:>7.1f}s   {dev}")
+    out.print(f"speed-up {result['speedup']:.2f}x (vs one job), {result['speedup_same_threads']:.2f}x (vs one job, same threads)")
+    same, same_threads = result["same_weights_as_one_job"], result["same_weights_as_one_job_same_threads"]
+    out.print(f"same weights as one job: {same}; as one job with the same threads: {same_threads} ({result['weights_files']} weight files)")

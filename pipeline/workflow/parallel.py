@@ -6,7 +6,8 @@ staging directory and sends back its metrics (or its error). So:
 
 * a stage starts when every planned stage upstream of it is done, and is checked for early
   cutoff just before, exactly as a sequential run checks it; two stages are independent when
-  neither is upstream of the other;
+  neither is upstream of the other; among the stages ready to start, the one that took longest
+  last time (``duration_s`` in the lock) starts first, since it bounds the run's wall time;
 * the parent moves a finished stage's outputs into place and records them in ``jpipe.lock``
   (``Runner.finish``), one stage at a time, so the lock entries are those of a sequential run;
 * a failing stage (an error, or a child that dies) stops only the stages downstream of it;
@@ -44,14 +45,19 @@ class _Schedule:
     done: set[str] = field(default_factory=set)
     ran: list[str] = field(default_factory=list)
     failed: dict[str, BaseException] = field(default_factory=dict)
+    durations: dict[str, float] = field(default_factory=dict)  # seconds of each stage's last run (the lock's duration_s)
 
     def ready(self) -> list[str]:
-        """Waiting stages whose planned upstream stages are all done, in table order; drops those below a failure."""
+        """Waiting stages whose planned upstream stages are all done, longest first; drops those below a failure.
+
+        Longest first (by the duration of the stage's last run, in the lock; table order among unknown and
+        equal ones): the longest stage is the critical path, so it should not wait behind short ones."""
         blocked = {name for name in self.waiting if self.needs[name] & (set(self.failed) | self._blocked())}
         for name in blocked:
             self.waiting.remove(name)
             logger.warning("%s does not run: a stage upstream of it failed", name)
-        return [name for name in self.waiting if self.needs[name] <= self.done]
+        ready = [name for name in self.waiting if self.needs[name] <= self.done]
+        return sorted(ready, key=lambda name: -self.durations.get(name, 0.0))
 
     def _blocked(self) -> set[str]:
         planned = {name for name, _ in self.plan}
@@ -66,7 +72,9 @@ def stage_threads(jobs: int) -> int:
 def run_parallel(runner, plan: list[tuple[str, list[str]]], *, jobs: int, resume: bool, forced: set[str], callbacks: dict) -> list[str]:
     """Run ``plan`` with up to ``jobs`` stages at once; returns the stages that ran (in the order they finished)."""
     planned = [name for name, _ in plan]
-    schedule = _Schedule(plan=plan, needs={name: set(runner.ancestors(name)) & set(planned) for name in planned}, waiting=list(planned))
+    needs = {name: set(runner.ancestors(name)) & set(planned) for name in planned}
+    durations = {name: float(runner.lock["stages"].get(name, {}).get("duration_s") or 0.0) for name in planned}
+    schedule = _Schedule(plan=plan, needs=needs, waiting=list(planned), durations=durations)
     reasons = dict(plan)
     context = multiprocessing.get_context("fork")
     try:

@@ -217,3 +217,19 @@ def test_an_unreachable_address_is_a_clear_error_within_10_seconds(trained_proje
         assert time.monotonic() - started < 10
         assert result.exit_code != 0 and result.exception.code == "E140" and address in str(result.exception)
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the benchmark's pieces (no Ray)
+def test_bench_reviews_cycle_through_the_sentences_and_memory_is_sampled(tmp_path):
+    from pipeline.bench.classify_ray import PeakMemory, write_reviews
+
+    texts = ["京都の寺。", "ラーメンが美味しい。", "試合に勝った。"]
+    lines = write_reviews(tmp_path / "r.txt", texts, 7).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 7 and lines[0] == texts[0] and lines[3] == texts[0] + texts[(3 * 7 + 3) % 3]
+    assert all(line.startswith(texts[i % 3]) for i, line in enumerate(lines))
+    with PeakMemory() as memory:
+        block = bytearray(64 << 20)  # 64 MB touched while sampling
+        block[::4096] = b"x" * len(block[::4096])
+        time.sleep(0.5)
+    assert memory.peak_mb >= 64
+    del block
