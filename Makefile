@@ -12,8 +12,8 @@ install:
 	.venv/bin/pip install -q --upgrade pip
 	# CPU build of PyTorch (a bare `torch` would pull GBs of CUDA packages)
 	.venv/bin/pip install -q torch==2.13.0
-	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`)
-	.venv/bin/pip install -q -e ".[dev]"
+	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`); ray: the Ray engine and its tests
+	.venv/bin/pip install -q -e ".[dev,ray]"
 	$(MAKE) --no-print-directory install-browser
 
 # The browser test (tests/integration/test_serve_browser.py) drives Debian's chromium through Playwright

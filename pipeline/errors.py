@@ -38,6 +38,8 @@ CODES: dict[str, str] = {
     "E135": "A task section without its data file.",
     "E140": "Unknown config profile.",
     "E141": "A setting needs a token field that the token store does not keep.",
+    "E142": "The Ray cluster address cannot be reached or joined.",
+    "E143": "Distributed training started without the environment torchrun sets (RANK, WORLD_SIZE, ...).",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",
@@ -96,6 +98,7 @@ CODES: dict[str, str] = {
     "E405": "Stage table out of order (a stage reads an output of a later stage).",
     "E406": "Lock file has a newer lock format than this version reads.",
     "E407": "A stage finished without writing a declared output, or wrote an undeclared one.",
+    "E408": "A stage run in a parallel process died, or failed with an error that could not be passed back.",
 }
 
 
@@ -115,6 +118,10 @@ class PipelineError(Exception):
         self.code = code
         self.message = message
         self.hint = hint
+
+    def __reduce__(self):
+        # Pickled with its code and hint (``jpipe run --jobs N`` sends a stage's error from its process).
+        return (type(self), (self.code, self.message), {"hint": self.hint})
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}"

@@ -19,6 +19,9 @@ from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_pro
 TASKS_HELP = "Comma-separated tasks, e.g. topic,sentiment (default: every trained task; `jpipe task list` shows them)."
 THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
 INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
+ENGINE_HELP = (
+    "local: this process (a reader thread + torch threads); ray: Ray Data actors, on this machine or a cluster (pip install 'jpipe[ray]')."
+)
 LONG_HELP = (
     "Reviews longer than the model's max_tokens (200 tokens by default, train_<task>.max_tokens): 'aggregate' = classify every "
     "200-token window and average the probabilities weighted by window length; 'truncate' = keep the first window only."
@@ -32,7 +35,7 @@ class InputOptions:
     """Where the reviews come from and how rows are read."""
 
     path: str
-    kind: str  # txt, csv, tsv or jsonl
+    kind: str  # txt, csv, tsv, jsonl or parquet
     text_column: str  # CSV/TSV column or JSONL field
     id_column: str | None
     max_chars: int
@@ -92,12 +95,55 @@ class OutputOptions:
     progress: bool
 
     @classmethod
-    def build(cls, *, path: Path | None, output_format: str | None, top_tokens: int, progress: bool) -> OutputOptions:
+    def build(cls, *, path: Path | None, output_format: str | None, top_tokens: int, progress: bool, engine: str) -> OutputOptions:
         from pipeline.inference.batch import output_format_for
 
+        if engine == "ray":
+            from pipeline.inference.ray_engine import ray_output_format
+
+            if path is None:
+                fail("The Ray engine writes a directory of shards.", "Name the output directory with --output.")
+            return cls(path=path, format=ray_output_format(output_format), top_tokens=top_tokens, progress=False)
+        if engine != "local":
+            fail(f"Unknown engine {engine!r}.", "Use --engine local or --engine ray.")
         # The progress bar goes to stderr, and only to a terminal.
         return cls(
             path=path, format=output_format_for(path, output_format), top_tokens=top_tokens, progress=progress and sys.stderr.isatty()
+        )
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """``--engine ray``: which cluster, how many actors."""
+
+    address: str | None
+    actors: int
+
+    def run(self, source: InputOptions, models: ModelOptions, target: OutputOptions):
+        """Classify on Ray; returns the ``RaySummary``."""
+        from pipeline.inference.batch import task_model_dirs
+        from pipeline.inference.ray_engine import RayModels, RaySource, run_ray_classification
+
+        directories = task_model_dirs(state.project_dir, tasks=models.tasks)
+        ray_models = RayModels(
+            model_dirs={task: str(path.resolve()) for task, path in directories.items()},
+            batch_size=models.batch_size,
+            device=models.device,
+            long_policy=models.long_policy,
+            int8=models.int8,
+            threads=max(1, models.threads),
+            top_tokens=target.top_tokens,
+        )
+        ray_source = RaySource(
+            path=source.path, kind=source.kind, text_column=source.text_column, id_column=source.id_column, max_chars=source.max_chars
+        )
+        return run_ray_classification(
+            source=ray_source,
+            models=ray_models,
+            output_dir=target.path,
+            output_format=target.format,
+            address=self.address,
+            actors=self.actors,
         )
 
 
@@ -108,27 +154,34 @@ def _parse_tasks(text: str) -> tuple[str, ...] | None:
     return parse_tasks(text, known=project_tasks(state.project_dir)) if text.strip() else None
 
 
+# long: one Typer option per parameter (the signature is the --help text); the body is a few calls
 @app.command()
 def classify(
     input_path: Annotated[
         str,
         typer.Argument(
             metavar="INPUT",
-            help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, or - for stdin (read as .txt unless --input-format).",
+            help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, .parquet (--text-column), or - for stdin (read as .txt unless --input-format).",
         ),
     ],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file (.csv or .jsonl); default: stdout.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (.csv or .jsonl; default: stdout); with --engine ray, a directory of shards."),
+    ] = None,
     output_format: Annotated[
-        str | None, typer.Option("--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl).")
+        str | None,
+        typer.Option(
+            "--format", help="Output format: jsonl or csv (default: from --output's extension, else jsonl); --engine ray: jsonl or parquet."
+        ),
     ] = None,
     task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "",
-    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column holding the review.")] = "text",
+    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV/parquet column holding the review.")] = "text",
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the review.")] = "text",
     id_column: Annotated[
         str | None, typer.Option("--id-column", help="CSV/TSV column or JSONL field used as the row id (default: the row / line number).")
     ] = None,
     input_format: Annotated[
-        str | None, typer.Option("--input-format", help="txt, csv, tsv or jsonl (default: from the extension; stdin: txt).")
+        str | None, typer.Option("--input-format", help="txt, csv, tsv, jsonl or parquet (default: from the extension; stdin: txt).")
     ] = None,
     long_policy: Annotated[str, typer.Option("--long", help=LONG_HELP)] = "aggregate",
     max_chars: Annotated[
@@ -141,6 +194,11 @@ def classify(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (shown only on a terminal).")] = True,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
+    engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="--engine ray: the cluster (auto, HOST:PORT or ray://HOST:PORT); default: a local Ray.")
+    ] = None,
+    actors: Annotated[int, typer.Option("--actors", help="--engine ray: model actors (one CPU each).", min=1)] = 2,
 ) -> None:
     """Classify reviews (topic and sentiment) with the trained models, streaming in batches.
 
@@ -153,18 +211,26 @@ def classify(
     bad JSON) get an 'error' and the run goes on; the exit code is 1 only when no
     row could be classified.
 
+    With --engine ray the rows are classified by Ray Data actors (a local Ray, or the
+    cluster at --address) and written as shards part-*.jsonl / part-*.parquet in the
+    --output directory; each row carries 'seq', its position in the input.
+
     Examples: `jpipe classify reviews.txt -o out.csv`,
     `jpipe classify reviews.csv --text-column body --task sentiment`,
-    `cat reviews.txt | jpipe classify - --format csv`.
+    `cat reviews.txt | jpipe classify - --format csv`,
+    `jpipe classify reviews.jsonl --engine ray --actors 2 -o out/`.
     """
     source = InputOptions.build(
         path=input_path, input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars
     )
-    target = OutputOptions.build(path=output, output_format=output_format, top_tokens=top_tokens, progress=progress)
+    target = OutputOptions.build(path=output, output_format=output_format, top_tokens=top_tokens, progress=progress, engine=engine)
     models = ModelOptions(
         tasks=_parse_tasks(task), long_policy=long_policy, batch_size=batch_size, device=device, threads=threads, int8=int8
     )
-    summary = _classify(source, models, target)
+    if engine == "ray":
+        summary = RayOptions(address=address, actors=actors).run(source, models, target)
+    else:
+        summary = _classify(source, models, target)
     _report(summary, target)
 
 
@@ -321,13 +387,23 @@ def bench_classify(
     via: Annotated[
         str, typer.Option("--via", help="jpipe: `classify` alone; spacy: also nlp.pipe with the jpipe_classifier component, and the ratio.")
     ] = "jpipe",
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="ray: the local and Ray engines on the same reviews (default 200,000), 1 vs --actors actors, peak memory."
+        ),
+    ] = "local",
+    actors: Annotated[int, typer.Option("--actors", help="--engine ray: Ray actors.", min=1)] = 2,
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
     from pipeline.bench.classify import benchmark_classify, benchmark_spacy
 
     _set_inference_threads(threads)
-    if via not in ("jpipe", "spacy"):
-        fail(f"--via must be jpipe or spacy, got {via!r}.")
+    if via not in ("jpipe", "spacy") or engine not in ("local", "ray"):
+        fail(f"--via must be jpipe or spacy (got {via!r}), --engine local or ray (got {engine!r}).")
+    if engine == "ray":
+        _print_ray_bench(reviews=reviews, actors=actors, batch_size=batch_size, as_json=as_json)
+        return
     if via == "spacy":
         _print_spacy_bench(benchmark_spacy(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device), as_json)
         return
@@ -342,6 +418,40 @@ def bench_classify(
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
+
+
+def _print_ray_bench(*, reviews: int, actors: int, batch_size: int, as_json: bool) -> None:
+    from pipeline.bench.classify_ray import benchmark_ray_classify
+
+    # 20,000 is the local benchmark's default; the Ray comparison is about 200,000 reviews.
+    result = benchmark_ray_classify(
+        project_dir=state.project_dir, reviews=200_000 if reviews == 20_000 else reviews, actors=actors, batch_size=batch_size
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    runs = result["runs"]
+    out.print(
+        f"{result['reviews']} reviews ({result['source']}, {result['cores']} cores), batch {result['batch_size']}; wall clock, model loading included"
+    )
+    for name, run in runs.items():
+        extra = f", {run['actors']} actor(s), Ray start {run['ray_start_seconds']:.1f}s" if "actors" in run else ""
+        out.print(
+            f"{name:18s} {run['rows']:>8d} reviews {run['reviews_per_second']:>8.0f} reviews/s  peak {run['peak_mb']:>7.0f} MB{extra}"
+        )
+    out.print(f"ray / local: {result['ray_vs_local']:.3f} (goal >= 0.85); {actors} actors / 1 actor: {result['actor_scaling']:.3f}")
+    fit = result["fit"]
+    out.print(
+        "fixed + marginal: local {:.1f}s + {:.0f} reviews/s, ray {:.1f}s + {:.0f} reviews/s".format(
+            fit["local"]["fixed_seconds"],
+            fit["local"]["marginal_reviews_per_second"],
+            fit["ray"]["fixed_seconds"],
+            fit["ray"]["marginal_reviews_per_second"],
+        )
+    )
+    growth = result["peak_mb_growth"]
+    out.print(f"peak memory x{growth['local']:.2f} (local), x{growth['ray']:.2f} (ray) for 4x the reviews")
 
 
 def _print_spacy_bench(result: dict, as_json: bool) -> None:

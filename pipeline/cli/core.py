@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -41,7 +42,11 @@ def _progress_printers(out) -> dict:
     def skipped(name: str, notes: list[str]) -> None:
         out.print(f"[green]=[/green] [bold]{name}[/bold] is fresh ({'; '.join(notes) or 'its inputs are unchanged'})")
 
-    return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped}
+    def failed(name: str, error: BaseException) -> None:
+        code = getattr(error, "code", type(error).__name__)
+        out.print(f"[red]failed[/red] {name} ({code})", markup=True, highlight=False)
+
+    return {"on_stage_start": started, "on_stage_end": finished, "on_stage_skip": skipped, "on_stage_fail": failed}
 
 
 def _tokenize_options(workers: int | None, engine: str | None) -> list[str]:
@@ -72,13 +77,21 @@ def run(
     engine: Annotated[
         str | None, typer.Option("--engine", metavar="local|ray", help="Who runs the tokenize workers (tokenize.engine).")
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", "-j", help="Stages run side by side (independent ones: one per task, the generator), each in its own process.", min=1
+        ),
+    ] = 1,
     overrides: SetOption = None,
 ) -> None:
     """Run the stale stages of the pipeline, in dependency order.
 
     A stage whose upstream reran but wrote byte-identical outputs stays fresh and is skipped.
+    With --jobs N, up to N stages whose upstream stages are done run at once (torch gets
+    cores/N threads in each); a failing stage stops only the stages that depend on it.
     Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
-    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`.
+    any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`, `jpipe run --jobs 2`.
     """
     from pipeline.workflow.runner import Runner
 
@@ -87,9 +100,37 @@ def run(
     if dry_run:
         _print_plan(out, runner.plan(stage, force=force))
         return
-    ran = runner.run(stage, force=force, resume=resume, **_progress_printers(out))
+    ran = runner.run(stage, force=force, resume=resume, jobs=jobs, **_progress_printers(out))
     if not ran:
         out.print("Everything is fresh: nothing to run.")
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help="The task whose classifier to train (stage train_TASK), e.g. topic.")],
+    ddp: Annotated[
+        int, typer.Option("--ddp", help="Train data-parallel in N processes on this machine (torchrun; gloo on CPU, nccl on GPUs).", min=1)
+    ] = 1,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Retrain even if fresh.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint after an interruption.")] = False,
+    overrides: SetOption = None,
+) -> None:
+    """Train one task's classifier (stage train_TASK, after any stale upstream stage), in one process or data-parallel.
+
+    `jpipe train topic --ddp 2` starts 2 processes with torchrun; on several machines start
+    `torchrun --nnodes M --nproc_per_node N ... -m pipeline train topic` on each instead.
+    Rank 0 alone writes the checkpoints and the model directory; --resume works as in `jpipe run`.
+    """
+    from pipeline.workflow.distributed import launch, train_task
+    from pipeline.workflow.runner import Runner
+
+    if ddp > 1 and "WORLD_SIZE" not in os.environ:
+        args = ["--dir", str(state.project_dir), "train", task] + ["--force"] * force + ["--resume"] * resume
+        raise typer.Exit(launch(nproc=ddp, args=args + [item for value in overrides or [] for item in ("--set", value)]))
+    runner = Runner(state.project_dir, load_project_config(overrides))
+    ran = train_task(runner, task, force=force, resume=resume, callbacks=_progress_printers(console()))
+    if not ran and os.environ.get("RANK", "0") == "0":
+        console().print(f"train_{task} is fresh: nothing to run.")
 
 
 def _status_table(statuses: list) -> object:
@@ -101,6 +142,7 @@ def _status_table(statuses: list) -> object:
         table.add_column(column)
     for s in statuses:
         mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
+        mark = "[bold cyan]running[/bold cyan]" if s.running else mark
         last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
         why = "; ".join(s.reasons) if s.reasons else (f"[dim]{'; '.join(s.notes)}[/dim]" if s.notes else "-")
         table.add_row(s.name, mark, last, why)
@@ -258,3 +300,30 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
     out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
     rss = result["peak_rss_mb"]
     out.print(f"  peak RSS: main process {rss['main']} MB, largest worker process {rss['largest_worker']} MB ({result['cpus']} CPUs)")
+
+
+@bench_app.command("jobs")
+def bench_jobs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Jobs of the parallel run.", min=2)] = 2,
+    stages: Annotated[
+        str, typer.Option("--stages", help="Comma-separated stages to time.")
+    ] = "train_topic,train_sentiment,train_generator",
+    overrides: SetOption = None,
+) -> None:
+    """Wall time of training stages with `jpipe run --jobs N` vs one job, on two copies of this (fully run) project."""
+    from pipeline.bench.jobs import benchmark_jobs
+
+    names = tuple(name.strip() for name in stages.split(",") if name.strip())
+    result = benchmark_jobs(project_dir=state.project_dir, config=load_project_config(overrides), jobs=jobs, stages=names)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(f"{', '.join(result['stages'])} on {result['cores']} cores")
+    for name, run in result["runs"].items():
+        dev = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in figures.items()) for stage, figures in run["dev"].items())
+        out.print(f"{name:22s} --jobs {run['jobs']}, {run['torch_threads']} torch thread(s)/stage: {run['seconds']:>7.1f}s   {dev}")
+    out.print(f"speed-up {result['speedup']:.2f}x (vs one job), {result['speedup_same_threads']:.2f}x (vs one job, same threads)")
+    same, same_threads = result["same_weights_as_one_job"], result["same_weights_as_one_job_same_threads"]
+    out.print(f"same weights as one job: {same}; as one job with the same threads: {same_threads} ({result['weights_files']} weight files)")

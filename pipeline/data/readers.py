@@ -2,13 +2,17 @@
 
 Formats: ``txt`` (one review per line), ``csv`` / ``tsv`` (a header row; the review is
 in a named column), ``jsonl`` (one JSON object per line; the review is in a named
-field), each optionally gzip-compressed, or ``-`` for standard input.
+field), each optionally gzip-compressed, or ``-`` for standard input; and ``parquet``
+(a string column; needs pyarrow, which the ``ray`` extra brings).
+
+``read_line_range`` reads the txt/JSONL lines of one byte range of a file, numbered as
+``read_records`` numbers them: the Ray engine reads a big file in parallel that way.
 
 Problems of a single row (empty or whitespace-only text, bytes that are not UTF-8,
 text longer than ``max_chars``, a missing column or field, a bad JSON line) become
 ``InputRecord.error`` so a batch can go on; problems of the whole input (missing
 file, no such column in the header) raise ``InputError`` before any row is read.
-Standard library only.
+Standard library only (pyarrow for parquet, imported when one is read).
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 
-INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl")
+INPUT_FORMATS = ("txt", "csv", "tsv", "jsonl", "parquet")
+PARQUET_BATCH_ROWS = 4096  # rows decoded at a time from a parquet file
 DEFAULT_MAX_CHARS = 10_000
 
 
@@ -61,7 +66,7 @@ def detect_input_format(path: str, *, input_format: str | None = None) -> str:
     raise InputError(
         "E207",
         f"Cannot tell the format of {path} from its extension.",
-        hint=f"Use a .txt, .csv, .tsv or .jsonl file (optionally .gz), or name the input format ({', '.join(INPUT_FORMATS)}).",
+        hint=f"Use a .txt, .csv, .tsv, .jsonl (optionally .gz) or .parquet file, or name the input format ({', '.join(INPUT_FORMATS)}).",
     )
 
 
@@ -93,6 +98,8 @@ def read_records(
     header without one of them is an error (E235) like a missing text column.
     """
     kind = detect_input_format(path, input_format=input_format)
+    if kind == "parquet":
+        return read_parquet_records(path, text_column=text_column, id_column=id_column, max_chars=max_chars, extra_columns=extra_columns)
     handle = _open_binary(path)
     try:
         if kind == "txt":
@@ -263,3 +270,134 @@ def _delimited_pairs(
 def _clean(text: str) -> str:
     """Replace lone surrogates (undecodable bytes) by U+FFFD so the text can be written out."""
     return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------- byte ranges (parallel readers)
+def read_line_range(
+    path: str,
+    *,
+    input_format: str,
+    start: int,
+    end: int,
+    first_line: int,
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+) -> Iterator[InputRecord]:
+    """The txt/JSONL records of the lines that start in bytes [``start``, ``end``) of an uncompressed
+    file; ``start`` is a line start and that line is number ``first_line`` (as ``read_records`` counts)."""
+    if input_format not in ("txt", "jsonl"):
+        raise InputError("E207", f"Byte ranges are read from txt or jsonl files, not {input_format}.", hint="Read the file whole.")
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        position, line_number = start, first_line
+        while position < end:
+            raw = handle.readline()
+            if not raw:
+                return
+            position += len(raw)
+            if input_format == "jsonl":
+                yield _jsonl_record(raw, line_number, text_column, id_column, max_chars)
+            else:
+                text, error = _decode_line(raw, line_number)
+                yield InputRecord(id=str(line_number), text=text, error=error or check_text(text, max_chars=max_chars), line=line_number)
+            line_number += 1
+
+
+def line_ranges(path: str, parts: int, *, chunk: int = 1 << 22) -> list[tuple[int, int, int]]:
+    """``(start, end, first_line)`` of up to ``parts`` byte ranges of about equal size, cut at line starts.
+
+    One sequential pass that counts newlines (constant memory), so each range knows its first line number."""
+    size = Path(path).stat().st_size
+    wanted = [size * k // max(1, parts) for k in range(1, max(1, parts))]  # cut after the newline at or after these
+    cuts: list[tuple[int, int]] = [(0, 1)]  # (byte offset of a line start, its line number)
+    offset, lines = 0, 0
+    with open(path, "rb") as handle:
+        while wanted and (block := handle.read(chunk)):
+            searched = 0
+            while wanted:
+                at = block.find(b"\n", max(searched, wanted[0] - offset))
+                if at < 0:
+                    break
+                lines_before = lines + block.count(b"\n", 0, at)
+                if offset + at + 1 < size and offset + at + 1 > cuts[-1][0]:
+                    cuts.append((offset + at + 1, lines_before + 2))
+                searched = at + 1
+                while wanted and wanted[0] <= offset + at:
+                    wanted.pop(0)
+            lines += block.count(b"\n")
+            offset += len(block)
+    return [(start, next_start, line) for (start, line), (next_start, _) in zip(cuts, [*cuts[1:], (size, 0)], strict=True)]
+
+
+# ---------------------------------------------------------------- parquet
+def parquet_row_groups(path: str) -> list[tuple[int, int]]:
+    """``(row_group, first_row)`` of every row group of a parquet file (rows numbered from 1)."""
+    parquet = _pyarrow_parquet()
+    metadata = parquet.ParquetFile(path).metadata
+    groups, first = [], 1
+    for index in range(metadata.num_row_groups):
+        groups.append((index, first))
+        first += metadata.row_group(index).num_rows
+    return groups
+
+
+def read_parquet_records(
+    path: str,
+    *,
+    text_column: str = "text",
+    id_column: str | None = None,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    extra_columns: tuple[str, ...] = (),
+    row_groups: tuple[int, int] | None = None,
+) -> Iterator[InputRecord]:
+    """Stream the records of a parquet file (or of one row group: ``(index, first_row)``), rows numbered from 1.
+
+    A missing column is an error of the whole input (E235); a null or non-string text, an error of its row."""
+    parquet = _pyarrow_parquet()
+    if not Path(path).is_file():
+        raise InputError("E205", f"Input file {path} does not exist.", hint="Give an existing .parquet file.")
+    handle = parquet.ParquetFile(path)
+    names = handle.schema_arrow.names
+    for wanted in (text_column, id_column, *extra_columns):
+        if wanted and wanted not in names:
+            raise InputError("E235", f"{path} has no column '{wanted}'.", hint=f"Its columns are: {', '.join(map(repr, names[:20]))}.")
+    columns = list(dict.fromkeys(c for c in (text_column, id_column, *extra_columns) if c))
+    groups = None if row_groups is None else [row_groups[0]]
+    first = 1 if row_groups is None else row_groups[1]
+    return _parquet_rows(
+        handle.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns, row_groups=groups),
+        first,
+        (text_column, id_column, extra_columns),
+        max_chars,
+    )
+
+
+def _parquet_rows(batches, first: int, columns: tuple[str, str | None, tuple[str, ...]], max_chars: int) -> Iterator[InputRecord]:
+    text_column, id_column, extra = columns
+    row_number = first - 1
+    for batch in batches:
+        data = batch.to_pydict()
+        for index, text in enumerate(data[text_column]):
+            row_number += 1
+            record_id = data[id_column][index] if id_column else None
+            record = InputRecord(id=str(row_number if record_id is None else record_id), text=None, line=row_number)
+            if extra:
+                record.fields = {key: None if data[key][index] is None else str(data[key][index]) for key in extra}
+            if text is None:
+                record.error = f"missing value in column '{text_column}'"
+            elif not isinstance(text, str):
+                record.error = f"column '{text_column}' is not a string"
+            else:
+                record.text, record.error = text, check_text(text, max_chars=max_chars)
+            yield record
+
+
+def _pyarrow_parquet():
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError as exc:
+        raise ConfigError(
+            "E110", "Reading parquet needs the pyarrow package.", hint="Install it: pip install 'jpipe[ray]' (or pyarrow)."
+        ) from exc
+    return parquet

@@ -71,6 +71,22 @@ def output_format_for(path: str | os.PathLike | None, explicit: str | None = Non
     return explicit
 
 
+def task_model_dirs(project_dir: str | os.PathLike, *, tasks: Iterable[str] | None = None) -> dict[str, Path]:
+    """The model directory of each of ``tasks`` (default: every trained task, else the first configured
+    one, whose missing model is then the error)."""
+    from pipeline.models.model_dir import require_model_dir
+    from pipeline.paths import classifier_dir
+
+    known = project_tasks(project_dir)
+    if tasks is None:
+        tasks = project_tasks(project_dir, trained_only=True) or known[:1]
+    directories = {}
+    for task in parse_tasks(",".join(tasks), known=known):
+        hint = f"Train the {task} classifier with `jpipe run train_{task}` (or `jpipe run`)."
+        directories[task] = require_model_dir(Path(project_dir) / classifier_dir(task), train_hint=hint)
+    return directories
+
+
 @dataclass
 class TaskClassifiers:
     """One ``Classifier`` per task; texts are tokenized once per distinct tokenizer."""
@@ -82,17 +98,7 @@ class TaskClassifiers:
     def from_project(cls, project_dir: str | os.PathLike, *, tasks: Iterable[str] | None = None, **options: Any) -> TaskClassifiers:
         """The project's trained models of ``tasks`` (default: every trained task, else the first
         configured one, whose missing model is then the error); ``options`` go to ``Classifier.from_dir``."""
-        from pipeline.models.model_dir import require_model_dir
-        from pipeline.paths import classifier_dir
-
-        known = project_tasks(project_dir)
-        if tasks is None:
-            tasks = project_tasks(project_dir, trained_only=True) or known[:1]
-        tasks = parse_tasks(",".join(tasks), known=known)
-        classifiers = {}
-        for task in tasks:
-            hint = f"Train the {task} classifier with `jpipe run train_{task}` (or `jpipe run`)."
-            classifiers[task] = Classifier.from_dir(require_model_dir(Path(project_dir) / classifier_dir(task), train_hint=hint), **options)
+        classifiers = {task: Classifier.from_dir(path, **options) for task, path in task_model_dirs(project_dir, tasks=tasks).items()}
         return cls(classifiers=classifiers, batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE))
 
     @property
@@ -184,15 +190,26 @@ def classify_records(
         pending = pool.submit(next_batch)
         while (prepared := pending.result()) is not None:
             pending = pool.submit(next_batch)  # only the worker ever touches ``batches``
-            batch, tokenized, errors = prepared
-            good = [i for i, t in enumerate(tokenized) if t is not None]
-            by_row = dict(zip(good, classifiers.classify_tokens([tokenized[i] for i in good]) if good else [], strict=True))
-            for index, record in enumerate(batch):
-                prediction = by_row.get(index, {})
-                row: dict[str, Any] = {"id": record.id, "text": record.text}
-                row.update({task: _task_output(prediction.get(task), top_tokens) for task in classifiers.tasks})
-                row["error"] = errors[index]
-                yield row
+            yield from _output_rows(prepared, classifiers, top_tokens)
+
+
+def classify_batch(batch: list[InputRecord], classifiers: TaskClassifiers, *, top_tokens: int = DEFAULT_TOP_TOKENS) -> list[dict[str, Any]]:
+    """One batch of records -> its output rows, as ``classify_records`` makes them, without the reader thread
+    (the Ray engine's actors call this: one process per actor already keeps a core busy)."""
+    return list(_output_rows(_tokenize_batch(batch, classifiers), classifiers, top_tokens))
+
+
+def _output_rows(prepared: tuple[list[InputRecord], list[dict | None], list[str | None]], classifiers: TaskClassifiers, top_tokens: int):
+    """Run the models on the rows of a tokenized batch that have tokens; every row comes out, in order."""
+    batch, tokenized, errors = prepared
+    good = [i for i, t in enumerate(tokenized) if t is not None]
+    by_row = dict(zip(good, classifiers.classify_tokens([tokenized[i] for i in good]) if good else [], strict=True))
+    for index, record in enumerate(batch):
+        prediction = by_row.get(index, {})
+        row: dict[str, Any] = {"id": record.id, "text": record.text}
+        row.update({task: _task_output(prediction.get(task), top_tokens) for task in classifiers.tasks})
+        row["error"] = errors[index]
+        yield row
 
 
 class OutputWriter:
@@ -215,17 +232,22 @@ class OutputWriter:
         if self.format == "jsonl":
             self.handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
-        values: list[Any] = [row["id"], row["text"] if row["text"] is not None else ""]
-        for task in self.tasks:
-            result = row.get(task)
-            if result is None:
-                values += [""] * (len(self.labels[task]) + 2)
-            else:
-                values.append(result["label"])
-                values += [result["probabilities"][label] for label in self.labels[task]]
-                values.append(" ".join(f"{token}:{weight:.3f}" for token, weight in result["top_tokens"]))
-        values.append(row["error"] or "")
-        self.writer.writerow(values)
+        self.writer.writerow(["" if value is None else value for value in flat_values(row, tasks=self.tasks, labels=self.labels)])
+
+
+def flat_values(row: dict[str, Any], *, tasks: tuple[str, ...], labels: dict[str, list[str]]) -> list[Any]:
+    """An output row as the flat columns of ``OutputWriter.columns`` (CSV, parquet); None where a row has no value."""
+    values: list[Any] = [row["id"], row["text"]]
+    for task in tasks:
+        result = row.get(task)
+        if result is None:
+            values += [None] * (len(labels[task]) + 2)
+        else:
+            values.append(result["label"])
+            values += [result["probabilities"][label] for label in labels[task]]
+            values.append(" ".join(f"{token}:{weight:.3f}" for token, weight in result["top_tokens"]))
+    values.append(row["error"])
+    return values
 
 
 @dataclass

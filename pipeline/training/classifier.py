@@ -39,6 +39,7 @@ from pipeline.models.classifier import AttentionClassifier, predict_split
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
+from pipeline.training import distributed
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
 from pipeline.training.stage_io import VECTORS_FILENAME, TrainedModel, pretrained_vectors_file, publish_model
 
@@ -185,6 +186,11 @@ class ClassifierTraining:
         self.loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(self.weights, device=device) if self.weights is not None else None)
         # Dev loss is always unweighted, so it is comparable across class-weight settings.
         self.dev_loss_fn = nn.CrossEntropyLoss()
+        # Data-parallel (torchrun): the DDP-wrapped model for the training forward, and a summed loss
+        # that each rank scales by the global batch (see pipeline.training.distributed).
+        self.dist = distributed.current()
+        self.forward_model = distributed.wrap(model, device)
+        self.sum_loss_fn = nn.CrossEntropyLoss(weight=self.loss_fn.weight, reduction="sum")
 
     def train_epoch(self, epoch: int, steps: StepRunner) -> TrainStats:
         torch.manual_seed(self.seed + epoch)  # dropout masks of this epoch
@@ -193,6 +199,8 @@ class ClassifierTraining:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         batches = bucket_batches(self.train.lengths, batch_size=self.batch_size, shuffle=True, rng=rng)
+        if self.dist.active:
+            return self._train_epoch_distributed(epoch, steps, batches)
         for batch in steps.progress(
             iterate_batches(self.train, batches, device=self.device), total=len(batches), desc=f"{self.name} epoch {epoch}"
         ):
@@ -204,6 +212,30 @@ class ClassifierTraining:
         return TrainStats(
             record={"train_loss": round(train_loss, 5), "train_accuracy": round(train_accuracy, 5)}, items=len(self.train), unit="sentences"
         )
+
+    def _train_epoch_distributed(self, epoch: int, steps: StepRunner, batches: list[np.ndarray]) -> TrainStats:
+        """The epoch of one rank: its rows of every global batch, the loss scaled so that DDP's gradient
+        average is the gradient of the global batch's mean loss; the epoch figures summed over the ranks."""
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        weights = self.weights
+        for indices in steps.progress(batches, total=len(batches), desc=f"{self.name} epoch {epoch} rank {self.dist.rank}"):
+            local, share = distributed.shard(indices, self.dist)
+            labels = self.train.labels[indices]
+            normaliser = float(weights[labels].sum()) if weights is not None else float(len(indices))  # the global batch's
+            batch = next(iterate_batches(self.train, [local], device=self.device))
+            with steps.autocast():
+                logits, _ = self.forward_model(batch.token_ids, batch.lengths)  # (b, C): this rank's rows
+                summed = self.sum_loss_fn(logits.float(), batch.labels)
+            steps.step(summed * (share * self.dist.world / normaliser))
+            loss_sum += summed.detach().double() * (share * len(indices) / normaliser)  # this rank's part of mean * count
+            correct += (logits.detach().argmax(dim=-1) == batch.labels).sum() * int(share)
+        distributed.all_reduce_sum(loss_sum, correct)
+        record = {
+            "train_loss": round(float(loss_sum.item()) / len(self.train), 5),
+            "train_accuracy": round(float(correct.item()) / len(self.train), 5),
+        }
+        return TrainStats(record=record, items=len(self.train), unit="sentences")
 
     def evaluate(self, epoch: int, steps: StepRunner) -> DevStats:
         out = predict_split(self.model, self.dev, device=self.device, amp=steps.amp, loss_fn=self.dev_loss_fn)

@@ -40,6 +40,7 @@ from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.io import sha256_text
+from pipeline.training import distributed
 from pipeline.training.checkpoint import EpochLog, load_checkpoint, save_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -219,6 +220,7 @@ class TrainingLoop:
         self.best_state = state_to_cpu(task.model)
         self.records: list[dict] = []
         self.resumed_from: int | None = None
+        self.main = distributed.current().main  # True unless this is rank > 0 of a data-parallel run
 
     def run(self) -> LoopResult:
         Path(self.settings.work_dir).mkdir(parents=True, exist_ok=True)
@@ -226,14 +228,16 @@ class TrainingLoop:
             self._resume()
         # The JSONL log is rewritten from the checkpoint's records, so it matches the resumed
         # state even when the process died between the checkpoint and the log line.
-        log = EpochLog(Path(self.settings.work_dir) / LOG_NAME, append=False)
-        for record in self.records:
+        # Under data-parallel training only rank 0 writes the log and the checkpoints.
+        log = EpochLog(Path(self.settings.work_dir) / LOG_NAME, append=False) if self.main else None
+        for record in self.records if log else ():
             log.write(record)
         started = time.perf_counter()
         while not self.state.early_stopped and self.state.epoch < self.settings.epochs:
             record = self._run_epoch(self.state.epoch + 1)
-            self._save_checkpoint()
-            log.write(record)
+            if log:
+                self._save_checkpoint()
+                log.write(record)
         self.task.model.load_state_dict(self.best_state)
         self.task.model.eval()
         return self._result(seconds_this_run=time.perf_counter() - started)
@@ -289,6 +293,8 @@ class TrainingLoop:
         }
         self.records.append(record)
         fields = " ".join(f"{key} {value}" for key, value in {**train.record, **dev.record}.items())
+        if not self.main:
+            return record
         logger.info("%s epoch %d: %s%s (%.1fs)", self.settings.name, epoch, fields, " *" if improved else "", record["seconds"])
         if self.state.early_stopped:
             logger.info(

@@ -98,6 +98,11 @@ def publish_model(
 
     ``config`` (default: the stage's section) is recorded in the model's metrics.json.
     """
+    from pipeline.training import distributed
+
+    summary = {key: trained.metrics[key] for key in (monitor, *SUMMARY_KEYS)}
+    if not distributed.current().main:
+        return summary  # data-parallel training: rank 0 alone writes the model directory
     tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field, split_mode=split_mode)
     write_trained_model(ctx.output(output), trained, tokenizer=tokenizer, config=dict(ctx.section) if config is None else config)
-    return {key: trained.metrics[key] for key in (monitor, *SUMMARY_KEYS)}
+    return summary

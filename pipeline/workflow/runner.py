@@ -36,7 +36,7 @@ from typing import Any
 
 from pipeline.config import Config
 from pipeline.errors import WorkflowError
-from pipeline.io import replace_dir
+from pipeline.io import replace_dir, write_json
 from pipeline.workflow.hashing import FileHasher
 from pipeline.workflow.lock import LOCK_FILENAME, LOCK_FORMAT, UNVERIFIED_PREFIX, migrate_v1, read_lock, write_lock
 from pipeline.workflow.stage import Stage, StageContext
@@ -46,6 +46,7 @@ __all__ = ["LOCK_FILENAME", "LOCK_FORMAT", "FileHasher", "Runner", "Stage", "Sta
 logger = logging.getLogger(__name__)
 
 STATE_DIRNAME = ".jpipe"
+RUNNING_FILENAME = "running.json"  # in .jpipe/: the stages a run is running now (for `jpipe status`)
 FORCED = "forced"
 
 
@@ -59,17 +60,31 @@ class StageStatus:
     last_run: str | None = None
     duration_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    running: bool = False  # a `jpipe run` is running this stage now
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "state": "fresh" if self.fresh else "stale",
+            "running": self.running,
             "reasons": self.reasons,
             "notes": self.notes,
             "last_run": self.last_run,
             "duration_s": self.duration_s,
             "metrics": self.metrics,
         }
+
+
+@dataclass
+class StageJob:
+    """A stage about to run: what its inputs were when it started, and its staging directory."""
+
+    name: str
+    inputs: dict[str, str]
+    current: _Current
+    staging: Path
+    ctx: StageContext
+    started: float
 
 
 @dataclass
@@ -129,6 +144,17 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return info.st_size, info.st_mtime_ns
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _package_reasons(old: dict[str, Any], new: dict[str, str | None]) -> list[str]:
     return [
         f"package {package} changed ({old.get(package)} -> {version})" for package, version in new.items() if old.get(package) != version
@@ -151,6 +177,9 @@ class Runner:
         self.state_dir = self.project_dir / STATE_DIRNAME
         self._producer = {output: stage.name for stage in stages for output in stage.outputs}
         self._packages: dict[str, dict[str, str | None]] = {}
+        self._running_since: dict[str, str] = {}
+        # stage name -> how its function is called (default: in this process); e.g. data-parallel training
+        self.executors: dict[str, Callable[[StageContext], dict | None]] = {}
         self._check_graph()
         self._load_lock()
 
@@ -274,6 +303,7 @@ class Runner:
         self.hasher.reset()  # files may have changed since the last call: stat them again
         statuses: list[StageStatus] = []
         fresh: dict[str, bool] = {}
+        running = self.running()
         for name in self.order:
             reasons, notes = self.stage_reasons(name, fresh)
             fresh[name] = not reasons
@@ -287,6 +317,7 @@ class Runner:
                     last_run=entry.get("finished_at"),
                     duration_s=entry.get("duration_s"),
                     metrics=entry.get("metrics", {}),
+                    running=name in running,
                 )
             )
         return statuses
@@ -316,37 +347,95 @@ class Runner:
         on_stage_start: Callable[[str, list[str]], None] | None = None,
         on_stage_end: Callable[[str, float, dict], None] | None = None,
         on_stage_skip: Callable[[str, list[str]], None] | None = None,
+        on_stage_fail: Callable[[str, BaseException], None] | None = None,
+        jobs: int = 1,
     ) -> list[str]:
         """Run what is stale (up to ``target``); returns the names of the stages that ran.
 
         Each planned stage is checked again just before it runs: if the stages run before
         it wrote the same bytes as last time, it is fresh and skipped (``on_stage_skip``
-        gets its notes).
+        gets its notes). With ``jobs`` > 1, stages whose upstream stages are done run side
+        by side in forked processes (``pipeline.workflow.parallel``); a failing stage stops
+        only its downstream stages, and its error is raised once the others have finished.
         """
+        callbacks = {"start": on_stage_start, "end": on_stage_end, "skip": on_stage_skip, "fail": on_stage_fail}
         with self.exclusive():
             if _stat_key(self.lock_path) != self._lock_stat:
                 self._load_lock()  # another run finished since this runner read the lock
             if self.migrated:
                 self._write_lock()
             forced = set(self.order) if force and target is None else {target} if force else set()
-            ran: list[str] = []
-            for name, reasons in self.plan(target, force=force):
-                if ran:  # what ran before may have cut this stage off: check it again
-                    current = {status.name: status for status in self.status()}[name]
-                    if current.fresh and name not in forced:
-                        if on_stage_skip:
-                            on_stage_skip(name, current.notes)
-                        else:
-                            logger.info("%s is fresh: %s", name, "; ".join(current.notes) or "its inputs are unchanged")
-                        continue
-                    reasons = current.reasons or [FORCED]
-                if on_stage_start:
-                    on_stage_start(name, reasons)
+            plan = self.plan(target, force=force)
+            try:
+                if jobs > 1:
+                    from pipeline.workflow.parallel import run_parallel
+
+                    return run_parallel(self, plan, jobs=jobs, resume=resume, forced=forced, callbacks=callbacks)
+                return self._run_sequential(plan, resume=resume, forced=forced, callbacks=callbacks)
+            finally:
+                self.set_running({})
+
+    def recheck(self, name: str, forced: set[str], on_skip: Callable[[str, list[str]], None] | None) -> list[str] | None:
+        """Stage ``name``'s reasons to run now that stages before it ran, or None (after ``on_skip``) when it came out fresh."""
+        current = {status.name: status for status in self.status()}[name]
+        if current.fresh and name not in forced:
+            if on_skip:
+                on_skip(name, current.notes)
+            else:
+                logger.info("%s is fresh: %s", name, "; ".join(current.notes) or "its inputs are unchanged")
+            return None
+        return current.reasons or [FORCED]
+
+    def _run_sequential(self, plan: list[tuple[str, list[str]]], *, resume: bool, forced: set[str], callbacks: dict) -> list[str]:
+        ran: list[str] = []
+        for name, reasons in plan:
+            if ran:  # what ran before may have cut this stage off: check it again
+                reasons = self.recheck(name, forced, callbacks["skip"])
+                if reasons is None:
+                    continue
+            if callbacks["start"]:
+                callbacks["start"](name, reasons)
+            self.set_running({name: os.getpid()})
+            try:
                 seconds, metrics = self._run_one(name, resume=resume)
-                ran.append(name)
-                if on_stage_end:
-                    on_stage_end(name, seconds, metrics)
-            return ran
+            except BaseException as exc:
+                if callbacks["fail"]:
+                    callbacks["fail"](name, exc)
+                raise
+            ran.append(name)
+            if callbacks["end"]:
+                callbacks["end"](name, seconds, metrics)
+        return ran
+
+    # ------------------------------------------------------- running stages
+    def set_running(self, stages: dict[str, int]) -> None:
+        """Record which stages run now (name -> process id) for ``status``; an empty dict removes the record."""
+        path = self.state_dir / RUNNING_FILENAME
+        if not stages:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        started = {name: self._running_since.get(name) or datetime.now(UTC).isoformat(timespec="seconds") for name in stages}
+        self._running_since = started
+        write_json(path, {"pid": os.getpid(), "stages": {name: {"pid": pid, "started_at": started[name]} for name, pid in stages.items()}})
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """The stages a `jpipe run` in this project is running now (name -> pid, started_at); {} when none runs."""
+        try:
+            with open(self.state_dir / RUNNING_FILENAME, encoding="utf-8") as handle:
+                record = json.load(handle)
+            if not _alive(int(record["pid"])):
+                return {}  # left behind by a run that was killed
+            return dict(record["stages"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return {}
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return True
 
     def _hash_inputs(self, name: str) -> dict[str, str]:
         """Content hashes of the inputs as the stage starts: what it reads is what the lock records."""
@@ -374,6 +463,17 @@ class Runner:
                 os.replace(source, target)
 
     def _run_one(self, name: str, *, resume: bool) -> tuple[float, dict]:
+        job = self.prepare(name, resume=resume)
+        try:
+            execute = self.executors.get(name)
+            metrics = (execute(job.ctx) if execute else job.ctx.stage.load()(job.ctx)) or {}
+        except BaseException:
+            shutil.rmtree(job.staging, ignore_errors=True)
+            raise
+        return self.finish(job, metrics)
+
+    def prepare(self, name: str, *, resume: bool) -> StageJob:
+        """Hash the inputs of stage ``name`` and make its empty staging directory: what it reads is what the lock records."""
         stage = self.stages[name]
         self.hasher.reset()
         inputs = self._hash_inputs(name)
@@ -386,13 +486,16 @@ class Runner:
         ctx = StageContext(
             stage=stage, project_dir=self.project_dir, config=self.config, staging_dir=staging, work_dir=work_dir, resume=resume
         )
-        started = time.perf_counter()
+        return StageJob(name=name, inputs=inputs, current=current, staging=staging, ctx=ctx, started=time.perf_counter())
+
+    def finish(self, job: StageJob, metrics: dict) -> tuple[float, dict]:
+        """Move the staged outputs of a stage function that returned ``metrics`` into place and record them in the lock."""
+        name, stage, current, inputs = job.name, self.stages[job.name], job.current, job.inputs
         try:
-            metrics = stage.load()(ctx) or {}
-            self._commit(stage, staging)
+            self._commit(stage, job.staging)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        seconds = time.perf_counter() - started
+            shutil.rmtree(job.staging, ignore_errors=True)
+        seconds = time.perf_counter() - job.started
         self.hasher.reset()  # the outputs are new: hash them now, once (later checks only stat them)
         self.lock["stages"][name] = {
             "fingerprint": _fingerprint(version=stage.version, current=current),
