@@ -36,7 +36,10 @@ def _progress_printers(out) -> dict:
         out.print(f"[bold cyan]>[/bold cyan] [bold]{name}[/bold] ({'; '.join(reasons)})")
 
     def finished(name: str, seconds: float, metrics: dict) -> None:
-        summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, (int, float, str)))[:160]
+        summary = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, (int, float, str)))
+        if len(summary) > 160:  # the whole set is in the lock (`jpipe status --json`) and the stage's report
+            cut = summary.rfind(", ", 0, 160)
+            summary = summary[: cut if cut > 0 else 160] + ", ..."
         out.print(f"[green]done[/green] {name} in {seconds:.1f}s" + (f"  {summary}" if summary else ""))
 
     def skipped(name: str, notes: list[str]) -> None:

@@ -152,3 +152,21 @@ def test_status_and_run_show_early_cutoff(tmp_path, monkeypatch):
     assert data["lock_format"] == 2
     table = runner.invoke(app, [*base, "status", "--set", "tokenize.split_mode=A"], env={"COLUMNS": "240"})
     assert toy.NOTE in table.stdout
+
+
+def test_stage_summary_is_cut_between_metrics():
+    """A long metrics line is cut after a whole metric and says so (the full set is in the lock)."""
+    from rich.console import Console
+
+    from pipeline.cli.core import _progress_printers
+
+    out = Console(record=True, width=1000)
+    metrics = {f"source_{i}_test_coverage": 0.123456 for i in range(12)}
+    _progress_printers(out)["on_stage_end"]("evaluate_vectors", 1.0, metrics)
+    line = out.export_text().strip()
+    assert line.endswith(", ...") and len(line) < 220
+    shown = line.split("  ", 1)[1].removesuffix(", ...").split(", ")
+    assert shown and all(item.split("=")[0] in metrics and item.endswith("=0.123456") for item in shown)
+    out = Console(record=True, width=1000)
+    _progress_printers(out)["on_stage_end"]("corpus", 1.0, {"articles": 249})
+    assert out.export_text().strip() == "done corpus in 1.0s  articles=249"
