@@ -203,3 +203,9 @@ def test_cli_prints_the_code_of_a_bad_override(tmp_path, override, expected):
     assert completed.returncode == 1
     assert expected in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_readme_lists_every_code_as_the_code_table_does():
+    """The README's error table is `code_table()` verbatim: a new or reworded code must reach the README."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert code_table() in readme
