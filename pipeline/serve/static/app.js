@@ -12,7 +12,13 @@ const LABEL_JA = {
 };
 const TASK_JA = { topic: "トピック", sentiment: "評判 (感情)" };
 const ENDED_JA = { eos: "文末 (EOS)", max_tokens: "最大トークン数 (max tokens)" };
-const SOURCE_JA = { word2vec: "word2vec (コーパス学習)", spacy: "spaCy / GiNZA", imported: "インポート" };
+const SOURCE_JA = {
+  word2vec: "word2vec (コーパス学習)",
+  spacy: "spaCy / GiNZA (コーパス語彙)",
+  ginza: "GiNZA 全語彙 (48万語)",
+  combined: "結合 (GiNZA + word2vec)",
+  imported: "インポート",
+};
 const THEME_OPTIONS = { Gourmet: "グルメ Gourmet", Keitai: "携帯電話 Keitai", Kyoto: "京都観光 Kyoto", Sports: "スポーツ Sports" };
 
 const $ = (id) => document.getElementById(id);
