@@ -368,13 +368,21 @@ class PretrainLMSection(Section):
 
     section_name: ClassVar[str] = "pretrain_lm"
     max_tokens: int = setting(
-        1_500_000, help="Training tokens per direction (the budget): corpus text spread over all documents, repeated if the corpus is smaller.", min=1000
+        1_500_000,
+        help="Training tokens per direction (the budget): corpus text spread over all documents, repeated if the corpus is smaller.",
+        min=1000,
     )
-    rounds: int = setting(5, help="The budget is trained in this many rounds, each followed by the held-apart perplexity and a checkpoint.", min=1)
+    rounds: int = setting(
+        5, help="The budget is trained in this many rounds, each followed by the held-apart perplexity and a checkpoint.", min=1
+    )
     patience: int = setting(2, help="Early stopping: rounds without held-apart perplexity gain.", min=1)
-    vocab_size: int = setting(0, help="Words in the vocabulary besides the specials (0 = every word seen min_count times, at most 50,000).", min=0)
+    vocab_size: int = setting(
+        0, help="Words in the vocabulary besides the specials (0 = every word seen min_count times, at most 50,000).", min=0
+    )
     min_count: int = setting(3, help="Words seen fewer times in the training text become <unk>.", min=1)
-    adaptive_softmax: bool = setting(True, help="Adaptive softmax (several times faster on large vocabularies) instead of the full softmax.")
+    adaptive_softmax: bool = setting(
+        True, help="Adaptive softmax (several times faster on large vocabularies) instead of the full softmax."
+    )
     bptt: int = setting(35, help="Truncated BPTT length in tokens.", min=2)
     batch_size: int = setting(32, help="Parallel token streams per batch.", min=1)
     learning_rate: float = setting(2e-3, help="Adam learning rate.", min=0.0)

@@ -155,7 +155,15 @@ def model_args_for(*, vocab: Vocab, embedding_dim: int, hidden_size: int, sectio
 
 
 def pretrain_direction(
-    *, direction: str, text: PretrainText, embedding: np.ndarray | None, model_args: dict, section: dict, work_dir: Path, resume: bool, signature: str
+    *,
+    direction: str,
+    text: PretrainText,
+    embedding: np.ndarray | None,
+    model_args: dict,
+    section: dict,
+    work_dir: Path,
+    resume: bool,
+    signature: str,
 ) -> TrainedModel:
     """Train one direction through the loop; the model ends with its best held-apart weights."""
     device = pick_device(section["device"])
@@ -187,7 +195,9 @@ def pretrain_direction(
         "seconds": round(time.perf_counter() - started, 1),
         "vocab_size": len(text.vocab),
     }
-    logger.info("pretrain_lm %s: held-apart perplexity %s, KNBC test %s", direction, metrics.get("dev_perplexity"), metrics["knbc_test_perplexity"])
+    logger.info(
+        "pretrain_lm %s: held-apart perplexity %s, KNBC test %s", direction, metrics.get("dev_perplexity"), metrics["knbc_test_perplexity"]
+    )
     return TrainedModel(
         model=model, architecture=ARCHITECTURE, model_args=model_args, vocab=text.vocab, metrics=metrics, records=result.records
     )
@@ -250,7 +260,9 @@ def pretrain_lm_stage(ctx) -> dict[str, Any]:
 LSTM_WEIGHTS = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
 
 
-def copy_language_models(classifier: nn.Module, vocab: Vocab, *, forward: LSTMLanguageModel, backward: LSTMLanguageModel, lm_vocab: Vocab) -> dict[str, Any]:
+def copy_language_models(
+    classifier: nn.Module, vocab: Vocab, *, forward: LSTMLanguageModel, backward: LSTMLanguageModel, lm_vocab: Vocab
+) -> dict[str, Any]:
     """Initialise ``classifier`` (an ``AttentionClassifier``) from the two LMs, in place.
 
     Embedding rows are copied by word (``<unk>`` included, ``<pad>`` stays zero; words the LMs do

@@ -87,9 +87,7 @@ def knbc_articles(tokens_path: Path, *, token_field: str) -> tuple[list[list[lis
 def open_store(store_path: Path, *, token_field: str) -> TokenStore | None:
     """The token store, or None (with a warning) when there is none or it is empty."""
     if not is_store(store_path) or TokenStore.open(store_path).sentences == 0:
-        logger.warning(
-            "pretrain_lm: no unlabelled corpus (tokenize.extra_corpora is empty); pretraining on KNBC's training articles only."
-        )
+        logger.warning("pretrain_lm: no unlabelled corpus (tokenize.extra_corpora is empty); pretraining on KNBC's training articles only.")
         return None
     store = TokenStore.open(store_path)
     if token_field not in store.fields:

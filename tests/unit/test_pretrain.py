@@ -100,7 +100,9 @@ def test_copy_refuses_a_classifier_of_other_sizes():
     lm_vocab = Vocab(["<pad>", "<unk>", "</s>", "京都", "寺", "野球"])
     classifier = AttentionClassifier(vocab_size=3, embedding_dim=8, num_classes=2, hidden_size=7)
     with pytest.raises(ModelError) as error:
-        pretrain.copy_language_models(classifier, Vocab(["<pad>", "<unk>", "京都"]), forward=_lm(6, 1), backward=_lm(6, 2), lm_vocab=lm_vocab)
+        pretrain.copy_language_models(
+            classifier, Vocab(["<pad>", "<unk>", "京都"]), forward=_lm(6, 1), backward=_lm(6, 2), lm_vocab=lm_vocab
+        )
     assert error.value.code == "E317" and "hidden size 6" in str(error.value)
 
 
@@ -212,4 +214,6 @@ def test_a_scratch_classifier_keeps_the_fingerprint_it_had_before_pretraining_ex
     config = load_config(tmp_path)
     view = config.fingerprint_view("tasks.topic.classifier")
     assert "init" not in view and "pretrained_lr_factor" not in view
-    assert load_config(tmp_path, ["tasks.topic.classifier.init=pretrained"]).fingerprint_view("tasks.topic.classifier")["init"] == "pretrained"
+    assert (
+        load_config(tmp_path, ["tasks.topic.classifier.init=pretrained"]).fingerprint_view("tasks.topic.classifier")["init"] == "pretrained"
+    )
