@@ -140,7 +140,9 @@ class LMPretraining:
 
 
 def model_args_for(*, vocab: Vocab, embedding_dim: int, hidden_size: int, section: dict) -> dict[str, Any]:
-    cutoffs = [cut for cut in ADAPTIVE_CUTOFFS if cut < len(vocab) - 1] if section["adaptive_softmax"] else []
+    # tail cluster i projects to hidden_size / 4**(i + 1) units: no cluster narrower than 4 units
+    cutoffs = [cut for i, cut in enumerate(ADAPTIVE_CUTOFFS) if cut < len(vocab) - 1 and hidden_size // 4 ** (i + 1) >= 4]
+    cutoffs = cutoffs if section["adaptive_softmax"] else []
     return {
         "vocab_size": len(vocab),
         "embedding_size": embedding_dim,

@@ -217,3 +217,16 @@ def test_a_scratch_classifier_keeps_the_fingerprint_it_had_before_pretraining_ex
     assert (
         load_config(tmp_path, ["tasks.topic.classifier.init=pretrained"]).fingerprint_view("tasks.topic.classifier")["init"] == "pretrained"
     )
+
+
+def test_bench_train_measures_the_lm_with_both_softmaxes(tmp_path):
+    from pipeline.bench.train import benchmark_lm_training
+
+    config = load_config(tmp_path, ["pretrain_lm.batch_size=4", "pretrain_lm.bptt=8", "classifier.embedding_init=random"])
+    classifier = {**config["classifier"], "embedding_dim": 16, "hidden_size": 64}
+    result = benchmark_lm_training(project_dir=tmp_path, section=config["pretrain_lm"], classifier=classifier, steps=2, vocab_size=12_000)
+    assert result["vocab_size"] == 12_000 and result["vocab_from"] == "default" and result["embedding_dim"] == 16
+    assert result["adaptive_softmax_tokens_per_second"] > 0 and result["full_softmax_tokens_per_second"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["adaptive_softmax_tokens_per_second"] / result["full_softmax_tokens_per_second"], rel=0.01
+    )
