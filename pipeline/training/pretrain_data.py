@@ -203,5 +203,9 @@ def build_pretrain_text(*, tokens_path: Path, store_path: Path, section: dict, t
     for word, row in vocab.stoi.items():
         if word in index:
             lookup[index[word]] = row
+    text = PretrainText(vocab=vocab, train=lookup[train], dev=lookup[dev], knbc_test=lookup[test], stats=stats)
     stats.update(train_tokens=len(train), dev_tokens=len(dev), knbc_test_tokens=len(test), vocab_size=len(vocab))
-    return PretrainText(vocab=vocab, train=lookup[train], dev=lookup[dev], knbc_test=lookup[test], stats=stats)
+    for name in ("train", "dev", "knbc_test"):  # the share of <unk> (the perplexities count it as a word)
+        ids = getattr(text, name)
+        stats[f"{name}_unk_rate"] = round(float((ids == vocab.unk_index).mean()), 4) if len(ids) else None
+    return text

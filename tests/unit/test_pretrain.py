@@ -135,6 +135,7 @@ def test_tiny_pretraining_writes_two_language_models_that_learned(lm_project):
         assert report[direction]["knbc_test_perplexity"] is not None
     assert report["text"]["corpus"] and report["text"]["held_apart_documents"] >= 1
     assert summary["train_tokens"] >= 5000 and summary["vocab_size"] == vocab_size
+    assert report["text"]["train_unk_rate"] == 0.0  # min_count 1: every training word has a row
 
 
 def test_a_killed_pretraining_resumes_to_the_same_models(lm_project, monkeypatch, tmp_path):
