@@ -380,6 +380,10 @@ class PretrainLMSection(Section):
         0, help="Words in the vocabulary besides the specials (0 = every word seen min_count times, at most 50,000).", min=0
     )
     min_count: int = setting(3, help="Words seen fewer times in the training text become <unk>.", min=1)
+    freeze_vectors: bool = setting(
+        True,
+        help="Keep the embedding rows that have a pretrained vector fixed (the classifier's frozen input space); train the others.",
+    )
     adaptive_softmax: bool = setting(
         True, help="Adaptive softmax (several times faster on large vocabularies) instead of the full softmax."
     )

@@ -160,7 +160,7 @@ def pretrain_direction(
     *,
     direction: str,
     text: PretrainText,
-    embedding: np.ndarray | None,
+    embedding: tuple[np.ndarray | None, np.ndarray | None],  # (initial table, rows that have a vector)
     model_args: dict,
     section: dict,
     work_dir: Path,
@@ -171,9 +171,12 @@ def pretrain_direction(
     device = pick_device(section["device"])
     seed_everything(section["seed"] + (0 if direction == "forward" else 1000))
     model = LSTMLanguageModel(**model_args)
-    if embedding is not None:
-        model.init_embeddings(embedding)
+    matrix, has_vector = embedding
+    if matrix is not None:
+        model.init_embeddings(matrix)
     model.to(device)
+    if has_vector is not None and section["freeze_vectors"]:
+        freeze_rows(model, has_vector)
     task = LMPretraining(model=model, text=text, direction=direction, section=section, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=section["learning_rate"])
     steps = StepRunner(model=model, optimizer=optimizer, device=device, amp=False, grad_clip=section["grad_clip"])
@@ -206,15 +209,28 @@ def pretrain_direction(
 
 
 # -------------------------------------------------------------------- stage
-def pretrain_embedding(ctx, vocab: Vocab, classifier: dict) -> np.ndarray | None:
-    """The LM's initial embedding: the classifier's vectors (by word; random rows elsewhere), None for random."""
+def pretrain_embedding(ctx, vocab: Vocab, classifier: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The LM's initial embedding: the classifier's vectors (by word; random rows elsewhere), and the
+    rows that have a vector (bool, V); (None, None) for random."""
     vectors_file = pretrained_vectors_file(ctx, section_name="classifier", source=classifier["embedding_init"])
     if vectors_file is None:
-        return None
+        return None, None
     words, vectors = read_word2vec_text(vectors_file)
     matrix, coverage = embedding_matrix(vocab, words, vectors, seed=ctx.section["seed"])
+    known = set(words)
+    has_vector = np.asarray([word in known for word in vocab.itos], dtype=bool)
     logger.info("pretrain_lm: %.1f%% of the vocabulary has a %s vector", 100 * coverage, classifier["embedding_init"])
-    return matrix
+    return matrix, has_vector
+
+
+def freeze_rows(model: LSTMLanguageModel, rows: np.ndarray) -> None:
+    """Zero the embedding gradient of ``rows`` (bool, V): with Adam and no weight decay they never move.
+
+    Why: the classifier keeps its pretrained vectors frozen, so the LSTM it receives should have
+    learned on exactly those inputs; the rows without a vector (corpus-only words) still learn.
+    """
+    keep = torch.as_tensor(~rows, dtype=model.embedding.weight.dtype, device=model.embedding.weight.device).unsqueeze(1)  # (V, 1)
+    model.embedding.weight.register_hook(lambda grad: grad * keep)
 
 
 def pretrain_lm_stage(ctx) -> dict[str, Any]:
@@ -227,7 +243,7 @@ def pretrain_lm_stage(ctx) -> dict[str, Any]:
     text = build_pretrain_text(tokens_path=tokens_path, store_path=ctx.input(EXTRA_TOKENS), section=section, token_field=token_field)
     logger.info("pretrain_lm: %s", ", ".join(f"{key} {value}" for key, value in text.stats.items()))
     embedding = pretrain_embedding(ctx, text.vocab, classifier)
-    embedding_dim = embedding.shape[1] if embedding is not None else classifier["embedding_dim"]
+    embedding_dim = embedding[0].shape[1] if embedding[0] is not None else classifier["embedding_dim"]
     model_args = model_args_for(vocab=text.vocab, embedding_dim=embedding_dim, hidden_size=classifier["hidden_size"], section=section)
     signature = sha256_file(tokens_path) + str(text.stats) + str(model_args)
     out = ctx.output(PRETRAINED_LM_DIR)

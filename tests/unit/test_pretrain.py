@@ -20,7 +20,7 @@ from pipeline.errors import InputError, ModelError
 from pipeline.models.classifier import AttentionClassifier
 from pipeline.models.language_model import LSTMLanguageModel, load_generator
 from pipeline.models.model_dir import load_state_dict
-from pipeline.models.vocab import Vocab
+from pipeline.models.vocab import Vocab, read_word2vec_text
 from pipeline.paths import EXTRA_TOKENS, PRETRAINED_LM_DIR, classifier_dir
 from pipeline.training import pretrain
 from pipeline.training.classifier import pretrained_lstm_lr
@@ -41,6 +41,7 @@ TINY_PRETRAIN = [
     "pretrain_lm.batch_size=8",
     "pretrain_lm.bptt=10",
     "pretrain_lm.learning_rate=0.02",
+    "pretrain_lm.freeze_vectors=false",  # the fixture's random 8-d vectors would hold the LMs back
     "pretrain_lm.device=cpu",
 ]
 
@@ -136,6 +137,18 @@ def test_tiny_pretraining_writes_two_language_models_that_learned(lm_project):
     assert report["text"]["corpus"] and report["text"]["held_apart_documents"] >= 1
     assert summary["train_tokens"] >= 5000 and summary["vocab_size"] == vocab_size
     assert report["text"]["train_unk_rate"] == 0.0  # min_count 1: every training word has a row
+
+
+def test_freeze_vectors_keeps_the_rows_that_have_a_vector_and_trains_the_others(lm_project):
+    run_stage(lm_project, "pretrain_lm", [*TINY_PRETRAIN, "pretrain_lm.freeze_vectors=true"])
+    forward = load_generator(lm_project / PRETRAINED_LM_DIR / "forward")
+    words, vectors = read_word2vec_text(lm_project / "models" / "vectors" / "word2vec" / "vectors.txt")
+    table = forward.model.embedding.weight.detach()
+    for word, vector in zip(words, vectors, strict=True):  # the classifier's (frozen) input space is kept
+        assert torch.equal(table[forward.vocab.stoi[word]], torch.from_numpy(vector)), word
+    start = torch.from_numpy(pretrain.embedding_matrix(forward.vocab, words, vectors, seed=13)[0])
+    corpus_only = forward.vocab.stoi["語0"]  # a corpus word without a vector: it learned
+    assert not torch.equal(table[corpus_only], start[corpus_only])
 
 
 def test_a_killed_pretraining_resumes_to_the_same_models(lm_project, monkeypatch, tmp_path):
