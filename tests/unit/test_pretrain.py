@@ -224,6 +224,15 @@ def test_pretrain_lm_is_a_stage_only_when_a_classifier_needs_it(tmp_path):
     assert list(stages).index("pretrain_lm") < list(stages).index("train_sentiment")
 
 
+def test_asking_for_pretrain_lm_in_a_project_that_does_not_use_it_says_how_to_turn_it_on(tmp_path):
+    from pipeline.errors import WorkflowError
+    from pipeline.workflow.runner import Runner
+
+    with pytest.raises(WorkflowError) as error:
+        Runner(tmp_path, load_config(tmp_path)).stage("pretrain_lm")
+    assert error.value.code == "E401" and "init" in error.value.hint
+
+
 def test_a_scratch_classifier_keeps_the_fingerprint_it_had_before_pretraining_existed(tmp_path):
     config = load_config(tmp_path)
     view = config.fingerprint_view("tasks.topic.classifier")
