@@ -22,6 +22,7 @@ held-apart text and on KNBC's test articles, tokens/s, the text's statistics).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -245,7 +246,9 @@ def pretrain_lm_stage(ctx) -> dict[str, Any]:
     embedding = pretrain_embedding(ctx, text.vocab, classifier)
     embedding_dim = embedding[0].shape[1] if embedding[0] is not None else classifier["embedding_dim"]
     model_args = model_args_for(vocab=text.vocab, embedding_dim=embedding_dim, hidden_size=classifier["hidden_size"], section=section)
-    signature = sha256_file(tokens_path) + str(text.stats) + str(model_args)
+    # what a checkpoint must match to be resumed: the text, the initial vectors and the model's shape
+    vectors_hash = hashlib.sha256(embedding[0].tobytes()).hexdigest() if embedding[0] is not None else None
+    signature = f"{sha256_file(tokens_path)} {text.stats} {model_args} {vectors_hash}"
     out = ctx.output(PRETRAINED_LM_DIR)
     tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field)
     summary: dict[str, Any] = {"text": text.stats, "token_field": token_field}
