@@ -76,6 +76,7 @@ CODES: dict[str, str] = {
     "E270": "Synonym dictionary is empty or has no usable synonym groups.",
     "E271": "Synonym dictionary or vectors file is not valid UTF-8.",
     "E272": "Vectors file is empty.",
+    "E280": "The pretraining text has fewer distinct words than the configured vocabulary size.",
     # --- E3xx models and vectors
     "E301": "No trained model in the directory.",
     "E302": "Model directory has a newer or unknown format version.",
@@ -87,6 +88,7 @@ CODES: dict[str, str] = {
     "E308": "Compact vector store is incomplete or its files disagree.",
     "E315": "Model directory asks for tokenizer settings this version does not support.",
     "E316": "The generator cannot write in the requested theme.",
+    "E317": "A pretrained language model does not fit the classifier (sizes, vocabulary or token field).",
     "E330": "The server is still loading its models.",
     "E331": "The server has no such model loaded (classifier task, generator or vector source).",
     "E332": "The server is overloaded: too many texts wait for the classifier.",

@@ -134,6 +134,38 @@ def write_tiny_project(directory: Path, *, vectors: bool = True, dim: int = 8) -
     return directory
 
 
+def write_token_store(out_dir: Path, documents: list[list[list[str]]], *, shard_sentences: int = 40) -> Path:
+    """A token store (``data/tokens/extra``) of hand-made documents (lists of sentences of words), as tokenize writes it.
+
+    Every field (surface, norm) holds the same words; shards of ``shard_sentences`` sentences.
+    """
+    import numpy as np
+
+    from pipeline.text.sharded import STAT_NAMES
+    from pipeline.text.token_store import encode_strings, save_npz
+
+    sentences = [(sentence, i == 0) for document in documents for i, sentence in enumerate(document)]
+    work = out_dir.parent / f".{out_dir.name}-work"
+    files = []
+    for number, start in enumerate(range(0, len(sentences), shard_sentences)):
+        chunk = sentences[start : start + shard_sentences]
+        index: dict[str, int] = {}
+        ids = [index.setdefault(word, len(index)) for sentence, _ in chunk for word in sentence]
+        offsets = np.cumsum([0] + [len(sentence) for sentence, _ in chunk]).astype(np.int64)
+        words_bytes, words_offsets = encode_strings(list(index))
+        arrays = {"offsets": offsets, "new_doc": np.asarray([first for _, first in chunk], dtype=np.uint8)}
+        arrays["stats"] = np.asarray([len(chunk), 0, 0, 0, 0][: len(STAT_NAMES)], dtype=np.int64)
+        arrays["skipped_lines"] = np.zeros(0, dtype=np.int64)
+        for field in ("surface", "norm"):
+            arrays[field] = np.asarray(ids, dtype=np.uint32)
+            arrays[f"{field}_bytes"], arrays[f"{field}_offsets"] = words_bytes, words_offsets
+        files.append(work / f"{number:06d}.npz")
+        save_npz(files[-1], arrays)
+    finalize_store([files], out_dir=out_dir, sources=["fixture.txt"], settings=ShardSettings())
+    shutil.rmtree(work)
+    return out_dir
+
+
 # Settings that keep fixture trainings to a second or two on CPU.
 FAST_SETTINGS = [
     "embedding_init=word2vec",  # the fixture's fake vectors

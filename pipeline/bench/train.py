@@ -156,3 +156,85 @@ def benchmark_training(
         "bare_rnn_forward_backward": {"sentences_per_second": round(bare_rate, 1), "steps_per_second": round(len(timed) / bare_seconds, 2)},
         "ratio": round(model_rate / bare_rate, 3),
     }
+
+
+# ----------------------------------------------------------------- the pretraining language model
+def _lm_vocab_size(project_dir: Path, default: int) -> tuple[int, str]:
+    """The vocabulary size of the project's pretrained LMs when they exist, else ``default``."""
+    from pipeline.paths import PRETRAINED_LM_DIR
+
+    vocab_file = Path(project_dir) / PRETRAINED_LM_DIR / "forward" / "vocab.json"
+    if vocab_file.exists():
+        from pipeline.io import read_json
+
+        return len(read_json(vocab_file)["itos"]), "the project's pretrained LMs"
+    return default, "default"
+
+
+def _lm_tokens_per_second(*, model_args: dict, section: dict, steps: int, device: torch.device) -> float:
+    """Tokens/s of ``pretrain_lm``'s training step (forward, loss, backward, clipping, Adam) on Zipf-distributed ids."""
+    from pipeline.models.language_model import LSTMLanguageModel
+    from pipeline.training.loop import StepRunner
+
+    seed_everything(section["seed"])
+    model = LSTMLanguageModel(**model_args).to(device).train()
+    runner = StepRunner(
+        model=model,
+        optimizer=torch.optim.Adam(model.parameters(), lr=section["learning_rate"]),
+        device=device,
+        grad_clip=section["grad_clip"],
+    )
+    rng = np.random.default_rng(section["seed"])
+    shape = (section["batch_size"], section["bptt"] + 1)
+    ids = np.minimum(rng.zipf(1.2, size=(steps + WARMUP_STEPS, *shape)), model_args["vocab_size"] - 1)  # word frequencies are Zipfian
+    batches = [torch.from_numpy(batch.astype(np.int64)).to(device) for batch in ids]
+
+    def step(batch: torch.Tensor) -> None:
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        if model.adaptive is not None:
+            loss, _ = model.adaptive_loss(inputs, targets)
+        else:
+            logits, _ = model(inputs)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        runner.step(loss)
+
+    seconds = _timed(step, batches, device)
+    return steps * shape[0] * (shape[1] - 1) / seconds
+
+
+def benchmark_lm_training(
+    *, project_dir: Path, section: dict, classifier: dict, steps: int = 20, vocab_size: int = 20_000, device: str | None = None
+) -> dict[str, Any]:
+    """Training tokens/s of ``pretrain_lm``'s language model, with the adaptive and with the full softmax.
+
+    Shapes: ``[pretrain_lm]`` batch_size x bptt, the classifier's hidden size and embedding width
+    (300 for ja_ginza's vectors), the project's LM vocabulary size when it was pretrained.
+    """
+    from pipeline.models.vocab import Vocab
+    from pipeline.training.pretrain import model_args_for
+
+    section = {**section, "device": device or section["device"]}
+    dev = pick_device(section["device"])
+    size, source = _lm_vocab_size(project_dir, vocab_size)
+    width = _bench_section(project_dir=project_dir, section=dict(classifier), batch_size=None, device=None)["embedding_dim"]
+    vocab = Vocab(["<pad>", "<unk>", "</s>", *(f"w{i}" for i in range(size - 3))])
+    rates = {}
+    for adaptive in (True, False):
+        args = model_args_for(
+            vocab=vocab, embedding_dim=width, hidden_size=classifier["hidden_size"], section={**section, "adaptive_softmax": adaptive}
+        )
+        rates["adaptive" if adaptive else "full"] = _lm_tokens_per_second(model_args=args, section=section, steps=steps, device=dev)
+    return {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "vocab_size": size,
+        "vocab_from": source,
+        "embedding_dim": width,
+        "hidden_size": classifier["hidden_size"],
+        "batch_size": section["batch_size"],
+        "bptt": section["bptt"],
+        "steps": steps,
+        "adaptive_softmax_tokens_per_second": round(rates["adaptive"], 1),
+        "full_softmax_tokens_per_second": round(rates["full"], 1),
+        "speedup": round(rates["adaptive"] / rates["full"], 2),
+    }

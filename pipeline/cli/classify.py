@@ -355,12 +355,18 @@ def bench_train(
         int | None, typer.Option("--batch-size", help="Sentences per batch (default: the task's classifier batch_size).", min=1)
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: the task's classifier device).")] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="classifier, or lm: pretrain_lm's language model, adaptive vs full softmax (tokens/s).")
+    ] = "classifier",
     overrides: SetOption = None,
 ) -> None:
     """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
     from pipeline.bench.train import benchmark_training
 
     config = load_project_config(overrides)
+    if model == "lm":
+        _bench_train_lm(config, steps=steps, device=device, as_json=as_json)
+        return
     result = benchmark_training(
         project_dir=state.project_dir, section=config.classifier_for(task), task=task, steps=steps, batch_size=batch_size, device=device
     )
@@ -374,6 +380,25 @@ def bench_train(
     out.print(f"classifier training step : {result['train_step']['sentences_per_second']:>10.1f} sentences/s")
     out.print(f"bare RNN forward+backward: {result['bare_rnn_forward_backward']['sentences_per_second']:>10.1f} sentences/s")
     out.print(f"ratio                    : {result['ratio']:.3f}")
+
+
+def _bench_train_lm(config, *, steps: int, device: str | None, as_json: bool) -> None:
+    from pipeline.bench.train import benchmark_lm_training
+
+    result = benchmark_lm_training(
+        project_dir=state.project_dir, section=config["pretrain_lm"], classifier=config["classifier"], steps=steps, device=device
+    )
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(
+        f"device {result['device']} ({result['threads']} threads), vocabulary {result['vocab_size']} ({result['vocab_from']}), "
+        f"embedding {result['embedding_dim']}, hidden {result['hidden_size']}, batch {result['batch_size']} x {result['bptt']} tokens, {result['steps']} steps"
+    )
+    out.print(f"LM training step, adaptive softmax: {result['adaptive_softmax_tokens_per_second']:>10.1f} tokens/s")
+    out.print(f"LM training step, full softmax    : {result['full_softmax_tokens_per_second']:>10.1f} tokens/s")
+    out.print(f"speed-up                          : {result['speedup']:.2f}x")
 
 
 @bench_app.command("classify")

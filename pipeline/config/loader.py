@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.schema import SCHEMA, SECTIONS, ClassifierSection, Section
+from pipeline.config.schema import PRETRAINED_ONLY_KEYS, SCHEMA, SECTIONS, ClassifierSection, Section
 from pipeline.config.tasks import BUILTIN_TASKS, TaskSection, data_view, effective_classifier, make_task, validate_task_value
 from pipeline.errors import ConfigError
 
@@ -82,7 +82,9 @@ class Config:
         if section.startswith(f"{TASKS_SECTION}."):
             name = section.split(".")[1]
             settings = ClassifierSection.settings()
-            view = {key: value for key, value in self.classifier_for(name).to_dict().items() if settings[key].fingerprint}
+            classifier = self.classifier_for(name)
+            skipped = PRETRAINED_ONLY_KEYS if classifier.init == "scratch" else ()
+            view = {key: value for key, value in classifier.to_dict().items() if settings[key].fingerprint and key not in skipped}
             task = self.task(name)
             if task.is_knbc:
                 builtin = data_view(make_task(name, {})) if name in BUILTIN_TASKS else {}

@@ -334,6 +334,67 @@ class ClassifierSection(Section):
     device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
     amp: bool = setting(True, help="Mixed precision on GPU (ignored on CPU).", fingerprint=False)
     seed: int = setting(13, help="Random seed.")
+    init: str = setting(
+        "scratch",
+        help="scratch, or pretrained: embeddings and LSTM from the forward and backward LMs of the pretrain_lm stage.",
+        choices=("scratch", "pretrained"),
+    )
+    pretrained_freeze_epochs: int = setting(1, help="init = pretrained: epochs in which the pretrained LSTM stays fixed.", min=0)
+    pretrained_lr_factor: float = setting(
+        0.3, help="init = pretrained: the LSTM's learning rate after unfreezing, as a share of learning_rate.", min=0.0, max=1.0
+    )
+
+    def check(self) -> None:
+        if self.init == "pretrained" and self.cell != "lstm":
+            raise ConfigError(
+                "E108",
+                f"classifier.init = pretrained needs cell = lstm (the pretrained language models are LSTMs), got {self.cell!r}.",
+                hint='Set cell = "lstm", or init = "scratch".',
+            )
+
+
+# Keys that only matter with init = pretrained: left out of a scratch classifier's fingerprint,
+# so projects trained before pretraining existed stay fresh.
+PRETRAINED_ONLY_KEYS = ("init", "pretrained_freeze_epochs", "pretrained_lr_factor")
+
+
+@section
+class PretrainLMSection(Section):
+    """``[pretrain_lm]``: forward and backward word LSTM language models that initialise classifiers with init = pretrained.
+
+    The sizes (embedding, hidden units), token field and initial vectors come from ``[classifier]``,
+    so the weights fit the classifier. Runs only when a task's classifier has init = pretrained.
+    """
+
+    section_name: ClassVar[str] = "pretrain_lm"
+    max_tokens: int = setting(
+        1_500_000,
+        help="Training tokens per direction (the budget): corpus text spread over all documents, repeated if the corpus is smaller.",
+        min=1000,
+    )
+    rounds: int = setting(
+        5, help="The budget is trained in this many rounds, each followed by the held-apart perplexity and a checkpoint.", min=1
+    )
+    patience: int = setting(2, help="Early stopping: rounds without held-apart perplexity gain.", min=1)
+    vocab_size: int = setting(
+        0, help="Words in the vocabulary besides the specials (0 = every word seen min_count times, at most 50,000).", min=0
+    )
+    min_count: int = setting(3, help="Words seen fewer times in the training text become <unk>.", min=1)
+    freeze_vectors: bool = setting(
+        True,
+        help="Keep the embedding rows that have a pretrained vector fixed (the classifier's frozen input space); train the others.",
+    )
+    adaptive_softmax: bool = setting(
+        True, help="Adaptive softmax (several times faster on large vocabularies) instead of the full softmax."
+    )
+    bptt: int = setting(35, help="Truncated BPTT length in tokens.", min=2)
+    batch_size: int = setting(32, help="Parallel token streams per batch.", min=1)
+    learning_rate: float = setting(2e-3, help="Adam learning rate.", min=0.0)
+    dropout: float = setting(0.1, help="Dropout on embeddings and LSTM outputs.", min=0.0, max=0.9)
+    grad_clip: float = setting(0.5, help="Gradient-norm clipping (0 disables).", min=0.0)
+    eval_tokens: int = setting(50_000, help="At most this many tokens of each held-apart text are scored (perplexity).", min=100)
+    device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
+    seed: int = setting(13, help="Random seed.")
 
 
 @section
@@ -487,6 +548,7 @@ SECTIONS: dict[str, type[Section]] = {
         CombinedVectorsSection,
         EvaluateVectorsSection,
         ClassifierSection,
+        PretrainLMSection,
         GeneratorSection,
         EvaluateClassifiersSection,
         EvaluateGeneratorSection,

@@ -52,6 +52,12 @@ class LSTMLanguageModel(nn.Module):
     decoder. With ``tie_weights`` the decoder reuses the embedding matrix (Press
     & Wolf 2017), which needs ``embedding_size == hidden_size``; on a corpus as
     small as KNBC it is also the single most effective regulariser.
+
+    With ``adaptive_cutoffs`` (the pretraining LMs of ``pretrain_lm``, vocabularies of tens of
+    thousands of words) the decoder is an adaptive softmax (Grave et al. 2017): frequent words
+    in a full head, rarer ones in smaller tail clusters, several times cheaper than the full
+    softmax on a CPU. Training then calls :meth:`adaptive_loss`; ``forward`` still returns
+    ``[batch, time, vocab]`` scores (exact log-probabilities), so scoring and sampling work unchanged.
     """
 
     def __init__(
@@ -65,8 +71,11 @@ class LSTMLanguageModel(nn.Module):
         tie_weights: bool = False,
         num_theme_slots: int = 0,
         pad_index: int = 0,
+        adaptive_cutoffs: list[int] | None = None,
     ) -> None:
         super().__init__()
+        if adaptive_cutoffs and tie_weights:
+            raise ConfigError("E108", "An adaptive-softmax language model cannot tie its weights.", hint="Leave tie_weights off.")
         if tie_weights and embedding_size != hidden_size:
             raise ConfigError(
                 "E108",
@@ -90,8 +99,13 @@ class LSTMLanguageModel(nn.Module):
         # Decoder weight [vocab, hidden]. Tied: the embedding matrix itself, so the
         # state_dict holds it once (safetensors refuses two names for one tensor).
         self.tie_weights = tie_weights
-        self.output_weight = None if tie_weights else nn.Parameter(torch.empty(vocab_size, hidden_size))
-        self.output_bias = nn.Parameter(torch.zeros(vocab_size))
+        self.adaptive = None
+        if adaptive_cutoffs:
+            # head: the first cutoff words + one entry per tail cluster; tails project to hidden / 4**i
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, list(adaptive_cutoffs), div_value=4.0)
+        full = self.adaptive is None
+        self.output_weight = nn.Parameter(torch.empty(vocab_size, hidden_size)) if full and not tie_weights else None
+        self.output_bias = nn.Parameter(torch.zeros(vocab_size)) if full else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -127,18 +141,36 @@ class LSTMLanguageModel(nn.Module):
 
         ``themes`` [batch] holds theme slots; ignored by a model without conditioning.
         ``state`` continues from a previous chunk (truncated BPTT, generation).
+        With an adaptive softmax the scores are log-probabilities (log_softmax leaves them unchanged).
         """
-        embedded = self.embedding(tokens)  # [batch, time, embedding]
-        if self.theme_embedding is not None:
-            if themes is None:
-                themes = torch.full((tokens.size(0),), ANY_THEME, dtype=torch.long, device=tokens.device)
-            embedded = embedded + self.theme_embedding(themes).unsqueeze(1)  # broadcast over time
-        output, state = self.lstm(self.dropout(embedded), state)  # output [batch, time, hidden]
+        if themes is None and self.theme_embedding is not None:
+            themes = torch.full((tokens.size(0),), ANY_THEME, dtype=torch.long, device=tokens.device)
+        output, state = self.hidden_states(tokens, themes=themes, state=state)  # output [batch, time, hidden]
+        if self.adaptive is not None:
+            flat = self.dropout(output).reshape(-1, output.size(-1))  # [batch * time, hidden]
+            return self.adaptive.log_prob(flat).view(*tokens.shape, -1), state
         weight = self.embedding.weight if self.tie_weights else self.output_weight
         logits = nn.functional.linear(self.dropout(output), weight, self.output_bias)  # [batch, time, vocab]
         if self.theme_output_bias is not None:
             logits = logits + self.theme_output_bias(themes).unsqueeze(1)
         return logits, state
+
+    def hidden_states(
+        self, tokens: torch.Tensor, *, themes: torch.Tensor | None = None, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """``tokens`` [batch, time] -> (LSTM outputs [batch, time, hidden], final (h, c))."""
+        embedded = self.embedding(tokens)  # [batch, time, embedding]
+        if self.theme_embedding is not None and themes is not None:
+            embedded = embedded + self.theme_embedding(themes).unsqueeze(1)  # broadcast over time
+        return self.lstm(self.dropout(embedded), state)
+
+    def adaptive_loss(
+        self, tokens: torch.Tensor, targets: torch.Tensor, *, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean -log p(targets) in nats over every position of ``targets`` [batch, time] (adaptive-softmax models only)."""
+        output, state = self.hidden_states(tokens, state=state)
+        flat = self.dropout(output).reshape(-1, output.size(-1))  # [batch * time, hidden]
+        return self.adaptive(flat, targets.reshape(-1)).loss, state
 
 
 def build_model(model_args: dict[str, Any]) -> LSTMLanguageModel:

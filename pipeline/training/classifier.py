@@ -155,12 +155,30 @@ def class_weights(labels: np.ndarray, *, num_classes: int) -> np.ndarray:
 
 
 def make_steps(model: nn.Module, section: dict, *, device: torch.device) -> StepRunner:
-    """AdamW over the trainable parameters (fused on CUDA: one kernel instead of a loop of small ones)."""
+    """AdamW over the trainable parameters (fused on CUDA: one kernel instead of a loop of small ones).
+
+    With init = pretrained the recurrent layer is a second parameter group, whose learning rate
+    :meth:`ClassifierTraining.train_epoch` sets per epoch (see :func:`pretrained_lstm_lr`).
+    """
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        parameters, lr=section["learning_rate"], weight_decay=section["weight_decay"], fused=device.type == "cuda"
-    )
+    groups: list[dict] = [{"params": parameters}]
+    if section.get("init") == "pretrained":
+        recurrent = {id(p) for p in model.rnn.parameters()}
+        groups = [{"params": [p for p in parameters if id(p) not in recurrent]}, {"params": list(model.rnn.parameters())}]
+    optimizer = torch.optim.AdamW(groups, lr=section["learning_rate"], weight_decay=section["weight_decay"], fused=device.type == "cuda")
     return StepRunner(model=model, optimizer=optimizer, device=device, amp=section["amp"], grad_clip=section["grad_clip"])
+
+
+def pretrained_lstm_lr(section: dict, epoch: int) -> float:
+    """The pretrained LSTM's learning rate in ``epoch`` (1-based): 0 while frozen, then a share of the rest's.
+
+    A simple form of ULMFiT's gradual unfreezing and discriminative rates: the new attention and
+    output layers first learn on top of the fixed pretrained features (so their random start does
+    not wash those out), then the LSTM adapts more slowly than the layers above it.
+    """
+    if epoch <= section["pretrained_freeze_epochs"]:
+        return 0.0
+    return section["learning_rate"] * section["pretrained_lr_factor"]
 
 
 def train_step(model: AttentionClassifier, batch: Batch, *, loss_fn: nn.Module, steps: StepRunner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,6 +197,7 @@ class ClassifierTraining:
     def __init__(self, *, model: AttentionClassifier, data: TaskData, section: dict, device: torch.device, name: str) -> None:
         self.model = model
         self.name = name
+        self.section = section
         self.train, self.dev = data.splits["train"], data.splits["dev"]
         self.num_classes = len(data.labels)
         self.seed, self.batch_size, self.device = section["seed"], section["batch_size"], device
@@ -194,6 +213,8 @@ class ClassifierTraining:
 
     def train_epoch(self, epoch: int, steps: StepRunner) -> TrainStats:
         torch.manual_seed(self.seed + epoch)  # dropout masks of this epoch
+        if len(steps.optimizer.param_groups) > 1:  # init = pretrained: the LSTM's own rate (frozen first)
+            steps.optimizer.param_groups[1]["lr"] = pretrained_lstm_lr(self.section, epoch)
         rng = np.random.default_rng([self.seed, epoch])
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -252,11 +273,21 @@ class ClassifierTraining:
         """Nothing: the classifier keeps its learning rate."""
 
 
-def train_classifier(*, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, signature: str) -> TrainedModel:
-    """Train on ``data.splits['train']`` with early stopping on ``data.splits['dev']`` macro-F1."""
+def train_classifier(
+    *, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, signature: str, lm_dir: Path | None = None
+) -> TrainedModel:
+    """Train on ``data.splits['train']`` with early stopping on ``data.splits['dev']`` macro-F1.
+
+    ``lm_dir`` (init = pretrained): the ``pretrain_lm`` output the embedding and LSTM start from.
+    """
     device = pick_device(section["device"])
     seed_everything(section["seed"])  # before the model: its initial weights come from the seed
     model, model_args = build_model(section, data)
+    pretrained = None
+    if lm_dir is not None:
+        from pipeline.training.pretrain import init_classifier_from_dir
+
+        pretrained = init_classifier_from_dir(model, data.vocab, lm_dir=lm_dir, token_field=section["token_field"])
     model.to(device)
     training = ClassifierTraining(model=model, data=data, section=section, device=device, name=task)
     steps = make_steps(model, section, device=device)
@@ -284,6 +315,8 @@ def train_classifier(*, task: str, section: dict, data: TaskData, work_dir: Path
         "dev_sentences": len(training.dev),
         "vocab_size": len(data.vocab),
         "embedding_init": section["embedding_init"],
+        "init": section.get("init", "scratch"),
+        "pretrained": pretrained,
         "embedding_coverage": round(data.coverage, 4) if data.coverage is not None else None,
         "class_weights": [round(float(w), 4) for w in weights] if weights is not None else None,
     }
@@ -302,7 +335,7 @@ def train_classifier(*, task: str, section: dict, data: TaskData, work_dir: Path
 # -------------------------------------------------------------------- stages
 def train_task_stage(ctx) -> dict[str, Any]:
     """Stage ``train_<task>``: the task's classifier, with [classifier] + the task's overrides."""
-    from pipeline.paths import classifier_dir
+    from pipeline.paths import PRETRAINED_LM_DIR, classifier_dir
 
     task = ctx.stage.task
     spec = ctx.config.task(task)
@@ -313,10 +346,17 @@ def train_task_stage(ctx) -> dict[str, Any]:
     data = prepare_task_data(
         tokens_path=tokens_path, labels=labels, label_field=label_field(spec), section=section, vectors_file=vectors_file
     )
+    lm_dir = ctx.input(PRETRAINED_LM_DIR) if section["init"] == "pretrained" else None
     signature = checkpoint_signature(
-        section, task=task, tokens=sha256_file(tokens_path), vectors=sha256_file(vectors_file) if vectors_file else None
+        section,
+        task=task,
+        tokens=sha256_file(tokens_path),
+        vectors=sha256_file(vectors_file) if vectors_file else None,
+        pretrained=sha256_file(lm_dir / "forward" / "model.safetensors") if lm_dir else None,
     )
-    trained = train_classifier(task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, signature=signature)
+    trained = train_classifier(
+        task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, signature=signature, lm_dir=lm_dir
+    )
     config = {**section.to_dict(), "task": spec.to_dict()}
     split_mode = None
     if not spec.is_knbc:  # tokenized by prepare_<task>, which records its split mode

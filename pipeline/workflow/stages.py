@@ -24,6 +24,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     GINZA_VECTORS_DIR,
     IMPORTED_VECTORS_DIR,
     METRICS,
+    PRETRAINED_LM_DIR,
     SENTENCES,
     SPACY_VECTORS_DIR,
     TOKENS,
@@ -78,7 +79,9 @@ def _classifier_inputs(task: str):
     def inputs(config: Config) -> list[str]:
         rows = task_rows_file(config, task)
         stats = [] if config.task(task).is_knbc else [task_stats(task)]
-        return [rows, *stats, *_vectors_input(config.classifier_for(task)["embedding_init"])]
+        classifier = config.classifier_for(task)
+        pretrained = [PRETRAINED_LM_DIR] if classifier["init"] == "pretrained" else []
+        return [rows, *stats, *_vectors_input(classifier["embedding_init"]), *pretrained]
 
     return inputs
 
@@ -100,6 +103,22 @@ def _evaluate_inputs(task: str):
 
 def _generator_inputs(config: Config) -> list[str]:
     return [TOKENS, *_vectors_input(config["train_generator"]["embedding_init"])]
+
+
+def _pretrain_inputs(config: Config) -> list[str]:
+    return [TOKENS, EXTRA_TOKENS, *_vectors_input(config["classifier"]["embedding_init"])]
+
+
+def _pretrain_view(config: Config) -> dict:
+    """pretrain_lm's fingerprint: its section and the [classifier] keys that shape the language models."""
+    classifier = config["classifier"]
+    shared = {f"@classifier.{key}": classifier[key] for key in ("token_field", "embedding_init", "embedding_dim", "hidden_size")}
+    return {**config.fingerprint_view("pretrain_lm"), **shared}
+
+
+def uses_pretraining(config: Config) -> bool:
+    """Whether a task's classifier starts from the pretrained LMs (only then is pretrain_lm a stage of the run)."""
+    return any(config.classifier_for(task)["init"] == "pretrained" for task in config.task_names)
 
 
 def _report_inputs(config: Config) -> list[str]:
@@ -158,8 +177,11 @@ def build_stages(config: Config | None = None) -> list[Stage]:
         fixed[name]
         for name in ("corpus", "prepare", "tokenize", "word2vec", "spacy_vectors", "ginza_vectors", "combined_vectors", "evaluate_vectors")
     ]
+    # pretrain_lm only when a classifier needs it: the default run's time and results stay as they were.
+    pretrain = [fixed["pretrain_lm"]] if uses_pretraining(config) else []
     return [
         *head,
+        *pretrain,
         *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
         *(_train_task_stage(task) for task in tasks),
         fixed["train_generator"],
@@ -246,6 +268,15 @@ _FIXED: list[Stage] = [
         section="evaluate_vectors",
         version=2,
         help="Synonym coverage and ROC-AUC of every vector source on fixed dev/test halves; neighbour precision; 2-D word map.",
+    ),
+    Stage(
+        name="pretrain_lm",
+        func="pipeline.training.pretrain:pretrain_lm_stage",
+        inputs=_pretrain_inputs,
+        outputs=(PRETRAINED_LM_DIR,),
+        section="pretrain_lm",
+        config_view=_pretrain_view,
+        help="Forward and backward LSTM language models on KNBC's training articles and the unlabelled corpora (classifier init = pretrained).",
     ),
     Stage(
         name="train_generator",
