@@ -208,13 +208,12 @@ class Runner:
         return [other for other in self.order if other in seen]
 
     def stage(self, name: str) -> Stage:
-        if name == "pretrain_lm" and name not in self.stages:  # a stage only when a classifier starts from it
-            raise WorkflowError(
-                "E401",
-                "pretrain_lm is not a stage of this project: no classifier has init = pretrained.",
-                hint='Set classifier.init = "pretrained" (all tasks) or tasks.NAME.classifier.init = "pretrained".',
-            )
         if name not in self.stages:
+            from pipeline.workflow.stages import INACTIVE_STAGES
+
+            if name in INACTIVE_STAGES:  # a stage only under some config
+                reason, hint = INACTIVE_STAGES[name]
+                raise WorkflowError("E401", f"{name} is not a stage of this project: {reason}.", hint=hint)
             raise WorkflowError("E401", f"Unknown stage '{name}'.", hint=f"Valid stages: {', '.join(self.order)}.")
         return self.stages[name]
 

@@ -116,6 +116,15 @@ def _pretrain_view(config: Config) -> dict:
     return {**config.fingerprint_view("pretrain_lm"), **shared}
 
 
+# Stages that exist only under some config: what is missing, and how to turn them on.
+INACTIVE_STAGES = {
+    "pretrain_lm": (
+        "no classifier has init = pretrained",
+        'Set classifier.init = "pretrained" (all tasks) or tasks.NAME.classifier.init = "pretrained".',
+    ),
+}
+
+
 def uses_pretraining(config: Config) -> bool:
     """Whether a task's classifier starts from the pretrained LMs (only then is pretrain_lm a stage of the run)."""
     return any(config.classifier_for(task)["init"] == "pretrained" for task in config.task_names)
