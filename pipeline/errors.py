@@ -77,6 +77,7 @@ CODES: dict[str, str] = {
     "E271": "Synonym dictionary or vectors file is not valid UTF-8.",
     "E272": "Vectors file is empty.",
     "E280": "The pretraining text has fewer distinct words than the configured vocabulary size.",
+    "E281": "The pretraining text holds too little held-apart text to measure the language models on.",
     # --- E3xx models and vectors
     "E301": "No trained model in the directory.",
     "E302": "Model directory has a newer or unknown format version.",

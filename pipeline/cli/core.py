@@ -128,7 +128,9 @@ def train(
     from pipeline.workflow.runner import Runner
 
     if ddp > 1 and "WORLD_SIZE" not in os.environ:
-        args = ["--dir", str(state.project_dir), "train", task] + ["--force"] * force + ["--resume"] * resume
+        # the ranks rebuild the config from these arguments: the profile must travel with them
+        profile = ["--profile", state.profile] if state.profile else []
+        args = [*profile, "--dir", str(state.project_dir), "train", task] + ["--force"] * force + ["--resume"] * resume
         raise typer.Exit(launch(nproc=ddp, args=args + [item for value in overrides or [] for item in ("--set", value)]))
     runner = Runner(state.project_dir, load_project_config(overrides))
     ran = train_task(runner, task, force=force, resume=resume, callbacks=_progress_printers(console()))
@@ -276,7 +278,7 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
     from pipeline.cli._app import fail
 
     if not corpus:
-        fail("No corpus to measure.", hint="Give --corpus PATH, or set tokenize.extra_corpora.")
+        fail("No corpus to measure.", hint="Name a corpus file to measure, or set tokenize.extra_corpora.")
     path = Path(corpus) if Path(corpus).is_absolute() else state.project_dir / corpus
     counts = tuple(int(part) for part in workers.split(",") if part.strip())
     section = config["tokenize"]

@@ -42,6 +42,7 @@ from urllib.parse import urlparse
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.inference.batch import DEFAULT_TOP_TOKENS, ClassifySummary
+from pipeline.io import replace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -396,9 +397,7 @@ def _publish(staging: Path, output_dir: Path) -> None:
     """Move the finished shards into ``output_dir``, replacing what was there."""
     if output_dir.exists() and not output_dir.is_dir():
         raise ConfigError("E109", f"{output_dir} is a file; the Ray engine writes a directory of shards.", hint="Name a directory.")
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    staging.replace(output_dir)
+    replace_dir(staging, output_dir)  # old output renamed aside, deleted only once the new one is in place
 
 
 def read_output(directory: str | os.PathLike) -> Iterator[dict[str, Any]]:

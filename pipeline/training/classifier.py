@@ -157,14 +157,17 @@ def class_weights(labels: np.ndarray, *, num_classes: int) -> np.ndarray:
 def make_steps(model: nn.Module, section: dict, *, device: torch.device) -> StepRunner:
     """AdamW over the trainable parameters (fused on CUDA: one kernel instead of a loop of small ones).
 
-    With init = pretrained the recurrent layer is a second parameter group, whose learning rate
-    :meth:`ClassifierTraining.train_epoch` sets per epoch (see :func:`pretrained_lstm_lr`).
+    With init = pretrained the recurrent layer that came from the language models (layer 0, both
+    directions) is a second parameter group, whose learning rate :meth:`ClassifierTraining.train_epoch`
+    sets per epoch (see :func:`pretrained_lstm_lr`); stacked layers above it start random and train as
+    the rest of the model does.
     """
     parameters = [p for p in model.parameters() if p.requires_grad]
     groups: list[dict] = [{"params": parameters}]
     if section.get("init") == "pretrained":
-        recurrent = {id(p) for p in model.rnn.parameters()}
-        groups = [{"params": [p for p in parameters if id(p) not in recurrent]}, {"params": list(model.rnn.parameters())}]
+        copied = [p for name, p in model.rnn.named_parameters() if name.endswith(("_l0", "_l0_reverse"))]
+        ids = {id(p) for p in copied}
+        groups = [{"params": [p for p in parameters if id(p) not in ids]}, {"params": copied}]
     optimizer = torch.optim.AdamW(groups, lr=section["learning_rate"], weight_decay=section["weight_decay"], fused=device.type == "cuda")
     return StepRunner(model=model, optimizer=optimizer, device=device, amp=section["amp"], grad_clip=section["grad_clip"])
 

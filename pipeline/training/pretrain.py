@@ -39,7 +39,7 @@ from pipeline.models.language_model import LSTMLanguageModel, load_generator
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
-from pipeline.training.pretrain_data import PretrainText, build_pretrain_text
+from pipeline.training.pretrain_data import EVAL_BATCH, PretrainText, build_pretrain_text
 from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file, tokenizer_settings, write_trained_model
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,6 @@ ARCHITECTURE = "LSTMLanguageModel"
 DIRECTIONS = ("forward", "backward")
 SUMMARY_NAME = "pretrain.json"
 ADAPTIVE_CUTOFFS = (2000, 10000)  # head: the 2,000 most frequent words; tails: the next 8,000, then the rest
-EVAL_BATCH = 16
 EVAL_BPTT = 200
 RANDOM_EMBEDDING_DIM = 100  # as the classifier's fallback
 

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 SPECIALS = (PAD, UNK, EOS)
 HELD_APART_PERCENT = 2
+EVAL_BATCH = 16  # parallel streams of the held-apart perplexity
+MIN_DEV_TOKENS = 2 * EVAL_BATCH  # fewer, and there is no perplexity to stop on
 BLOCK_SENTENCES = 50  # sentences kept or skipped together when sampling (keeps local context intact)
 AUTO_VOCAB_LIMIT = 50_000
 _EOS_MARK = -1  # </s> in the store-id streams, before mapping to the LM vocabulary
@@ -190,6 +192,14 @@ def build_pretrain_text(*, tokens_path: Path, store_path: Path, section: dict, t
         corpus_blocks = []
         dev = np.concatenate([_encode_sentences(articles[i], index) for i in sorted(held)])[: section["eval_tokens"]]
         stats["held_apart_articles"] = len(held)
+    if len(dev) < MIN_DEV_TOKENS:
+        # Without a dev perplexity early stopping never sees an improvement and would keep the initial weights.
+        raise InputError(
+            "E281",
+            f"The held-apart documents of the pretraining text hold {len(dev)} tokens; at least {MIN_DEV_TOKENS} are needed "
+            f"to measure the language models ({stats.get('corpus_documents', len(articles))} documents in all).",
+            hint="Split the corpus into documents (a blank line between documents in a text corpus, one row per document in JSONL), or add text.",
+        )
     test = _encode_sentences(test_sentences, index)[: section["eval_tokens"]]
     blocks = knbc_blocks + corpus_blocks
     # Blocks in a fixed shuffled order: every round of training sees KNBC and every part of the corpus.

@@ -29,11 +29,14 @@ def pretrained_vectors_file(ctx, *, section_name: str, source: str) -> Path | No
         return None
     vectors_file = ctx.input(VECTOR_SOURCES[source]) / VECTORS_FILENAME
     if not vectors_file.exists():
-        stage = "spacy_vectors" if source == "spacy" else source
+        if source == "imported":  # a compact (similarity-only) import has no vectors.txt to initialise a model from
+            rebuild = "Import the table again with the gensim layout (`jpipe vectors import`, see its help)"
+        else:
+            rebuild = f"Rebuild it with `jpipe run {'spacy_vectors' if source == 'spacy' else source}`"
         raise ModelError(
             "E305",
             f"{vectors_file.relative_to(ctx.project_dir)} is missing.",
-            hint=f'Rebuild it with `jpipe run {stage}`, or set {section_name}.embedding_init = "random".',
+            hint=f'{rebuild}, or set {section_name}.embedding_init = "random".',
         )
     return vectors_file
 

@@ -434,13 +434,6 @@ class Runner:
             return dict(record["stages"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return {}
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            return True
 
     def _hash_inputs(self, name: str) -> dict[str, str]:
         """Content hashes of the inputs as the stage starts: what it reads is what the lock records."""

@@ -253,3 +253,27 @@ def test_bench_train_measures_the_lm_with_both_softmaxes(tmp_path):
     assert result["speedup"] == pytest.approx(
         result["adaptive_softmax_tokens_per_second"] / result["full_softmax_tokens_per_second"], rel=0.01
     )
+
+
+def test_a_corpus_of_one_document_has_nothing_held_apart_and_says_so(lm_project):
+    """A text corpus without blank lines is one document: nothing can be held apart, so early stopping would
+    never see a dev figure and keep the initial weights. The stage stops with a coded error instead."""
+    shutil.rmtree(lm_project / EXTRA_TOKENS)
+    write_token_store(lm_project / EXTRA_TOKENS, [[sentence for document in fixture_documents() for sentence in document]])
+    with pytest.raises(InputError) as error:
+        run_stage(lm_project, "pretrain_lm", TINY_PRETRAIN)
+    assert error.value.code == "E281" and "0 tokens" in str(error.value) and "1 documents" in str(error.value)
+
+
+def test_only_the_copied_layer_gets_the_pretrained_rate_in_a_stacked_classifier():
+    """With two stacked layers only layer 0 (both directions) came from the LMs: layer 1 starts random and must
+    train at the model's rate from the first epoch, not sit frozen with the copied layer."""
+    from pipeline.training.classifier import make_steps
+
+    model = AttentionClassifier(vocab_size=20, embedding_dim=8, num_classes=3, hidden_size=6, num_layers=2)
+    section = {"init": "pretrained", "learning_rate": 0.01, "weight_decay": 0.0, "amp": False, "grad_clip": 1.0}
+    groups = make_steps(model, section, device=torch.device("cpu")).optimizer.param_groups
+    names = {id(p): name for name, p in model.named_parameters()}
+    pretrained = sorted(names[id(p)] for p in groups[1]["params"])
+    assert pretrained == sorted(f"rnn.{w}_l0{d}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") for d in ("", "_reverse"))
+    assert {names[id(p)] for p in groups[0]["params"]} >= {"rnn.weight_ih_l1", "rnn.weight_hh_l1_reverse"}
