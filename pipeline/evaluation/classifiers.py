@@ -158,6 +158,51 @@ def label_distribution(rows: list[dict], *, labels: list[str], field: str) -> di
     return {split: {label: counts[(split, label)] for label in labels} for split in ("train", "dev", "test")}
 
 
+def _bilstm_row(
+    predictions: list[int],
+    targets: list[int],
+    *,
+    trained: dict,
+    task: str,
+    test: list[dict],
+    model_dir: Path,
+    labels: list[str],
+    field: str,
+    device: str,
+) -> dict[str, Any]:
+    """The kept model's figures (its ``predictions``), with every seed's (``per_seed``) and their mean ± std."""
+    saved = {
+        **classification_metrics(targets=targets, predictions=predictions, labels=labels),
+        **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
+    }
+    runs = score_seeds(task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device)
+    if runs:  # the kept model is one of the seeds: which one
+        saved = {**saved, "saved_seed": trained.get("seed_summary", {}).get("saved_seed"), "per_seed": runs}
+    return with_spread(saved, runs)
+
+
+def _baseline_rows(
+    *, train: list[dict], test: list[dict], targets: list[int], labels: list[str], field: str, section: dict
+) -> tuple[list[int], dict[str, Any]]:
+    """The TF-IDF SVM's test predictions, and the ``tfidf_linear`` and ``majority`` rows (one run each: std 0)."""
+    index = {label: i for i, label in enumerate(labels)}
+    majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
+    tfidf_predictions = tfidf_baseline(
+        train_texts=[row["text"] for row in train],
+        train_targets=[index[row[field]] for row in train],
+        test_texts=[row["text"] for row in test],
+        c=section["svm_c"],
+        class_weight=section["svm_class_weight"],
+        seed=section["seed"],
+    )
+    tfidf = classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels)
+    majority = classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels)
+    return tfidf_predictions, {
+        "tfidf_linear": with_spread({**tfidf, "features": "tfidf char 1-3-grams", "classifier": "LinearSVC"}),
+        "majority": with_spread({**majority, "label": majority_label}),
+    }
+
+
 def evaluate_task(
     *, task: str, rows: list[dict], model_dir: Path, section: dict, labels: list[str], field: str, device: str = "cpu"
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -180,38 +225,13 @@ def evaluate_task(
     bilstm_predictions, trained = _bilstm_predictions(
         task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device
     )
-    majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
-    tfidf_predictions = tfidf_baseline(
-        train_texts=[row["text"] for row in train],
-        train_targets=[index[row[field]] for row in train],
-        test_texts=[row["text"] for row in test],
-        c=section["svm_c"],
-        class_weight=section["svm_class_weight"],
-        seed=section["seed"],
+    tfidf_predictions, baselines = _baseline_rows(train=train, test=test, targets=targets, labels=labels, field=field, section=section)
+    bilstm = _bilstm_row(
+        bilstm_predictions, targets, trained=trained, task=task, test=test, model_dir=model_dir, labels=labels, field=field, device=device
     )
-    saved = {
-        **classification_metrics(targets=targets, predictions=bilstm_predictions, labels=labels),
-        **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
-    }
-    runs = score_seeds(task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device)
-    if runs:  # the kept model is one of the seeds: which one
-        saved["saved_seed"] = trained.get("seed_summary", {}).get("saved_seed")
-        saved["per_seed"] = runs
     result = {
-        "bilstm_attention": with_spread(saved, runs),
-        "tfidf_linear": with_spread(
-            {
-                **classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels),
-                "features": "tfidf char 1-3-grams",
-                "classifier": "LinearSVC",
-            }
-        ),
-        "majority": with_spread(
-            {
-                **classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels),
-                "label": majority_label,
-            }
-        ),
+        "bilstm_attention": bilstm,
+        **baselines,
         "label_distribution": label_distribution(rows, labels=labels, field=field),
     }
     result["comparisons"] = noise_comparisons(result)

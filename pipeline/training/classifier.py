@@ -283,6 +283,26 @@ class ClassifierTraining:
         """Nothing: the classifier keeps its learning rate."""
 
 
+def _training_metrics(
+    *, task: str, section: dict, data: TaskData, training: ClassifierTraining, loop_metrics: dict, pretrained: dict | None
+) -> dict[str, Any]:
+    """The model directory's metrics.json (before its config): the loop's figures and what was trained on."""
+    weights = training.weights
+    return {
+        "task": task,
+        "labels": data.labels,
+        **loop_metrics,
+        "train_sentences": len(training.train),
+        "dev_sentences": len(training.dev),
+        "vocab_size": len(data.vocab),
+        "embedding_init": section["embedding_init"],
+        "init": section.get("init", "scratch"),
+        "pretrained": pretrained,
+        "embedding_coverage": round(data.coverage, 4) if data.coverage is not None else None,
+        "class_weights": [round(float(w), 4) for w in weights] if weights is not None else None,
+    }
+
+
 def train_classifier(
     *,
     task: str,
@@ -326,26 +346,14 @@ def train_classifier(
         name=name, epochs=section["epochs"], stopping=stopping, work_dir=Path(work_dir), signature=signature, resume=resume
     )
     result = train(training, steps=steps, settings=settings)
-    weights = training.weights
-    metrics = {
-        "task": task,
-        "labels": data.labels,
-        **result.metrics,
-        "train_sentences": len(training.train),
-        "dev_sentences": len(training.dev),
-        "vocab_size": len(data.vocab),
-        "embedding_init": section["embedding_init"],
-        "init": section.get("init", "scratch"),
-        "pretrained": pretrained,
-        "embedding_coverage": round(data.coverage, 4) if data.coverage is not None else None,
-        "class_weights": [round(float(w), 4) for w in weights] if weights is not None else None,
-    }
     return TrainedModel(
         model=model,
         architecture=ARCHITECTURE,
         model_args=model_args,
         vocab=data.vocab,
-        metrics=metrics,
+        metrics=_training_metrics(
+            task=task, section=section, data=data, training=training, loop_metrics=result.metrics, pretrained=pretrained
+        ),
         records=result.records,
         labels=data.labels,
         extra={"token_field": section["token_field"], "max_tokens": section["max_tokens"], "task": task},
