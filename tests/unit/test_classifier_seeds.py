@@ -185,3 +185,18 @@ def test_resume_inside_a_later_seed_matches_an_uninterrupted_run(tmp_path, monke
         assert read(directory / "metrics.json")["resumed_from_epoch"] == resumed_from
         assert_same_weights(directory, straight / f"models/classifier/topic/seeds/{seed}")
     assert (interrupted / ".jpipe/work/train_topic/seeds/14/checkpoint.pt").exists()
+
+
+def test_task_report_cli_prints_the_spread_and_the_noise_marks(three_seeds):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    project = three_seeds[3]
+    bilstm = read(project / "models/report/tasks/topic/report.json")["bilstm_attention"]
+    result = CliRunner().invoke(app, ["--dir", str(project), "task", "report", "topic"])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # the console wraps long lines
+    assert f"over 3 seeds: test macro-F1 {bilstm['macro_f1_mean']:.4f} ± {bilstm['macro_f1_std']:.4f}" in output
+    assert f"kept seed {bilstm['saved_seed']}" in output
+    assert "bilstm_attention - tfidf_linear:" in output and "tfidf_linear - majority:" in output
