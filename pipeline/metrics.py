@@ -147,3 +147,32 @@ def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> di
         predicted_records=int(totals["record"][1]),
     )
     return scores
+
+
+# ------------------------------------------------------------ seed spread
+def mean_std(values) -> tuple[float, float]:
+    """Mean and population std (ddof 0: the spread of the seeds we ran, not an estimate for others)."""
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.size == 0:
+        raise ValueError("mean_std of no values")
+    return float(array.mean()), float(array.std())
+
+
+def median_index(values) -> int:
+    """Index of the median of ``values``; for an even count the lower middle one (a value that exists).
+
+    Ties keep the earlier index (the lower seed), so the choice is deterministic.
+    """
+    order = sorted(range(len(values)), key=lambda i: (values[i], i))
+    return order[(len(order) - 1) // 2]
+
+
+def within_noise(*, mean_a: float, std_a: float, mean_b: float, std_b: float) -> bool:
+    """Whether two rows differ by no more than their seed spread: ``|mean_a - mean_b| <= max(std_a, std_b)``.
+
+    A difference as large as one row's own seed-to-seed standard deviation could come from the
+    seed alone, so it is not read as one row beating the other. Two deterministic rows (std 0)
+    are within noise only when equal. (The figures are rounded to 4 digits; the 1e-9 keeps a
+    difference exactly at the spread from failing on float error.)
+    """
+    return abs(mean_a - mean_b) <= max(std_a, std_b) + 1e-9

@@ -39,6 +39,7 @@ VECTORS_REPORT = f"{REPORT_DIR}/vectors.json"
 VECTORS_MAP = f"{REPORT_DIR}/vectors_map.png"
 VECTORS_COVERAGE_TABLE = f"{REPORT_DIR}/vectors_coverage.md"
 CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
+CLASSIFIERS_TABLE = f"{REPORT_DIR}/classifiers.md"  # the tasks' test rows, mean ± std over seeds
 GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
 METRICS = f"{REPORT_DIR}/metrics.json"
 EXTRACTOR_REPORT = f"{REPORT_DIR}/extractor.json"

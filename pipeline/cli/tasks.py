@@ -132,6 +132,15 @@ def _print_report(name: str, report: dict[str, Any]) -> None:
     print_ = lambda text: out.print(text, markup=False)  # noqa: E731  (labels may contain [brackets])
     models = ("bilstm_attention", "tfidf_linear", "majority")
     print_(f"{name}: test macro-F1 " + " | ".join(f"{m} {report[m]['macro_f1']:.4f} (acc {report[m]['accuracy']:.4f})" for m in models))
+    bilstm = report["bilstm_attention"]
+    if bilstm.get("seeds", 1) > 1:  # the figure above is the kept seed's; the spread over all of them
+        print_(
+            f"bilstm_attention over {bilstm['seeds']} seeds: test macro-F1 {bilstm['macro_f1_mean']:.4f} ± {bilstm['macro_f1_std']:.4f} "
+            f"(kept seed {bilstm.get('saved_seed')}, the median by dev macro-F1)"
+        )
+    for pair in report.get("comparisons", []):
+        verdict = "within noise" if pair["within_noise"] else "more than the spread"
+        print_(f"{pair['a']} - {pair['b']}: {pair['difference']:+.4f} (spread {pair['spread']:.4f}, {verdict})")
     print_(f"{'label':<14} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}   (bilstm_attention)")
     for label, scores in report["bilstm_attention"]["per_class"].items():
         print_(f"{label:<14} {scores['precision']:>9.4f} {scores['recall']:>7.4f} {scores['f1']:>7.4f} {scores['support']:>8}")

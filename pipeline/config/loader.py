@@ -84,6 +84,8 @@ class Config:
             settings = ClassifierSection.settings()
             classifier = self.classifier_for(name)
             skipped = PRETRAINED_ONLY_KEYS if classifier.init == "scratch" else ()
+            if classifier.seeds == 1:  # one model, as before seeds existed: such a project stays fresh
+                skipped = (*skipped, "seeds")
             view = {key: value for key, value in classifier.to_dict().items() if settings[key].fingerprint and key not in skipped}
             task = self.task(name)
             if task.is_knbc:

@@ -334,6 +334,12 @@ class ClassifierSection(Section):
     device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
     amp: bool = setting(True, help="Mixed precision on GPU (ignored on CPU).", fingerprint=False)
     seed: int = setting(13, help="Random seed.")
+    seeds: int = setting(
+        5,
+        help="Models trained (seed, seed+1, ...): the one kept is the median by dev macro-F1; evaluation gives test mean and std over all.",
+        min=1,
+        max=50,
+    )
     init: str = setting(
         "scratch",
         help="scratch, or pretrained: embeddings and LSTM from the forward and backward LMs of the pretrain_lm stage.",

@@ -2,16 +2,20 @@
 
 For each task (topic, sentiment and every ``[tasks.NAME]``), on the task's test split:
 
-* ``bilstm_attention``: the trained model of ``models/classifier/<task>``;
+* ``bilstm_attention``: the trained model of ``models/classifier/<task>`` (with ``seeds`` > 1 the
+  median-dev seed; every seed of ``seeds/<seed>/`` is scored too: ``per_seed``, and
+  ``macro_f1_mean`` / ``macro_f1_std`` / ``accuracy_mean`` / ... over the seeds);
 * ``majority``: always the most frequent training label;
 * ``tfidf_linear``: TF-IDF of character 1-3-grams of the raw sentence + a linear SVM
   (scikit-learn ``LinearSVC``), trained on the same training split.
 
-Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support, computed by
+Each gets accuracy, macro-F1 and per-class precision / recall / F1 / support (a baseline is one
+deterministic run: its ``_mean`` is its figure and its ``_std`` 0), computed by
 ``pipeline.metrics`` (the same code as training's dev macro-F1; scikit-learn only trains
 the baseline).
 Output: ``models/report/tasks/<task>/`` with ``report.json``
-(``{"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}, "label_distribution": {split: {label: n}}}``),
+(``{"bilstm_attention": {...}, "tfidf_linear": {...}, "majority": {...}, "label_distribution": {split: {label: n}},
+"comparisons": [{"a", "b", "difference", "spread", "within_noise"}]}``),
 ``confusion.png`` and ``training.png``. The ``report`` stage merges every task's report
 into ``models/report/classifiers.json`` and ``metrics.json``.
 """
@@ -71,10 +75,132 @@ def _bilstm_predictions(
     return predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist(), loaded.metrics
 
 
+SPREAD_KEYS = ("macro_f1", "accuracy")  # figures given as mean ± std over the seeds
+
+
+def seed_dirs(model_dir: Path) -> list[Path]:
+    """``<model_dir>/seeds/<seed>/`` in seed order; empty for a single-seed model."""
+    from pipeline.training.classifier import SEEDS_DIR
+
+    root = Path(model_dir) / SEEDS_DIR
+    return sorted((path for path in root.iterdir() if path.name.isdigit()), key=lambda path: int(path.name)) if root.is_dir() else []
+
+
+def score_seeds(*, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str) -> list[dict[str, Any]]:
+    """Test accuracy and macro-F1 of every seed's model (with its dev macro-F1 and best epoch)."""
+    index = {label: i for i, label in enumerate(labels)}
+    targets = [index[row[label_field]] for row in test]
+    runs = []
+    for directory in seed_dirs(model_dir):
+        predictions, trained = _bilstm_predictions(
+            task=task, test=test, model_dir=directory, labels=labels, label_field=label_field, device=device
+        )
+        scores = classification_metrics(targets=targets, predictions=predictions, labels=labels)
+        runs.append(
+            {
+                "seed": int(directory.name),
+                "macro_f1": scores["macro_f1"],
+                "accuracy": scores["accuracy"],
+                "dev_macro_f1": trained.get("dev_macro_f1"),
+                "best_epoch": trained.get("best_epoch"),
+            }
+        )
+    return runs
+
+
+def with_spread(figures: dict[str, Any], runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``figures`` plus ``seeds`` and ``<key>_mean`` / ``<key>_std`` of :data:`SPREAD_KEYS` (4 digits).
+
+    Without ``runs`` (a baseline, or a single-seed model) the figure is its own mean with std 0:
+    one deterministic run has no seed spread to report.
+    """
+    from pipeline.metrics import mean_std
+
+    runs = runs or [figures]
+    keys = (
+        [*SPREAD_KEYS, "dev_macro_f1"]
+        if all(run.get("dev_macro_f1") is not None for run in runs) and "dev_macro_f1" in figures
+        else SPREAD_KEYS
+    )
+    spread: dict[str, Any] = {"seeds": len(runs)}
+    for key in keys:
+        mean, std = mean_std(run[key] for run in runs)
+        spread[f"{key}_mean"], spread[f"{key}_std"] = round(mean, 4), round(std, 4)
+    return {**figures, **spread}
+
+
+def noise_comparisons(result: dict[str, Any], names=MODEL_NAMES) -> list[dict[str, Any]]:
+    """Every pair of rows by test macro-F1: the difference of the means and whether it is within noise
+    (``|mean_a - mean_b| <= max(std_a, std_b)``, :func:`pipeline.metrics.within_noise`)."""
+    from pipeline.metrics import within_noise
+
+    rows = [name for name in names if name in result]
+    pairs = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            mean_a, std_a = result[a]["macro_f1_mean"], result[a]["macro_f1_std"]
+            mean_b, std_b = result[b]["macro_f1_mean"], result[b]["macro_f1_std"]
+            pairs.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "difference": round(mean_a - mean_b, 4),
+                    "spread": max(std_a, std_b),
+                    "within_noise": within_noise(mean_a=mean_a, std_a=std_a, mean_b=mean_b, std_b=std_b),
+                }
+            )
+    return pairs
+
+
 def label_distribution(rows: list[dict], *, labels: list[str], field: str) -> dict[str, dict[str, int]]:
     """split -> label -> rows, every label listed."""
     counts = Counter((row["split"], row[field]) for row in rows)
     return {split: {label: counts[(split, label)] for label in labels} for split in ("train", "dev", "test")}
+
+
+def _bilstm_row(
+    predictions: list[int],
+    targets: list[int],
+    *,
+    trained: dict,
+    task: str,
+    test: list[dict],
+    model_dir: Path,
+    labels: list[str],
+    field: str,
+    device: str,
+) -> dict[str, Any]:
+    """The kept model's figures (its ``predictions``), with every seed's (``per_seed``) and their mean ± std."""
+    saved = {
+        **classification_metrics(targets=targets, predictions=predictions, labels=labels),
+        **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
+    }
+    runs = score_seeds(task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device)
+    if runs:  # the kept model is one of the seeds: which one
+        saved = {**saved, "saved_seed": trained.get("seed_summary", {}).get("saved_seed"), "per_seed": runs}
+    return with_spread(saved, runs)
+
+
+def _baseline_rows(
+    *, train: list[dict], test: list[dict], targets: list[int], labels: list[str], field: str, section: dict
+) -> tuple[list[int], dict[str, Any]]:
+    """The TF-IDF SVM's test predictions, and the ``tfidf_linear`` and ``majority`` rows (one run each: std 0)."""
+    index = {label: i for i, label in enumerate(labels)}
+    majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
+    tfidf_predictions = tfidf_baseline(
+        train_texts=[row["text"] for row in train],
+        train_targets=[index[row[field]] for row in train],
+        test_texts=[row["text"] for row in test],
+        c=section["svm_c"],
+        class_weight=section["svm_class_weight"],
+        seed=section["seed"],
+    )
+    tfidf = classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels)
+    majority = classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels)
+    return tfidf_predictions, {
+        "tfidf_linear": with_spread({**tfidf, "features": "tfidf char 1-3-grams", "classifier": "LinearSVC"}),
+        "majority": with_spread({**majority, "label": majority_label}),
+    }
 
 
 def evaluate_task(
@@ -99,31 +225,16 @@ def evaluate_task(
     bilstm_predictions, trained = _bilstm_predictions(
         task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device
     )
-    majority_label = Counter(row[field] for row in train).most_common(1)[0][0]
-    tfidf_predictions = tfidf_baseline(
-        train_texts=[row["text"] for row in train],
-        train_targets=[index[row[field]] for row in train],
-        test_texts=[row["text"] for row in test],
-        c=section["svm_c"],
-        class_weight=section["svm_class_weight"],
-        seed=section["seed"],
+    tfidf_predictions, baselines = _baseline_rows(train=train, test=test, targets=targets, labels=labels, field=field, section=section)
+    bilstm = _bilstm_row(
+        bilstm_predictions, targets, trained=trained, task=task, test=test, model_dir=model_dir, labels=labels, field=field, device=device
     )
     result = {
-        "bilstm_attention": {
-            **classification_metrics(targets=targets, predictions=bilstm_predictions, labels=labels),
-            **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
-        },
-        "tfidf_linear": {
-            **classification_metrics(targets=targets, predictions=tfidf_predictions, labels=labels),
-            "features": "tfidf char 1-3-grams",
-            "classifier": "LinearSVC",
-        },
-        "majority": {
-            **classification_metrics(targets=targets, predictions=[index[majority_label]] * len(test), labels=labels),
-            "label": majority_label,
-        },
+        "bilstm_attention": bilstm,
+        **baselines,
         "label_distribution": label_distribution(rows, labels=labels, field=field),
     }
+    result["comparisons"] = noise_comparisons(result)
     plot_data = {
         "labels": labels,
         "confusion": {
@@ -230,11 +341,18 @@ def evaluate_task_stage(ctx) -> dict[str, Any]:
     if plot_data["train_log"]:
         plot_training_curve(task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=out / "training.png")
     write_json(out / "report.json", result)
+    bilstm = result["bilstm_attention"]
     logger.info(
-        "%s test macro-F1: BiLSTM+attention %.4f | TF-IDF SVM %.4f | majority %.4f",
+        "%s test macro-F1: BiLSTM+attention %.4f (mean %.4f ± %.4f over %d seeds) | TF-IDF SVM %.4f | majority %.4f",
         task,
-        result["bilstm_attention"]["macro_f1"],
+        bilstm["macro_f1"],
+        bilstm["macro_f1_mean"],
+        bilstm["macro_f1_std"],
+        bilstm["seeds"],
         result["tfidf_linear"]["macro_f1"],
         result["majority"]["macro_f1"],
     )
-    return {f"{name}_macro_f1": result[name]["macro_f1"] for name in MODEL_NAMES}
+    summary = {f"{name}_macro_f1": result[name]["macro_f1"] for name in MODEL_NAMES}
+    if bilstm["seeds"] > 1:
+        summary.update(bilstm_attention_macro_f1_mean=bilstm["macro_f1_mean"], bilstm_attention_macro_f1_std=bilstm["macro_f1_std"])
+    return summary

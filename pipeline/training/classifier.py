@@ -15,7 +15,10 @@ What is specific to the classifier (``ClassifierTraining``):
   device and are read once per epoch;
 * dev loss / accuracy / macro-F1 after every epoch; early stopping on dev macro-F1.
 
-The best-dev-F1 weights are written as the model directory.
+The best-dev-F1 weights are written as the model directory. With ``seeds`` > 1 the stage
+trains one model per seed (``seed, seed + 1, ...``, each with its own resumable checkpoint);
+the model directory is the seed with the median dev macro-F1, and every seed's model is kept
+in its ``seeds/<seed>/`` for evaluation to score.
 """
 
 from __future__ import annotations
@@ -41,7 +44,14 @@ from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training import distributed
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
-from pipeline.training.stage_io import VECTORS_FILENAME, TrainedModel, pretrained_vectors_file, publish_model
+from pipeline.training.stage_io import (
+    VECTORS_FILENAME,
+    TrainedModel,
+    pretrained_vectors_file,
+    publish_model,
+    tokenizer_settings,
+    write_trained_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -276,44 +286,15 @@ class ClassifierTraining:
         """Nothing: the classifier keeps its learning rate."""
 
 
-def train_classifier(
-    *, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, signature: str, lm_dir: Path | None = None
-) -> TrainedModel:
-    """Train on ``data.splits['train']`` with early stopping on ``data.splits['dev']`` macro-F1.
-
-    ``lm_dir`` (init = pretrained): the ``pretrain_lm`` output the embedding and LSTM start from.
-    """
-    device = pick_device(section["device"])
-    seed_everything(section["seed"])  # before the model: its initial weights come from the seed
-    model, model_args = build_model(section, data)
-    pretrained = None
-    if lm_dir is not None:
-        from pipeline.training.pretrain import init_classifier_from_dir
-
-        pretrained = init_classifier_from_dir(model, data.vocab, lm_dir=lm_dir, token_field=section["token_field"])
-    model.to(device)
-    training = ClassifierTraining(model=model, data=data, section=section, device=device, name=task)
-    steps = make_steps(model, section, device=device)
-    logger.info(
-        "%s: %d train / %d dev sentences, vocabulary %d, %s on %s%s",
-        task,
-        len(training.train),
-        len(training.dev),
-        len(data.vocab),
-        section["cell"],
-        device,
-        " (AMP fp16)" if steps.amp else "",
-    )
-    stopping = EarlyStopping(monitor="dev_macro_f1", mode="max", patience=section["patience"])
-    settings = LoopSettings(
-        name=task, epochs=section["epochs"], stopping=stopping, work_dir=Path(work_dir), signature=signature, resume=resume
-    )
-    result = train(training, steps=steps, settings=settings)
+def _training_metrics(
+    *, task: str, section: dict, data: TaskData, training: ClassifierTraining, loop_metrics: dict, pretrained: dict | None
+) -> dict[str, Any]:
+    """The model directory's metrics.json (before its config): the loop's figures and what was trained on."""
     weights = training.weights
-    metrics = {
+    return {
         "task": task,
         "labels": data.labels,
-        **result.metrics,
+        **loop_metrics,
         "train_sentences": len(training.train),
         "dev_sentences": len(training.dev),
         "vocab_size": len(data.vocab),
@@ -323,21 +304,135 @@ def train_classifier(
         "embedding_coverage": round(data.coverage, 4) if data.coverage is not None else None,
         "class_weights": [round(float(w), 4) for w in weights] if weights is not None else None,
     }
+
+
+def train_classifier(
+    *,
+    task: str,
+    section: dict,
+    data: TaskData,
+    work_dir: Path,
+    resume: bool,
+    signature: str,
+    lm_dir: Path | None = None,
+    name: str | None = None,
+) -> TrainedModel:
+    """Train on ``data.splits['train']`` with early stopping on ``data.splits['dev']`` macro-F1.
+
+    ``lm_dir`` (init = pretrained): the ``pretrain_lm`` output the embedding and LSTM start from.
+    ``name``: how logs and progress bars call the run (default: the task).
+    """
+    name = name or task
+    device = pick_device(section["device"])
+    seed_everything(section["seed"])  # before the model: its initial weights come from the seed
+    model, model_args = build_model(section, data)
+    pretrained = None
+    if lm_dir is not None:
+        from pipeline.training.pretrain import init_classifier_from_dir
+
+        pretrained = init_classifier_from_dir(model, data.vocab, lm_dir=lm_dir, token_field=section["token_field"])
+    model.to(device)
+    training = ClassifierTraining(model=model, data=data, section=section, device=device, name=name)
+    steps = make_steps(model, section, device=device)
+    logger.info(
+        "%s: %d train / %d dev sentences, vocabulary %d, %s on %s%s",
+        name,
+        len(training.train),
+        len(training.dev),
+        len(data.vocab),
+        section["cell"],
+        device,
+        " (AMP fp16)" if steps.amp else "",
+    )
+    stopping = EarlyStopping(monitor="dev_macro_f1", mode="max", patience=section["patience"])
+    settings = LoopSettings(
+        name=name, epochs=section["epochs"], stopping=stopping, work_dir=Path(work_dir), signature=signature, resume=resume
+    )
+    result = train(training, steps=steps, settings=settings)
     return TrainedModel(
         model=model,
         architecture=ARCHITECTURE,
         model_args=model_args,
         vocab=data.vocab,
-        metrics=metrics,
+        metrics=_training_metrics(
+            task=task, section=section, data=data, training=training, loop_metrics=result.metrics, pretrained=pretrained
+        ),
         records=result.records,
         labels=data.labels,
         extra={"token_field": section["token_field"], "max_tokens": section["max_tokens"], "task": task},
     )
 
 
+# -------------------------------------------------------------------- seeds
+SEEDS_DIR = "seeds"  # models/classifier/<task>/seeds/<seed>/: every seed's model when seeds > 1
+
+
+def seed_list(section: dict) -> list[int]:
+    """The seeds a section trains: ``seed, seed + 1, ...`` (``seeds`` of them)."""
+    return [section["seed"] + offset for offset in range(section.get("seeds", 1))]
+
+
+def seed_work_dir(work_dir: Path, *, seed: int, base_seed: int) -> Path:
+    """Where seed ``seed`` checkpoints: the base seed in the stage work dir itself (where a single
+    model always checkpointed, so its checkpoint still resumes), every other in ``seeds/<seed>``."""
+    return Path(work_dir) if seed == base_seed else Path(work_dir) / SEEDS_DIR / str(seed)
+
+
+def seed_section(section: dict, seed: int) -> dict:
+    """The section one seed trains with: ``seed`` replaced, ``seeds`` left out (so the base seed's
+    checkpoint signature is what it was before seeds existed, and adding seeds resumes the others)."""
+    return {**{key: value for key, value in dict(section).items() if key != "seeds"}, "seed": seed}
+
+
+def seed_summary(trained: list[TrainedModel]) -> dict[str, Any]:
+    """Dev macro-F1 over the seeds and the one kept: the MEDIAN by dev macro-F1 (not the best: the
+    kept model is then a typical run, and the choice never looks at the test split)."""
+    from pipeline.metrics import mean_std, median_index
+
+    dev = [model.metrics["dev_macro_f1"] for model in trained]
+    mean, std = mean_std(dev)
+    kept = median_index(dev)
+    return {
+        "seeds": [model.metrics["seed"] for model in trained],
+        "dev_macro_f1": dev,
+        "dev_macro_f1_mean": round(mean, 5),
+        "dev_macro_f1_std": round(std, 5),
+        "saved_seed": trained[kept].metrics["seed"],
+        "saved_index": kept,
+    }
+
+
+def train_seeds(
+    *, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, inputs: dict[str, Any], lm_dir: Path | None
+) -> list[TrainedModel]:
+    """One model per seed of :func:`seed_list`, each through the loop with its own checkpoint (resumable)."""
+    trained = []
+    seeds = seed_list(section)
+    for seed in seeds:
+        settings = seed_section(section, seed)
+        name = task if len(seeds) == 1 else f"{task} seed {seed}"
+        model = train_classifier(
+            task=task,
+            section=settings,
+            data=data,
+            work_dir=seed_work_dir(work_dir, seed=seed, base_seed=section["seed"]),
+            resume=resume,
+            signature=checkpoint_signature(settings, task=task, **inputs),
+            lm_dir=lm_dir,
+            name=name,
+        )
+        model.metrics["seed"] = seed
+        trained.append(model)
+    return trained
+
+
 # -------------------------------------------------------------------- stages
 def train_task_stage(ctx) -> dict[str, Any]:
-    """Stage ``train_<task>``: the task's classifier, with [classifier] + the task's overrides."""
+    """Stage ``train_<task>``: the task's classifier, with [classifier] + the task's overrides.
+
+    With ``seeds`` > 1 it trains one model per seed; the median-dev one is the model directory and
+    every seed's model goes to its ``seeds/<seed>/`` (evaluation scores them all).
+    """
     from pipeline.paths import PRETRAINED_LM_DIR, classifier_dir
 
     task = ctx.stage.task
@@ -350,15 +445,13 @@ def train_task_stage(ctx) -> dict[str, Any]:
         tokens_path=tokens_path, labels=labels, label_field=label_field(spec), section=section, vectors_file=vectors_file
     )
     lm_dir = ctx.input(PRETRAINED_LM_DIR) if section["init"] == "pretrained" else None
-    signature = checkpoint_signature(
-        section,
-        task=task,
-        tokens=sha256_file(tokens_path),
-        vectors=sha256_file(vectors_file) if vectors_file else None,
-        pretrained=sha256_file(lm_dir / "forward" / "model.safetensors") if lm_dir else None,
-    )
-    trained = train_classifier(
-        task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, signature=signature, lm_dir=lm_dir
+    inputs = {
+        "tokens": sha256_file(tokens_path),
+        "vectors": sha256_file(vectors_file) if vectors_file else None,
+        "pretrained": sha256_file(lm_dir / "forward" / "model.safetensors") if lm_dir else None,
+    }
+    trained = train_seeds(
+        task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, inputs=inputs, lm_dir=lm_dir
     )
     config = {**section.to_dict(), "task": spec.to_dict()}
     split_mode = None
@@ -367,6 +460,45 @@ def train_task_stage(ctx) -> dict[str, Any]:
         from pipeline.paths import task_stats
 
         split_mode = read_json(ctx.input(task_stats(task))).get("split_mode")
-    return publish_model(
-        ctx, classifier_dir(task), trained, token_field=section["token_field"], monitor="dev_macro_f1", config=config, split_mode=split_mode
+    if len(trained) == 1:  # exactly the single model of before seeds existed
+        return publish_model(
+            ctx,
+            classifier_dir(task),
+            trained[0],
+            token_field=section["token_field"],
+            monitor="dev_macro_f1",
+            config=config,
+            split_mode=split_mode,
+        )
+    return _publish_seeds(ctx, classifier_dir(task), trained, token_field=section["token_field"], config=config, split_mode=split_mode)
+
+
+def _publish_seeds(
+    ctx, output: str, trained: list[TrainedModel], *, token_field: str, config: dict, split_mode: str | None
+) -> dict[str, Any]:
+    """The median-dev seed as the model directory (its metrics.json gains ``seed_summary``), every seed in ``seeds/<seed>/``."""
+    summary = seed_summary(trained)
+    kept = trained[summary["saved_index"]]
+    kept.metrics["seed_summary"] = summary
+    stage_summary = publish_model(ctx, output, kept, token_field=token_field, monitor="dev_macro_f1", config=config, split_mode=split_mode)
+    if distributed.current().main:
+        tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field, split_mode=split_mode)
+        for model in trained:
+            directory = ctx.output(output) / SEEDS_DIR / str(model.metrics["seed"])
+            write_trained_model(directory, model, tokenizer=tokenizer, config={**config, "seed": model.metrics["seed"]})
+    logger.info(
+        "%s: dev macro-F1 %.4f ± %.4f over seeds %s; kept seed %d (the median, %.4f)",
+        ctx.stage.task,
+        summary["dev_macro_f1_mean"],
+        summary["dev_macro_f1_std"],
+        summary["seeds"],
+        summary["saved_seed"],
+        kept.metrics["dev_macro_f1"],
     )
+    return {
+        **stage_summary,
+        "seeds": len(trained),
+        "saved_seed": summary["saved_seed"],
+        "dev_macro_f1_mean": summary["dev_macro_f1_mean"],
+        "dev_macro_f1_std": summary["dev_macro_f1_std"],
+    }

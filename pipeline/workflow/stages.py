@@ -12,6 +12,7 @@ from pipeline.config import Config, load_config
 from pipeline.data.tasks import task_rows_file
 from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
     CLASSIFIERS_REPORT,
+    CLASSIFIERS_TABLE,
     COMBINED_VECTORS_DIR,
     CORPUS_DIR,
     CORPUS_MANIFEST,
@@ -167,7 +168,7 @@ def _evaluate_task_stage(task: str) -> Stage:
         inputs=_evaluate_inputs(task),
         outputs=(task_report_dir(task),),
         section="evaluate_classifiers",
-        version=2,
+        version=3,  # 3: test figures as mean ± std over the classifier's seeds, noise comparisons
         task=task,
         help=f"Test-split metrics of task {task} against majority and TF-IDF baselines; label distribution; plots.",
     )
@@ -324,9 +325,9 @@ _FIXED: list[Stage] = [
         name="report",
         func="pipeline.evaluation.report:report_stage",
         inputs=_report_inputs,
-        outputs=(METRICS, CLASSIFIERS_REPORT),
-        version=2,
-        help="Merge every evaluation into models/report/metrics.json (tasks also into classifiers.json).",
+        outputs=(METRICS, CLASSIFIERS_REPORT, CLASSIFIERS_TABLE),
+        version=3,  # 3: classifiers.md, the tasks' rows as mean ± std with "within noise" marks
+        help="Merge every evaluation into models/report/metrics.json (tasks also into classifiers.json and classifiers.md).",
         optional_inputs=(EXTRACTOR_REPORT,),  # merged when the extractor was evaluated
     ),
 ]

@@ -147,7 +147,8 @@ def test_evaluate_stage_report_shape_and_figures(clf_project):
     runner.run("evaluate_sentiment")
     report = {task: json.loads((clf_project / f"models/report/tasks/{task}/report.json").read_text()) for task in ("topic", "sentiment")}
     for task, labels in (("topic", ["Gourmet", "Keitai", "Kyoto", "Sports"]), ("sentiment", ["negative", "neutral", "positive"])):
-        assert set(report[task]) == {"bilstm_attention", "tfidf_linear", "majority", "label_distribution"}
+        assert set(report[task]) == {"bilstm_attention", "tfidf_linear", "majority", "label_distribution", "comparisons"}
+        assert len(report[task].pop("comparisons")) == 3
         distribution = report[task].pop("label_distribution")
         assert list(distribution) == ["train", "dev", "test"] and all(list(d) == labels for d in distribution.values())
         assert sum(distribution["test"].values()) == report[task]["majority"]["per_class"][labels[0]]["support"] + sum(

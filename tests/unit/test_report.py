@@ -11,7 +11,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.errors import WorkflowError
 from pipeline.evaluation.report import report_stage
-from pipeline.paths import CLASSIFIERS_REPORT, GENERATOR_REPORT, METRICS, VECTORS_REPORT, task_report_dir
+from pipeline.paths import CLASSIFIERS_REPORT, CLASSIFIERS_TABLE, GENERATOR_REPORT, METRICS, VECTORS_REPORT, task_report_dir
 from pipeline.workflow.stage import StageContext
 from pipeline.workflow.stages import STAGES
 from tests.conftest import run_stage
@@ -67,7 +67,7 @@ def context(project: Path) -> StageContext:
 def test_the_stage_table_declares_every_task_report_in_and_metrics_out(tmp_path):
     tasks = {task_report_dir("topic"), task_report_dir("sentiment")}
     assert set(REPORT_STAGE.input_paths(load_config(tmp_path, []))) == {*tasks, GENERATOR_REPORT, VECTORS_REPORT}
-    assert REPORT_STAGE.outputs == (METRICS, CLASSIFIERS_REPORT)
+    assert REPORT_STAGE.outputs == (METRICS, CLASSIFIERS_REPORT, CLASSIFIERS_TABLE)
     assert REPORT_STAGE.load() is report_stage
 
 
@@ -112,3 +112,35 @@ def test_run_stage_puts_metrics_json_in_place(tmp_path):
     assert summary["topic_macro_f1"] == 0.7294
     assert json.loads((tmp_path / METRICS).read_text(encoding="utf-8"))["vectors"] == VECTORS
     assert not (tmp_path / ".jpipe" / "staging" / "report").exists()
+
+
+def with_seeds(row: dict, mean: float, std: float, seeds: int = 5) -> dict:
+    return {**row, "seeds": seeds, "macro_f1_mean": mean, "macro_f1_std": std, "accuracy_mean": row["accuracy"], "accuracy_std": 0.01}
+
+
+def test_table_shows_mean_and_std_and_marks_differences_within_noise(tmp_path):
+    topic = CLASSIFIERS["topic"]
+    classifiers = {
+        # BiLSTM 0.7350 ± 0.0100 vs TF-IDF 0.7300 (deterministic): 0.005 apart, within noise
+        "topic": {
+            "bilstm_attention": with_seeds(topic["bilstm_attention"], 0.7350, 0.0100),
+            "tfidf_linear": {**topic["tfidf_linear"], "macro_f1": 0.7300},  # written before seeds existed: one run, std 0
+            "majority": topic["majority"],
+        },
+        # BiLSTM 0.6400 ± 0.0050 vs majority 0.2511: far apart
+        "sentiment": {
+            "bilstm_attention": with_seeds(CLASSIFIERS["sentiment"]["bilstm_attention"], 0.6400, 0.0050),
+            "majority": CLASSIFIERS["sentiment"]["majority"],
+        },
+    }
+    write_inputs(tmp_path, classifiers=classifiers)
+    summary = run_stage(tmp_path, "report")
+    assert summary["topic_macro_f1_mean"] == 0.7350 and summary["topic_macro_f1_std"] == 0.0100
+    assert summary["topic_macro_f1"] == 0.7294  # the kept model's own figure stays under its key
+    table = (tmp_path / CLASSIFIERS_TABLE).read_text(encoding="utf-8")
+    assert "| bilstm_attention | 5 | 0.7350 ± 0.0100 | 0.7294 |" in table
+    assert "| tfidf_linear | 1 | 0.7300 ± 0.0000 | 0.7300 |" in table
+    assert "- bilstm_attention vs tfidf_linear: +0.0050 (spread 0.0100): within noise" in table
+    assert "- bilstm_attention vs majority: +0.5932 (spread 0.0100): above by more than the spread" in table
+    assert "- bilstm_attention vs majority: +0.3889 (spread 0.0050): above by more than the spread" in table
+    assert "- tfidf_linear vs majority: +0.5882 (spread 0.0000): above by more than the spread" in table
