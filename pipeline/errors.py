@@ -90,6 +90,7 @@ CODES: dict[str, str] = {
     "E315": "Model directory asks for tokenizer settings this version does not support.",
     "E316": "The generator cannot write in the requested theme.",
     "E317": "A pretrained language model does not fit the classifier (sizes, vocabulary or token field).",
+    "E318": "A pretrained generator language model does not fit the generator (vocabulary or shape).",
     "E330": "The server is still loading its models.",
     "E331": "The server has no such model loaded (classifier task, generator or vector source).",
     "E332": "The server is overloaded: too many texts wait for the classifier.",

@@ -92,8 +92,8 @@ class Config:
                 builtin = data_view(make_task(name, {})) if name in BUILTIN_TASKS else {}
                 view.update({f"@tasks.{name}.{k}": v for k, v in data_view(task).items() if k not in builtin or builtin[k] != v})
             return view
-        schema = SCHEMA[section]
-        return {key: value for key, value in self.sections[section].to_dict().items() if schema[key].fingerprint}
+        schema, skipped = SCHEMA[section], self.sections[section].unfingerprinted()
+        return {key: value for key, value in self.sections[section].to_dict().items() if schema[key].fingerprint and key not in skipped}
 
     def task_data_view(self, name: str) -> dict[str, Any]:
         """What a file task's prepared tokens depend on: its data keys and the tokenizer's split mode."""

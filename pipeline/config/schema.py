@@ -106,6 +106,11 @@ class Section(Mapping):
     def check(self) -> None:
         """Rules that tie several keys together (``ConfigError`` E108); none by default."""
 
+    def unfingerprinted(self) -> tuple[str, ...]:
+        """Keys left out of the stage fingerprint at their current value (a key that is new and still
+        at its neutral value must not make an existing project stale); none by default."""
+        return ()
+
     @classmethod
     @functools.cache
     def settings(cls) -> dict[str, Setting]:
@@ -366,10 +371,13 @@ PRETRAINED_ONLY_KEYS = ("init", "pretrained_freeze_epochs", "pretrained_lr_facto
 
 @section
 class PretrainLMSection(Section):
-    """``[pretrain_lm]``: forward and backward word LSTM language models that initialise classifiers with init = pretrained.
+    """``[pretrain_lm]``: language-model pretraining on unlabelled text.
 
-    The sizes (embedding, hidden units), token field and initial vectors come from ``[classifier]``,
-    so the weights fit the classifier. Runs only when a task's classifier has init = pretrained.
+    Stage ``pretrain_lm``: forward and backward word LSTM LMs that initialise classifiers with
+    init = pretrained; sizes, token field and initial vectors come from ``[classifier]``. Stage
+    ``pretrain_generator``: the generator's own LM (train_generator init = pretrained), with the
+    generator's shape and vocabulary; it uses the budget and optimisation keys here, not
+    vocab_size, min_count, freeze_vectors or adaptive_softmax. Each runs only when something uses it.
     """
 
     section_name: ClassVar[str] = "pretrain_lm"
@@ -424,6 +432,11 @@ class GeneratorSection(Section):
     theme_dropout: float = setting(
         0.25, help="Share of training sequences shown as 'any theme', so generation without --theme works too.", min=0.0, max=1.0
     )
+    init: str = setting(
+        "scratch",
+        help="scratch, or pretrained: start from the language model of the pretrain_generator stage, then fine-tune on KNBC.",
+        choices=("scratch", "pretrained"),
+    )
     epochs: int = setting(12, help="Maximum epochs.", min=1)
     patience: int = setting(2, help="Early stopping: epochs without dev perplexity gain.", min=1)
     batch_size: int = setting(8, help="Sequences (articles or sentences) per batch.", min=1)
@@ -441,6 +454,15 @@ class GeneratorSection(Section):
                 f"train_generator.tie_weights needs embedding_size == hidden_size (got {self.embedding_size} and {self.hidden_size}).",
                 hint="Set train_generator.embedding_size and train_generator.hidden_size equal, or train_generator.tie_weights = false.",
             )
+        if self.init == "pretrained" and self.level != "word":
+            raise ConfigError(
+                "E108",
+                "train_generator.init = pretrained needs level = word (the pretraining text is read as words).",
+                hint='Set train_generator.level = "word", or train_generator.init = "scratch".',
+            )
+
+    def unfingerprinted(self) -> tuple[str, ...]:
+        return ("init",) if self.init == "scratch" else ()
 
 
 @section

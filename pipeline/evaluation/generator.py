@@ -61,14 +61,22 @@ def _score_lstm(loaded, test_rows: list[dict], *, device) -> dict[str, Any]:
     return lstm
 
 
-def _score_ngram(loaded, train_rows: list[dict], test_rows: list[dict], *, section: dict) -> dict[str, Any]:
-    """Test perplexity of the n-gram model: same units, same vocabulary and <unk> mapping, same targets."""
+def _unit_sentences(loaded, rows: list[dict]) -> list[list[str]]:
+    """The rows' units in the model's vocabulary (others -> <unk>)."""
+    from pipeline.training.language_model import sentence_units
+
+    known = set(loaded.vocab.itos)
+    return [map_to_vocabulary(sentence_units(r, level=loaded.level), known=known) for r in rows]
+
+
+def _score_ngram(loaded, train_sentences: list[list[str]], test_rows: list[dict], *, section: dict) -> dict[str, Any]:
+    """Test perplexity of the n-gram model fitted on ``train_sentences`` (units already in the model's
+    vocabulary): same units, same vocabulary and <unk> mapping, same targets as the LSTM."""
     from pipeline.models.vocab import PAD
     from pipeline.training.language_model import sentence_units
 
     order, smoothing = section["ngram_order"], section["ngram_smoothing"]
     known = set(loaded.vocab.itos)
-    train_sentences = [map_to_vocabulary(sentence_units(r, level=loaded.level), known=known) for r in train_rows]
     test_sentences = [map_to_vocabulary(sentence_units(r, level=loaded.level), known=known) for r in test_rows]
     started = time.perf_counter()
     model = fit_ngram(
@@ -100,6 +108,29 @@ def _score_ngram(loaded, train_rows: list[dict], test_rows: list[dict], *, secti
         "score_seconds": round(score_seconds, 3),
         "targets_per_second": round(count / max(score_seconds, 1e-9), 1),
     }
+
+
+def _score_pretraining(ctx, loaded, test_rows: list[dict], *, lstm: dict, device) -> dict[str, Any]:
+    """init = pretrained: the LM before fine-tuning, and an n-gram model fitted on the same text as the pretrained LM
+    (KNBC's training articles + the sampled corpus), all on the fine-tuned model's vocabulary and test targets."""
+    from pipeline.models.language_model import load_generator
+    from pipeline.paths import EXTRA_TOKENS, PRETRAINED_GENERATOR_DIR, TOKENS
+    from pipeline.training.pretrain_generator import pretraining_text, text_sentences
+
+    pretrained = load_generator(ctx.input(PRETRAINED_GENERATOR_DIR), device=device)
+    before = _score_lstm(pretrained, test_rows, device=device)
+    text = pretraining_text(
+        tokens_path=ctx.input(TOKENS),
+        store_path=ctx.input(EXTRA_TOKENS),
+        section=ctx.config["pretrain_lm"],
+        generator=ctx.config["train_generator"],
+    )
+    ngram = _score_ngram(loaded, text_sentences(text), test_rows, section=ctx.section)
+    if ngram["targets"] != lstm["targets"] or before["targets"] != lstm["targets"]:
+        raise RuntimeError("The pretraining rows scored other targets than the LSTM")
+    ratio = round(lstm["perplexity"] / ngram["perplexity"], 4) if ngram["perplexity"] else None
+    logger.info("pretrained: LM before fine-tuning %.2f; n-gram on the pretraining text %s", before["perplexity"], ngram["perplexity"])
+    return {"lm_before_fine_tuning": before, "ngram_same_text": ngram, "lstm_to_ngram_same_text_ratio": ratio, "text": text.stats}
 
 
 def _samples(loaded, *, section: dict) -> list[dict[str, Any]]:
@@ -149,7 +180,7 @@ def evaluate_generator_stage(ctx) -> dict[str, Any]:
     train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"]
     lstm = _score_lstm(loaded, test_rows, device=device)
-    ngram = _score_ngram(loaded, train_rows, test_rows, section=section)
+    ngram = _score_ngram(loaded, _unit_sentences(loaded, train_rows), test_rows, section=section)
     if ngram["targets"] != lstm["targets"]:
         raise RuntimeError(f"LSTM and n-gram scored different numbers of targets ({lstm['targets']} vs {ngram['targets']})")
     ngram_ppl = ngram["perplexity"]
@@ -162,6 +193,8 @@ def evaluate_generator_stage(ctx) -> dict[str, Any]:
         "samples": _samples(loaded, section=section),
         "torch_version": torch.__version__,
     }
+    if ctx.config["train_generator"]["init"] == "pretrained":
+        report["pretraining"] = _score_pretraining(ctx, loaded, test_rows, lstm=lstm, device=device)
     write_json(ctx.output(GENERATOR_REPORT), report)
     logger.info(
         "test perplexity: LSTM %.2f, %d-gram %s %s", lstm["perplexity"], section["ngram_order"], section["ngram_smoothing"], ngram_ppl

@@ -207,7 +207,8 @@ def pretrained_embeddings(
     return matrix, stats
 
 
-def _surface_to_norm(tokens_path: Path) -> dict[str, str]:
+def surface_norms(tokens_path: Path) -> dict[str, str]:
+    """Surface form -> its most frequent normalized form in the training split."""
     pairs: dict[str, Counter] = defaultdict(Counter)
     for row in read_token_rows(tokens_path, split="train"):
         for surface, norm in zip(row["surface"], row["norm"], strict=True):
@@ -216,7 +217,7 @@ def _surface_to_norm(tokens_path: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------- model
-def _model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
+def generator_model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
     return {
         "vocab_size": len(vocab),
         "embedding_size": section["embedding_size"],
@@ -233,7 +234,7 @@ def _init_pretrained(model: LSTMLanguageModel, *, vectors_file: Path, tokens_pat
     """Copy pretrained vectors into the embedding; returns coverage statistics."""
     source = section["embedding_init"]
     matrix, stats = pretrained_embeddings(
-        vocab, vectors_file=vectors_file, surface_to_norm=_surface_to_norm(tokens_path), seed=section["seed"]
+        vocab, vectors_file=vectors_file, surface_to_norm=surface_norms(tokens_path), seed=section["seed"]
     )
     if matrix.shape[1] != section["embedding_size"]:
         same = " and train_generator.hidden_size (tied weights need equal sizes)" if section["tie_weights"] else ""
@@ -252,6 +253,40 @@ def _init_pretrained(model: LSTMLanguageModel, *, vectors_file: Path, tokens_pat
         100 * stats["coverage_exact"],
     )
     return stats
+
+
+def generator_extra(section: dict, model: LSTMLanguageModel) -> dict[str, Any]:
+    """What vocab.json records beside the tokens: how the model reads text (load_generator reads it back)."""
+    return {
+        "level": section["level"],
+        "unit": section["sequence_unit"],
+        "token_field": "surface",
+        "themes": THEMES if model.theme_embedding is not None else [],
+        "min_count": section["min_count"],
+    }
+
+
+def init_from_pretrained(model: LSTMLanguageModel, vocab: Vocab, *, directory: Path) -> dict[str, Any]:
+    """Copy every weight of pretrain_generator's LM (same vocabulary, same shape) into ``model``."""
+    from pipeline.models.language_model import load_generator
+
+    pretrained = load_generator(directory)
+    if pretrained.vocab.itos != vocab.itos:
+        raise ModelError(
+            "E318",
+            f"The pretrained generator LM in {directory} has a vocabulary of {len(pretrained.vocab)} words, "
+            f"this generator one of {len(vocab)} (or the same size in another order).",
+            hint="Rerun pretrain_generator: it builds the vocabulary from the same tokens and train_generator settings.",
+        )
+    try:
+        model.load_state_dict(pretrained.model.state_dict())
+    except RuntimeError as error:  # a different size, layer count or theme conditioning
+        raise ModelError(
+            "E318",
+            f"The pretrained generator LM in {directory} does not have this generator's shape: {str(error).splitlines()[0]}",
+            hint="Rerun pretrain_generator after changing train_generator sizes.",
+        ) from error
+    return {"init": "pretrained", "pretrained_dev_perplexity": pretrained.metrics.get("dev_perplexity")}
 
 
 def _vectors_file(ctx, section: dict) -> Path | None:
@@ -366,26 +401,49 @@ def _read_data(tokens_path: Path, section: dict) -> tuple[Vocab, list[Encoded], 
     return vocab, encode(splits["train"], vocab), encode(splits["dev"], vocab)
 
 
-def train_language_model(*, section: dict, tokens_path: Path, vectors_file: Path | None, work_dir: Path, resume: bool) -> TrainedModel:
-    """Train on the training split with early stopping on dev perplexity; the model keeps its best weights."""
+def _initialise(
+    model: LSTMLanguageModel, *, section: dict, vocab: Vocab, tokens_path: Path, vectors_file: Path | None, pretrained_dir: Path | None
+) -> dict[str, Any]:
+    """The model's starting weights: pretrain_generator's LM, or pretrained vectors in the embedding, or random."""
+    if pretrained_dir is not None:  # its embedding already started from the same vectors
+        return init_from_pretrained(model, vocab, directory=pretrained_dir)
+    if vectors_file is not None:
+        stats = _init_pretrained(model, vectors_file=vectors_file, tokens_path=tokens_path, section=section, vocab=vocab)
+        return {"embedding_" + key: value for key, value in stats.items()}
+    return {}
+
+
+def train_language_model(
+    *, section: dict, tokens_path: Path, vectors_file: Path | None, work_dir: Path, resume: bool, pretrained_dir: Path | None = None
+) -> TrainedModel:
+    """Train on the training split with early stopping on dev perplexity; the model keeps its best weights.
+
+    ``pretrained_dir``: start from that LM (pretrain_generator's output) and fine-tune.
+    """
     seed_everything(section["seed"])  # before the model: its initial weights come from the seed
     device = pick_device(section["device"])
     vocab, train_set, dev_set = _read_data(tokens_path, section)
-    model_args = _model_args(section, vocab)
+    model_args = generator_model_args(section, vocab)
     model = LSTMLanguageModel(**model_args)
-    vector_stats = (
-        _init_pretrained(model, vectors_file=vectors_file, tokens_path=tokens_path, section=section, vocab=vocab) if vectors_file else {}
+    init_stats = _initialise(
+        model, section=section, vocab=vocab, tokens_path=tokens_path, vectors_file=vectors_file, pretrained_dir=pretrained_dir
     )
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=section["learning_rate"])
     steps = StepRunner(model=model, optimizer=optimizer, device=device, amp=section.get("amp", False), grad_clip=section["grad_clip"])
     parameter_count = sum(p.numel() for p in model.parameters())
     logger.info(
-        "train_generator: %s-level %s sequences, %d train / %d dev, vocabulary %d, %d parameters, device %s",
+        "train_generator: %s-level %s sequences, %d train / %d dev, vocabulary %d, %d parameters, device %s, init %s",
         *(section["level"], section["sequence_unit"], len(train_set), len(dev_set), len(vocab), parameter_count, device),
+        "pretrained" if pretrained_dir else "scratch",
     )
-    vectors_sha = sha256_file(vectors_file) if vectors_file else None
-    signature = checkpoint_signature(section, vocab=vocab.itos, tokens=sha256_file(tokens_path), vectors=vectors_sha)
+    signature = checkpoint_signature(
+        section,
+        vocab=vocab.itos,
+        tokens=sha256_file(tokens_path),
+        vectors=sha256_file(vectors_file) if vectors_file else None,
+        pretrained=sha256_file(pretrained_dir / "model.safetensors") if pretrained_dir else None,
+    )
     stopping = EarlyStopping(monitor="dev_perplexity", mode="min", patience=section["patience"], min_delta=MIN_PERPLEXITY_GAIN)
     settings = LoopSettings(
         name="train_generator", epochs=section["epochs"], stopping=stopping, work_dir=work_dir, signature=signature, resume=resume
@@ -399,27 +457,27 @@ def train_language_model(*, section: dict, tokens_path: Path, vectors_file: Path
         "vocab_size": len(vocab),
         "train_tokens": target_count(train_set),
         "parameters": parameter_count,
-        **{"embedding_" + key: value for key, value in vector_stats.items()},
+        **init_stats,
     }
-    extra = {
-        "level": section["level"],
-        "unit": section["sequence_unit"],
-        "token_field": "surface",
-        "themes": THEMES if model.theme_embedding is not None else [],
-        "min_count": section["min_count"],
-    }
+    extra = generator_extra(section, model)
     return TrainedModel(
         model=model, architecture=ARCHITECTURE, model_args=model_args, vocab=vocab, metrics=metrics, records=result.records, extra=extra
     )
 
 
 def train_generator_stage(ctx) -> dict[str, Any]:
-    from pipeline.paths import GENERATOR_DIR, TOKENS
+    from pipeline.paths import GENERATOR_DIR, PRETRAINED_GENERATOR_DIR, TOKENS
 
     section = ctx.section
     tokens_path = ctx.input(TOKENS)
     vectors_file = _vectors_file(ctx, section)
+    pretrained_dir = ctx.input(PRETRAINED_GENERATOR_DIR) if section["init"] == "pretrained" else None
     trained = train_language_model(
-        section=section, tokens_path=tokens_path, vectors_file=vectors_file, work_dir=Path(ctx.work_dir), resume=ctx.resume
+        section=section,
+        tokens_path=tokens_path,
+        vectors_file=vectors_file,
+        work_dir=Path(ctx.work_dir),
+        resume=ctx.resume,
+        pretrained_dir=pretrained_dir,
     )
     return publish_model(ctx, GENERATOR_DIR, trained, token_field="surface", monitor="dev_perplexity")

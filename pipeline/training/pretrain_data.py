@@ -173,8 +173,24 @@ def _encode_sentences(sentences: list[list[str]], index: dict[str, int]) -> np.n
     return np.asarray(out, dtype=np.int64)
 
 
-def build_pretrain_text(*, tokens_path: Path, store_path: Path, section: dict, token_field: str) -> PretrainText:
-    """Everything :class:`PretrainText` holds, from the KNBC tokens and the token store (see the module docstring)."""
+def _lookup(vocab: Vocab, index: dict[str, int]) -> np.ndarray:
+    """Store/KNBC id -> vocabulary row (``<unk>`` for words outside it); the last slot (id -1) is ``</s>``."""
+    lookup = np.full(len(index) + 1, vocab.unk_index, dtype=np.int64)
+    lookup[-1] = vocab.stoi[EOS]
+    for word, row in vocab.stoi.items():
+        if word in index:
+            lookup[index[word]] = row
+    return lookup
+
+
+def build_pretrain_text(
+    *, tokens_path: Path, store_path: Path, section: dict, token_field: str, vocab: Vocab | None = None
+) -> PretrainText:
+    """Everything :class:`PretrainText` holds, from the KNBC tokens and the token store (see the module docstring).
+
+    ``vocab``: a fixed vocabulary (the generator's, built from KNBC) instead of one built from this text;
+    its other words become ``<unk>``.
+    """
     articles, test_sentences = knbc_articles(tokens_path, token_field=token_field)
     store = open_store(store_path, token_field=token_field)
     words = list(store.vocab(token_field)) if store is not None else []
@@ -205,14 +221,11 @@ def build_pretrain_text(*, tokens_path: Path, store_path: Path, section: dict, t
     # Blocks in a fixed shuffled order: every round of training sees KNBC and every part of the corpus.
     order = np.random.default_rng(section["seed"]).permutation(len(blocks))
     train = np.concatenate([blocks[i] for i in order]) if blocks else np.zeros(0, dtype=np.int64)
-    words = sorted(index, key=index.get)
-    counts = np.bincount(train[train >= 0], minlength=len(words))
-    vocab = build_vocab(counts, words, min_count=section["min_count"], vocab_size=section["vocab_size"])
-    lookup = np.full(len(words) + 1, vocab.unk_index, dtype=np.int64)  # slot -1 (the last) is </s>
-    lookup[-1] = vocab.stoi[EOS]
-    for word, row in vocab.stoi.items():
-        if word in index:
-            lookup[index[word]] = row
+    if vocab is None:
+        words = sorted(index, key=index.get)
+        counts = np.bincount(train[train >= 0], minlength=len(words))
+        vocab = build_vocab(counts, words, min_count=section["min_count"], vocab_size=section["vocab_size"])
+    lookup = _lookup(vocab, index)
     text = PretrainText(vocab=vocab, train=lookup[train], dev=lookup[dev], knbc_test=lookup[test], stats=stats)
     stats.update(train_tokens=len(train), dev_tokens=len(dev), knbc_test_tokens=len(test), vocab_size=len(vocab))
     for name in ("train", "dev", "knbc_test"):  # the share of <unk> (the perplexities count it as a word)

@@ -25,6 +25,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     GINZA_VECTORS_DIR,
     IMPORTED_VECTORS_DIR,
     METRICS,
+    PRETRAINED_GENERATOR_DIR,
     PRETRAINED_LM_DIR,
     SENTENCES,
     SPACY_VECTORS_DIR,
@@ -103,7 +104,30 @@ def _evaluate_inputs(task: str):
 
 
 def _generator_inputs(config: Config) -> list[str]:
-    return [TOKENS, *_vectors_input(config["train_generator"]["embedding_init"])]
+    pretrained = [PRETRAINED_GENERATOR_DIR] if generator_is_pretrained(config) else []
+    return [TOKENS, *_vectors_input(config["train_generator"]["embedding_init"]), *pretrained]
+
+
+def _evaluate_generator_inputs(config: Config) -> list[str]:
+    # pretrained: the LM before fine-tuning is scored too, and an n-gram model on its training text
+    pretrained = [PRETRAINED_GENERATOR_DIR, EXTRA_TOKENS] if generator_is_pretrained(config) else []
+    return [TOKENS, GENERATOR_DIR, *pretrained]
+
+
+def _pretrain_generator_inputs(config: Config) -> list[str]:
+    return [TOKENS, EXTRA_TOKENS, *_vectors_input(config["train_generator"]["embedding_init"])]
+
+
+# [pretrain_lm] keys that pretrain_generator does not read (its vocabulary and softmax are the generator's)
+CLASSIFIER_LM_ONLY_KEYS = ("vocab_size", "min_count", "freeze_vectors", "adaptive_softmax")
+GENERATOR_SHAPE_KEYS = ("min_count", "embedding_size", "embedding_init", "hidden_size", "num_layers", "tie_weights", "theme_conditioning")
+
+
+def _pretrain_generator_view(config: Config) -> dict:
+    """pretrain_generator's fingerprint: the [pretrain_lm] keys it reads and the [train_generator] keys of its shape."""
+    generator = config["train_generator"]
+    own = {key: value for key, value in config.fingerprint_view("pretrain_lm").items() if key not in CLASSIFIER_LM_ONLY_KEYS}
+    return {**own, **{f"@train_generator.{key}": generator[key] for key in GENERATOR_SHAPE_KEYS}}
 
 
 def _pretrain_inputs(config: Config) -> list[str]:
@@ -123,7 +147,13 @@ INACTIVE_STAGES = {
         "no classifier has init = pretrained",
         'Set classifier.init = "pretrained" (all tasks) or tasks.NAME.classifier.init = "pretrained".',
     ),
+    "pretrain_generator": ("train_generator.init is scratch", 'Set train_generator.init = "pretrained".'),
 }
+
+
+def generator_is_pretrained(config: Config) -> bool:
+    """Whether the generator starts from pretrain_generator's LM (only then is that a stage of the run)."""
+    return config["train_generator"]["init"] == "pretrained"
 
 
 def uses_pretraining(config: Config) -> bool:
@@ -189,6 +219,7 @@ def build_stages(config: Config | None = None) -> list[Stage]:
     ]
     # pretrain_lm only when a classifier needs it: the default run's time and results stay as they were.
     pretrain = [fixed["pretrain_lm"]] if uses_pretraining(config) else []
+    pretrain += [fixed["pretrain_generator"]] if generator_is_pretrained(config) else []
     return [
         *head,
         *pretrain,
@@ -289,6 +320,15 @@ _FIXED: list[Stage] = [
         help="Forward and backward LSTM language models on KNBC's training articles and the unlabelled corpora (classifier init = pretrained).",
     ),
     Stage(
+        name="pretrain_generator",
+        func="pipeline.training.pretrain_generator:pretrain_generator_stage",
+        inputs=_pretrain_generator_inputs,
+        outputs=(PRETRAINED_GENERATOR_DIR,),
+        section="pretrain_lm",
+        config_view=_pretrain_generator_view,
+        help="The generator's LSTM language model on KNBC's training articles and the unlabelled corpora (train_generator init = pretrained).",
+    ),
+    Stage(
         name="train_generator",
         func="pipeline.training.language_model:train_generator_stage",
         inputs=_generator_inputs,
@@ -308,7 +348,7 @@ _FIXED: list[Stage] = [
     Stage(
         name="evaluate_generator",
         func="pipeline.evaluation.generator:evaluate_generator_stage",
-        inputs=(TOKENS, GENERATOR_DIR),
+        inputs=_evaluate_generator_inputs,
         outputs=(GENERATOR_REPORT,),
         section="evaluate_generator",
         help="Test perplexity of the LSTM against an n-gram baseline; samples.",
