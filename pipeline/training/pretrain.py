@@ -96,9 +96,18 @@ def stream_perplexity(model: LSTMLanguageModel, stream: np.ndarray, *, device: t
 class LMPretraining:
     """One direction's part of the training loop: a round of truncated BPTT, held-apart perplexity."""
 
-    def __init__(self, *, model: LSTMLanguageModel, text: PretrainText, direction: str, section: dict, device: torch.device) -> None:
+    def __init__(
+        self,
+        *,
+        model: LSTMLanguageModel,
+        text: PretrainText,
+        direction: str,
+        section: dict,
+        device: torch.device,
+        stage: str = "pretrain_lm",
+    ) -> None:
         self.model, self.device, self.section = model, device, section
-        self.name = f"pretrain_lm {direction}"
+        self.name = f"{stage} {direction}"
         self.train_stream = direction_stream(text.train, direction)
         self.dev_stream = direction_stream(text.dev, direction)
         self.round_tokens = max(section["batch_size"] * 2, section["max_tokens"] // section["rounds"])
@@ -166,8 +175,9 @@ def pretrain_direction(
     work_dir: Path,
     resume: bool,
     signature: str,
+    stage: str = "pretrain_lm",
 ) -> TrainedModel:
-    """Train one direction through the loop; the model ends with its best held-apart weights."""
+    """Train one direction through the loop; the model ends with its best held-apart weights (``stage`` names the logs)."""
     device = pick_device(section["device"])
     seed_everything(section["seed"] + (0 if direction == "forward" else 1000))
     model = LSTMLanguageModel(**model_args)
@@ -177,7 +187,7 @@ def pretrain_direction(
     model.to(device)
     if has_vector is not None and section["freeze_vectors"]:
         freeze_rows(model, has_vector)
-    task = LMPretraining(model=model, text=text, direction=direction, section=section, device=device)
+    task = LMPretraining(model=model, text=text, direction=direction, section=section, device=device, stage=stage)
     optimizer = torch.optim.Adam(model.parameters(), lr=section["learning_rate"])
     steps = StepRunner(model=model, optimizer=optimizer, device=device, amp=False, grad_clip=section["grad_clip"])
     settings = LoopSettings(
@@ -200,9 +210,7 @@ def pretrain_direction(
         "seconds": round(time.perf_counter() - started, 1),
         "vocab_size": len(text.vocab),
     }
-    logger.info(
-        "pretrain_lm %s: held-apart perplexity %s, KNBC test %s", direction, metrics.get("dev_perplexity"), metrics["knbc_test_perplexity"]
-    )
+    logger.info("%s: held-apart perplexity %s, KNBC test %s", task.name, metrics.get("dev_perplexity"), metrics["knbc_test_perplexity"])
     return TrainedModel(
         model=model, architecture=ARCHITECTURE, model_args=model_args, vocab=text.vocab, metrics=metrics, records=result.records
     )

@@ -103,6 +103,7 @@ def pretrain_generator_stage(ctx) -> dict[str, Any]:
         work_dir=Path(ctx.work_dir),
         resume=ctx.resume,
         signature=f"{sha256_file(tokens_path)} {text.stats} {model_args} {generator['embedding_init']}",
+        stage="pretrain_generator",
     )
     trained.metrics["text"] = text.stats
     trained.extra = generator_extra(generator, trained.model)
