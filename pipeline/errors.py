@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "E262": "An unlabelled corpus file is not UTF-8 text.",
     "E263": "A JSONL corpus has no rows with the text field.",
     "E264": "An unlabelled corpus file cannot be read (e.g. a truncated gzip file).",
+    "E265": "A token store directory is not in the format this version reads.",
     "E270": "Synonym dictionary is empty or has no usable synonym groups.",
     "E271": "Synonym dictionary or vectors file is not valid UTF-8.",
     "E272": "Vectors file is empty.",

@@ -40,6 +40,7 @@ from pipeline.text.token_store import (
     META_NAME,
     SHARDS_DIRNAME,
     STORE_FORMAT,
+    STORE_KIND,
     VOCAB_NAME,
     decode_strings,
     encode_strings,
@@ -324,7 +325,7 @@ def finalize_store(chunk_files: list[list[Path]], *, out_dir: Path, sources: lis
     ]
     meta = {
         "format": STORE_FORMAT,
-        "kind": "jpipe token store",
+        "kind": STORE_KIND,
         "split_mode": settings.split_mode,
         "fields": list(fields),
         "id_dtype": np.dtype(ID_DTYPE).name,

@@ -36,7 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 STORE_FORMAT = 1
+STORE_KIND = "jpipe token store"  # meta.json's "kind"
 META_NAME = "meta.json"
 VOCAB_NAME = "vocab.npz"
 SHARDS_DIRNAME = "shards"
@@ -101,8 +104,13 @@ class TokenStore:
         path = Path(path)
         with open(path / META_NAME, encoding="utf-8") as handle:
             meta = json.load(handle)
-        if meta.get("format") != STORE_FORMAT:
-            raise ValueError(f"{path}: token store format {meta.get('format')}, this version reads {STORE_FORMAT}")
+        if meta.get("format") != STORE_FORMAT or meta.get("kind") != STORE_KIND:
+            raise InputError(
+                "E265",
+                f"{path} is not a token store this version reads ({meta.get('kind')!r} format {meta.get('format')}; "
+                f"this version reads {STORE_KIND!r} format {STORE_FORMAT}).",
+                hint="Rebuild it: delete the directory and run `jpipe run tokenize`.",
+            )
         return cls(path, meta)
 
     @property

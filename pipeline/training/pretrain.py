@@ -35,6 +35,7 @@ from torch import nn
 
 from pipeline.errors import ModelError
 from pipeline.io import read_json, sha256_file, write_json
+from pipeline.metrics import perplexity
 from pipeline.models.language_model import LSTMLanguageModel, load_generator
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
@@ -71,6 +72,14 @@ def direction_stream(stream: np.ndarray, direction: str) -> np.ndarray:
     return stream[::-1].copy() if direction == "backward" else stream
 
 
+def lm_loss(model: LSTMLanguageModel, inputs: torch.Tensor, targets: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
+    """Mean -log p(targets) over ``targets`` [batch, time] and the LSTM state after ``inputs`` [batch, time]."""
+    if model.adaptive is not None:
+        return model.adaptive_loss(inputs, targets, state=state)
+    logits, state = model(inputs, state=state)  # (B, T, V)
+    return nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1)), state
+
+
 @torch.no_grad()
 def stream_perplexity(model: LSTMLanguageModel, stream: np.ndarray, *, device: torch.device) -> float | None:
     """exp(mean -log p) of every token after the first of each of ``EVAL_BATCH`` parallel parts of ``stream``."""
@@ -81,15 +90,10 @@ def stream_perplexity(model: LSTMLanguageModel, stream: np.ndarray, *, device: t
     nll, count, state = 0.0, 0, None
     for start in range(0, data.size(1) - 1, EVAL_BPTT):
         inputs, targets = data[:, start : start + EVAL_BPTT], data[:, start + 1 : start + 1 + EVAL_BPTT]
-        inputs = inputs[:, : targets.size(1)]
-        if model.adaptive is not None:
-            loss, state = model.adaptive_loss(inputs, targets, state=state)
-        else:
-            logits, state = model(inputs, state=state)
-            loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+        loss, state = lm_loss(model, inputs[:, : targets.size(1)], targets, state)
         nll += float(loss) * targets.numel()
         count += targets.numel()
-    return math.exp(nll / count)
+    return perplexity(nll, count)
 
 
 # -------------------------------------------------------------------- training
@@ -112,12 +116,6 @@ class LMPretraining:
         self.dev_stream = direction_stream(text.dev, direction)
         self.round_tokens = max(section["batch_size"] * 2, section["max_tokens"] // section["rounds"])
 
-    def _loss(self, inputs: torch.Tensor, targets: torch.Tensor, state) -> tuple[torch.Tensor, Any]:
-        if self.model.adaptive is not None:
-            return self.model.adaptive_loss(inputs, targets, state=state)
-        logits, state = self.model(inputs, state=state)  # (B, T, V)
-        return nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1)), state
-
     def train_epoch(self, epoch: int, steps: StepRunner) -> TrainStats:
         torch.manual_seed(self.section["seed"] + epoch)  # dropout masks of this round
         self.model.train()
@@ -132,7 +130,7 @@ class LMPretraining:
             if state is not None:
                 state = tuple(part.detach() for part in state)  # truncated BPTT: keep the state, cut the graph
             with steps.autocast():
-                loss, state = self._loss(inputs, targets, state)
+                loss, state = lm_loss(self.model, inputs, targets, state)
             steps.step(loss)
             loss_sum += loss.detach() * targets.numel()
             tokens += targets.numel()

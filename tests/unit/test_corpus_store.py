@@ -313,3 +313,11 @@ def test_bench_tokenize_corpus_reports_speed_size_and_memory_per_worker_count(tm
     assert result["store_to_text"] > 0 and result["runs"]["1"]["store_bytes"] == result["runs"]["2"]["store_bytes"]
     assert result["cpus"] == len(os.sched_getaffinity(0))
     assert all(len(run["all_seconds"]) == 2 and run["seconds"] == min(run["all_seconds"]) for run in result["runs"].values())
+
+
+@pytest.mark.parametrize("meta", [{"kind": "jpipe token store", "format": 99}, {"kind": "something else", "format": 1}])
+def test_a_directory_in_another_format_is_a_coded_error_that_says_to_rebuild(tmp_path, meta):
+    (tmp_path / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        TokenStore.open(tmp_path)
+    assert error.value.code == "E265" and "tokenize" in error.value.hint
