@@ -125,6 +125,11 @@ def _init_worker(parent_pid: int) -> None:
     """
     global _PARENT_PID
     _PARENT_PID = parent_pid
+    exit_when_parent_dies(parent_pid)
+
+
+def exit_when_parent_dies(parent_pid: int) -> None:
+    """End this (child) process within half a second of ``parent_pid`` going away (a thread polls getppid)."""
     import threading
 
     def watch() -> None:

@@ -164,6 +164,10 @@ def _stop_all(schedule: _Schedule) -> None:
 
 def _child(ctx, connection, threads: int) -> None:
     """In the forked process: run one stage function into its staging directory; send ("ok", metrics) or ("error", exc)."""
+    from pipeline.text.sharded import exit_when_parent_dies
+
+    # a stage of a killed run must not run on as an orphan (it also holds the inherited project lock)
+    exit_when_parent_dies(os.getppid())
     os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when first imported
     try:
         import sys

@@ -173,3 +173,43 @@ def without_times(path: Path):
     else:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return [{k: v for k, v in row.items() if "second" not in k} if isinstance(row, dict) else row for row in rows]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_stages_of_a_killed_run_stop_and_free_the_project_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "wait_b").touch()  # b and c wait for a file that never comes (30 s at most)
+    (project / "wait_c").touch()
+    script = (
+        f"from tests.unit.test_parallel_runner import toy_runner; from pathlib import Path; toy_runner(Path({str(project)!r})).run(jobs=2)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    running = project / ".jpipe" / "running.json"
+    deadline = time.monotonic() + 60
+    pids: list[int] = []
+    while len(pids) < 2 and time.monotonic() < deadline:
+        stages = json.loads(running.read_text(encoding="utf-8")).get("stages", {}) if running.exists() else {}
+        pids = [entry["pid"] for entry in stages.values()]
+        time.sleep(0.1)
+    assert len(pids) == 2, "the two stages never started"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+    with toy_runner(project).exclusive():  # nobody holds the project lock any more
+        pass
