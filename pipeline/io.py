@@ -1,4 +1,4 @@
-"""Small file helpers: atomic writes, JSON / JSONL, hashing.
+"""Small file and process helpers: atomic writes, JSON / JSONL, hashing, usable cores.
 
 Every artifact is written to a temporary file in the same directory and then
 renamed over the target, so a crash never leaves a half-written file.
@@ -128,3 +128,11 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; all cores where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)

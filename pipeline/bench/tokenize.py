@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import WorkflowError
-from pipeline.io import read_jsonl
+from pipeline.io import read_jsonl, usable_cores
 from pipeline.paths import SENTENCES
 from pipeline.text.tokenize import Tokenizer
 
@@ -173,17 +173,10 @@ def benchmark_corpus(
             "main": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "largest_worker": max((run["peak_rss_mb_per_process"] for run in runs.values() if run["workers"] > 1), default=None),
         },
-        "cpus": _cpus(),
+        "cpus": usable_cores(),
     }
 
 
 def _cpu_seconds(resource) -> tuple[float, float]:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.io import read_jsonl
+from pipeline.io import read_jsonl, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -186,14 +186,6 @@ def read_token_rows(path: str | os.PathLike, *, split: str | None = None) -> Ite
 
 
 # ---------------------------------------------------------------------- stage
-def default_workers() -> int:
-    """The cores this process may use (``tokenize.workers = 0``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def tokenize_stage(ctx) -> dict[str, Any]:
     """Tokenize every KNBC sentence into ``knbc.jsonl``, then the extra corpora into the token store ``extra/``."""
     from pipeline.paths import EXTRA_TOKENS, TOKENS_META
@@ -210,7 +202,7 @@ def tokenize_stage(ctx) -> dict[str, Any]:
         # run: free its memory before they start (a later stage loads it again in a second).
         load_tokenizer.cache_clear()
         gc.collect()
-    workers = section["workers"] or default_workers()
+    workers = section["workers"] or usable_cores()
     started = time.perf_counter()
     store = _tokenize_extra(ctx, workers=workers)
     extra_seconds = time.perf_counter() - started

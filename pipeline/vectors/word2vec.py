@@ -8,13 +8,12 @@ never held in memory.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import read_jsonl
+from pipeline.io import read_jsonl, usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +83,7 @@ def auto_epochs(tokens: int) -> int:
 
 def auto_workers(tokens: int) -> int:
     """``word2vec.workers = 0``: one thread (reproducible) up to 1M tokens, else one per core."""
-    if tokens <= AUTO_SMALL_CORPUS_TOKENS:
-        return 1
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+    return 1 if tokens <= AUTO_SMALL_CORPUS_TOKENS else usable_cores()
 
 
 def _epoch_logger(epochs: int):

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import WorkflowError
+from pipeline.io import usable_cores
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class _Schedule:
 
 def stage_threads(jobs: int) -> int:
     """Torch threads for each of ``jobs`` stages running at once: the cores shared out (at least 1)."""
-    return max(1, (os.cpu_count() or 1) // jobs)
+    return max(1, usable_cores() // jobs)
 
 
 def run_parallel(runner, plan: list[tuple[str, list[str]]], *, jobs: int, resume: bool, forced: set[str], callbacks: dict) -> list[str]:
