@@ -119,33 +119,42 @@ def _sample_blocks(count: int, fraction: float) -> np.ndarray:
     return np.floor(position[1:]) > np.floor(position[:-1])
 
 
+def _train_blocks(is_held: np.ndarray) -> int:
+    """How many blocks of a shard (``is_held``: one bool per sentence) hold a training sentence."""
+    return sum(1 for start in range(0, len(is_held), BLOCK_SENTENCES) if not is_held[start : start + BLOCK_SENTENCES].all())
+
+
 def store_blocks(store: TokenStore, *, field_name: str, budget: int, eval_tokens: int) -> tuple[list[np.ndarray], np.ndarray, dict]:
     """(training blocks of store ids with ``_EOS_MARK`` after each sentence, the held-apart stream, stats)."""
     layout = _store_layout(store, field_name)
     documents = int(layout[-1][1][-1]) + 1 if layout and len(layout[-1][1]) else 0
     held = held_apart_set(documents)
-    train_tokens = sum(int(lengths[~np.isin(doc, list(held))].sum()) for lengths, doc in layout)
-    fraction = min(1.0, budget / max(1, train_tokens))
+    held_ids = list(held)
+    train_tokens = sum(int(lengths[~np.isin(doc, held_ids)].sum()) for lengths, doc in layout)
+    # which training blocks the sample keeps, known before any block is built: memory follows the budget
+    keep = _sample_blocks(sum(_train_blocks(np.isin(doc, held_ids)) for _, doc in layout), min(1.0, budget / max(1, train_tokens)))
     blocks: list[np.ndarray] = []
     dev: list[np.ndarray] = []
-    dev_size = 0
+    dev_size, block_index = 0, 0
     for (ids, offsets, _), (_lengths, doc) in zip(store.iter_shards(field_name), layout, strict=True):
-        is_held = np.isin(doc, list(held))
+        is_held = np.isin(doc, held_ids)
         bounds = offsets.tolist()
         for start in range(0, len(doc), BLOCK_SENTENCES):
-            stop = min(start + BLOCK_SENTENCES, len(doc))
-            train_rows = [i for i in range(start, stop) if not is_held[i]]
+            rows = range(start, min(start + BLOCK_SENTENCES, len(doc)))
             if dev_size < eval_tokens:
-                dev_rows = [i for i in range(start, stop) if is_held[i]]
-                for i in dev_rows:
+                for i in (i for i in rows if is_held[i]):
                     dev.append(np.append(ids[bounds[i] : bounds[i + 1]].astype(np.int64), _EOS_MARK))
                     dev_size += len(dev[-1])
+            train_rows = [i for i in rows if not is_held[i]]
             if train_rows:
-                blocks.append(np.concatenate([np.append(ids[bounds[i] : bounds[i + 1]].astype(np.int64), _EOS_MARK) for i in train_rows]))
-    keep = _sample_blocks(len(blocks), fraction)
+                if keep[block_index]:
+                    blocks.append(
+                        np.concatenate([np.append(ids[bounds[i] : bounds[i + 1]].astype(np.int64), _EOS_MARK) for i in train_rows])
+                    )
+                block_index += 1
     stats = {"corpus_documents": documents, "held_apart_documents": len(held), "corpus_train_tokens": train_tokens}
     dev_stream = np.concatenate(dev)[:eval_tokens] if dev else np.zeros(0, dtype=np.int64)
-    return [block for block, kept in zip(blocks, keep, strict=True) if kept], dev_stream, stats
+    return blocks, dev_stream, stats
 
 
 # -------------------------------------------------------------------- assembly
