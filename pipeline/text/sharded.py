@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.io import write_json
 from pipeline.text.corpus import check_corpus, corpus_format, iter_records
 from pipeline.text.token_store import (
     ID_DTYPE,
@@ -345,9 +346,7 @@ def finalize_store(chunk_files: list[list[Path]], *, out_dir: Path, sources: lis
         "shards": shards,
         "tokenizer": "SudachiPy + spacy.lang.ja.resolve_pos (the ja_ginza tokenizer's fields)",
     }
-    with open(out_dir / META_NAME, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
+    write_json(out_dir / META_NAME, meta)
     return meta
 
 

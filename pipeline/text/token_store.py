@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.io import atomic_path
 
 STORE_FORMAT = 1
 STORE_KIND = "jpipe token store"  # meta.json's "kind"
@@ -54,19 +55,11 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
     Written to a temporary name and renamed: a reader sees the old file or the whole new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-                with archive.open(info, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            with archive.open(info, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
