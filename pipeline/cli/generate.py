@@ -33,6 +33,13 @@ def generate(
             "--theme", help="Write in the style of one theme: Gourmet (グルメ), Keitai (携帯電話), Kyoto (京都観光), Sports (スポーツ)."
         ),
     ] = None,
+    model_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--model-dir",
+            help="Another generator model directory, e.g. models/pretrained_generator or models/generator/seeds/14. Default: models/generator.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help='Print {"samples": [...], ...} as JSON.')] = False,
 ) -> None:
@@ -41,15 +48,12 @@ def generate(
     Example: jpipe generate --prompt 京都の --num 3 --max-tokens 60 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 1 --theme Kyoto
     """
     from pipeline.inference.generator import Generator, validate_options
-    from pipeline.models.model_dir import require_model_dir
-    from pipeline.paths import GENERATOR_DIR
 
     if device not in ("cpu", "cuda", "auto"):
         raise ConfigError("E109", f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
     # Check the options before loading the model: a typo should fail at once.
     validate_options(temperature=temperature, top_k=top_k, top_p=top_p, num=num, max_tokens=max_tokens)
-    directory = require_model_dir(state.project_dir / GENERATOR_DIR, train_hint="Train it with `jpipe run train_generator`.")
-    generator = Generator.from_dir(directory, device=device)
+    generator = Generator.from_dir(generator_dir(model_dir), device=device)
     result = generator.generate(
         prompt, num=num, max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, theme=theme
     )
@@ -72,6 +76,13 @@ def score(
     theme: Annotated[
         str | None, typer.Option("--theme", help="Score as text of one theme (Gourmet, Keitai, Kyoto, Sports). Default: any theme.")
     ] = None,
+    model_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--model-dir",
+            help="Another generator model directory, e.g. models/pretrained_generator or models/generator/seeds/14. Default: models/generator.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: overall figures and per_line scores.")] = False,
 ) -> None:
@@ -83,18 +94,29 @@ def score(
     """
     from pipeline.data.readers import read_records
     from pipeline.inference.generator import Generator
-    from pipeline.models.model_dir import require_model_dir
-    from pipeline.paths import GENERATOR_DIR
 
     if device not in ("cpu", "cuda", "auto"):
         raise ConfigError("E109", f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
     records = list(read_records(input_path, text_column=text_column))
-    directory = require_model_dir(state.project_dir / GENERATOR_DIR, train_hint="Train it with `jpipe run train_generator`.")
-    result = Generator.from_dir(directory, device=device).score([r.text if not r.error else "" for r in records], theme=theme)
+    result = Generator.from_dir(generator_dir(model_dir), device=device).score(
+        [r.text if not r.error else "" for r in records], theme=theme
+    )
     for record, line in zip(records, result.lines, strict=True):
         if record.error:
             line.nll, line.reason = None, record.error
     typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else _score_table(result))
+
+
+def generator_dir(model_dir: str | None):
+    """``--model-dir`` (relative to the current directory), else the project's trained generator; checked before loading."""
+    from pathlib import Path
+
+    from pipeline.models.model_dir import require_model_dir
+    from pipeline.paths import GENERATOR_DIR
+
+    if model_dir is not None:
+        return require_model_dir(Path(model_dir), train_hint="Give a directory that a generator stage wrote.")
+    return require_model_dir(state.project_dir / GENERATOR_DIR, train_hint="Train it with `jpipe run train_generator`.")
 
 
 def _score_table(result) -> str:

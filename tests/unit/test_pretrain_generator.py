@@ -119,3 +119,26 @@ def test_pretraining_a_character_level_generator_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(tmp_path, ["train_generator.init=pretrained", "train_generator.level=char"])
     assert error.value.code == "E108" and "level" in str(error.value)
+
+
+def test_score_and_generate_take_another_model_directory(gen_project, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    run_stage(gen_project, "pretrain_generator", TINY_GENERATOR)
+    run_stage(gen_project, "train_generator", TINY_GENERATOR)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("京都の寺です。\n携帯の画面が最悪です。\n", encoding="utf-8")
+
+    def overall(*model_dir: str) -> float:
+        result = CliRunner().invoke(app, ["--dir", str(gen_project), "score", str(texts), "--json", *model_dir])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["perplexity"]
+
+    pretrained_dir = str(gen_project / PRETRAINED_GENERATOR_DIR)
+    assert overall("--model-dir", pretrained_dir) != overall()  # the LM before fine-tuning scores differently
+    sample = CliRunner().invoke(app, ["--dir", str(gen_project), "generate", "--model-dir", pretrained_dir, "--seed", "1", "--num", "1"])
+    assert sample.exit_code == 0 and sample.stdout.strip()
+    missing = CliRunner().invoke(app, ["--dir", str(gen_project), "score", str(texts), "--model-dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and isinstance(missing.exception, ModelError) and missing.exception.code == "E301"
