@@ -30,7 +30,9 @@ VECTOR_SOURCES = {
 CLASSIFIERS_DIR = "models/classifier"
 TASKS_DATA_DIR = "data/tasks"
 TASKS_REPORT_DIR = "models/report/tasks"
+LOCK_FILENAME = "jpipe.lock"  # what each stage read and wrote when it last ran (pipeline.workflow.lock)
 GENERATOR_DIR = "models/generator"
+SEEDS_DIR = "seeds"  # <model dir>/seeds/<seed>/: every seed's model directory when a stage trains several seeds
 # The forward and backward language models of the pretrain_lm stage (classifier init = "pretrained").
 PRETRAINED_LM_DIR = "models/pretrained_lm"
 # The generator's language model pretrained on the unlabelled text (train_generator init = "pretrained").
@@ -43,6 +45,7 @@ VECTORS_COVERAGE_TABLE = f"{REPORT_DIR}/vectors_coverage.md"
 CLASSIFIERS_REPORT = f"{REPORT_DIR}/classifiers.json"
 CLASSIFIERS_TABLE = f"{REPORT_DIR}/classifiers.md"  # the tasks' test rows, mean ± std over seeds
 GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
+GENERATOR_TABLE = f"{REPORT_DIR}/generator.md"  # test perplexities as mean ± std over seeds, beside the n-gram models
 METRICS = f"{REPORT_DIR}/metrics.json"
 EXTRACTOR_REPORT = f"{REPORT_DIR}/extractor.json"
 

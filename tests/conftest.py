@@ -201,6 +201,7 @@ TINY_GENERATOR_SETTINGS = [
     "train_generator.batch_size=16",
     "train_generator.device=cpu",
     "train_generator.epochs=2",
+    "train_generator.seeds=1",
 ]
 
 # Small, fast model settings for integration tests on the real corpus (one epoch, 32 units):
@@ -220,6 +221,7 @@ SMALL_GENERATOR_SETTINGS = [
     "train_generator.hidden_size=32",
     "train_generator.epochs=1",
     "train_generator.device=cpu",
+    "train_generator.seeds=1",
 ]
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config.schema import PRETRAINED_ONLY_KEYS, SCHEMA, SECTIONS, ClassifierSection, Section
+from pipeline.config.schema import SCHEMA, SECTIONS, ClassifierSection, Section
 from pipeline.config.tasks import BUILTIN_TASKS, TaskSection, data_view, effective_classifier, make_task, validate_task_value
 from pipeline.errors import ConfigError
 
@@ -83,9 +83,7 @@ class Config:
             name = section.split(".")[1]
             settings = ClassifierSection.settings()
             classifier = self.classifier_for(name)
-            skipped = PRETRAINED_ONLY_KEYS if classifier.init == "scratch" else ()
-            if classifier.seeds == 1:  # one model, as before seeds existed: such a project stays fresh
-                skipped = (*skipped, "seeds")
+            skipped = classifier.unfingerprinted()
             view = {key: value for key, value in classifier.to_dict().items() if settings[key].fingerprint and key not in skipped}
             task = self.task(name)
             if task.is_knbc:

@@ -363,9 +363,12 @@ class ClassifierSection(Section):
                 hint='Set cell = "lstm", or init = "scratch".',
             )
 
+    def unfingerprinted(self) -> tuple[str, ...]:
+        # a scratch, single-seed classifier keeps the fingerprint of before these keys existed
+        return (*(PRETRAINED_ONLY_KEYS if self.init == "scratch" else ()), *(("seeds",) if self.seeds == 1 else ()))
 
-# Keys that only matter with init = pretrained: left out of a scratch classifier's fingerprint,
-# so projects trained before pretraining existed stay fresh.
+
+# Keys that only matter with init = pretrained: left out of a scratch classifier's fingerprint.
 PRETRAINED_ONLY_KEYS = ("init", "pretrained_freeze_epochs", "pretrained_lr_factor")
 
 
@@ -437,6 +440,12 @@ class GeneratorSection(Section):
         help="scratch, or pretrained: start from the language model of the pretrain_generator stage, then fine-tune on KNBC.",
         choices=("scratch", "pretrained"),
     )
+    seeds: int = setting(
+        5,
+        help="Models trained (seed, seed+1, ...): the one kept is the median by dev perplexity; evaluation gives test mean and std over all.",
+        min=1,
+        max=50,
+    )
     epochs: int = setting(12, help="Maximum epochs.", min=1)
     patience: int = setting(2, help="Early stopping: epochs without dev perplexity gain.", min=1)
     batch_size: int = setting(8, help="Sequences (articles or sentences) per batch.", min=1)
@@ -462,7 +471,8 @@ class GeneratorSection(Section):
             )
 
     def unfingerprinted(self) -> tuple[str, ...]:
-        return ("init",) if self.init == "scratch" else ()
+        # a scratch, single-seed generator keeps the fingerprint of before these keys existed
+        return (*(("init",) if self.init == "scratch" else ()), *(("seeds",) if self.seeds == 1 else ()))
 
 
 @section

@@ -78,20 +78,14 @@ def _bilstm_predictions(
 SPREAD_KEYS = ("macro_f1", "accuracy")  # figures given as mean ± std over the seeds
 
 
-def seed_dirs(model_dir: Path) -> list[Path]:
-    """``<model_dir>/seeds/<seed>/`` in seed order; empty for a single-seed model."""
-    from pipeline.training.classifier import SEEDS_DIR
-
-    root = Path(model_dir) / SEEDS_DIR
-    return sorted((path for path in root.iterdir() if path.name.isdigit()), key=lambda path: int(path.name)) if root.is_dir() else []
-
-
 def score_seeds(*, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str) -> list[dict[str, Any]]:
     """Test accuracy and macro-F1 of every seed's model (with its dev macro-F1 and best epoch)."""
+    from pipeline.models.model_dir import seed_model_dirs
+
     index = {label: i for i, label in enumerate(labels)}
     targets = [index[row[label_field]] for row in test]
     runs = []
-    for directory in seed_dirs(model_dir):
+    for directory in seed_model_dirs(model_dir):
         predictions, trained = _bilstm_predictions(
             task=task, test=test, model_dir=directory, labels=labels, label_field=label_field, device=device
         )

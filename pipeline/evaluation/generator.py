@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from pipeline.evaluation.ngram import fit_ngram, map_to_vocabulary, ngram_nll, pad_sentence
-from pipeline.io import write_json
+from pipeline.io import atomic_open, write_json
 from pipeline.metrics import perplexity
 
 __all__ = ["evaluate_generator_stage", "fit_ngram", "map_to_vocabulary", "ngram_nll", "pad_sentence"]
@@ -165,29 +165,76 @@ def _test_summary(loaded, test_rows: list[dict], *, targets: int) -> dict[str, A
     }
 
 
+def _score_seeds(loaded, test_rows: list[dict], *, device, ngram_perplexity: float | None) -> dict[str, Any]:
+    """Every seed's model (``seeds/<seed>/``) on the same targets: ``per_seed`` and the mean ± std of the
+    perplexities and of the ratio to the n-gram model; {} for a single-seed generator."""
+    from pipeline.metrics import mean_std
+    from pipeline.models.language_model import load_generator
+    from pipeline.models.model_dir import seed_model_dirs
+
+    runs = []
+    for directory in seed_model_dirs(loaded.directory):
+        model = load_generator(directory, device=device)
+        scored = _score_lstm(model, test_rows, device=device)
+        runs.append(
+            {
+                "seed": int(directory.name),
+                "dev_perplexity": model.metrics.get("dev_perplexity"),
+                "perplexity": scored["perplexity"],
+                **({"perplexity_with_theme": scored["perplexity_with_theme"]} if "perplexity_with_theme" in scored else {}),
+            }
+        )
+    if not runs:
+        return {}
+    spread: dict[str, Any] = {"seeds": len(runs), "saved_seed": loaded.metrics.get("seed"), "per_seed": runs}
+    for key in ("perplexity", "perplexity_with_theme"):
+        if all(key in run for run in runs):
+            mean, std = mean_std(run[key] for run in runs)
+            spread[f"{key}_mean"], spread[f"{key}_std"] = round(mean, 3), round(std, 3)
+    if ngram_perplexity:
+        mean, std = mean_std(run["perplexity"] / ngram_perplexity for run in runs)
+        spread["ratio_to_ngram_mean"], spread["ratio_to_ngram_std"] = round(mean, 4), round(std, 4)
+    return spread
+
+
+def _noise(lstm: dict[str, Any], ngram: dict[str, Any]) -> dict[str, Any] | None:
+    """LSTM (mean over seeds) against a deterministic n-gram model: the difference and whether it is within noise."""
+    from pipeline.metrics import within_noise
+
+    if ngram.get("perplexity") is None:
+        return None
+    mean, std = lstm.get("perplexity_mean", lstm["perplexity"]), lstm.get("perplexity_std", 0.0)
+    return {
+        "difference": round(mean - ngram["perplexity"], 3),
+        "spread": std,
+        "within_noise": within_noise(mean_a=mean, std_a=std, mean_b=ngram["perplexity"], std_b=0.0),
+    }
+
+
 def evaluate_generator_stage(ctx) -> dict[str, Any]:
     import torch
 
     from pipeline.models.language_model import load_generator
     from pipeline.models.runtime import pick_device
-    from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, TOKENS
+    from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, GENERATOR_TABLE, TOKENS
     from pipeline.text.tokenize import read_token_rows
 
     section = ctx.section
     device = pick_device("auto")
     loaded = load_generator(ctx.input(GENERATOR_DIR), device=device)
     rows = list(read_token_rows(ctx.input(TOKENS)))
-    train_rows = [r for r in rows if r["split"] == "train"]
     test_rows = [r for r in rows if r["split"] == "test"]
     lstm = _score_lstm(loaded, test_rows, device=device)
-    ngram = _score_ngram(loaded, _unit_sentences(loaded, train_rows), test_rows, section=section)
+    ngram = _score_ngram(loaded, _unit_sentences(loaded, [r for r in rows if r["split"] == "train"]), test_rows, section=section)
     if ngram["targets"] != lstm["targets"]:
         raise RuntimeError(f"LSTM and n-gram scored different numbers of targets ({lstm['targets']} vs {ngram['targets']})")
     ngram_ppl = ngram["perplexity"]
+    lstm.update(_score_seeds(loaded, test_rows, device=device, ngram_perplexity=ngram_ppl))
     report = {
         "lstm": lstm,
         "ngram": ngram,
         "lstm_to_ngram_ratio": round(lstm["perplexity"] / ngram_ppl, 4) if ngram_ppl else None,
+        "lstm_vs_ngram": _noise(lstm, ngram),
         "test": _test_summary(loaded, test_rows, targets=lstm["targets"]),
         "sampling": SAMPLE_SETTINGS,
         "samples": _samples(loaded, section=section),
@@ -196,12 +243,75 @@ def evaluate_generator_stage(ctx) -> dict[str, Any]:
     if ctx.config["train_generator"]["init"] == "pretrained":
         report["pretraining"] = _score_pretraining(ctx, loaded, test_rows, lstm=lstm, device=device)
     write_json(ctx.output(GENERATOR_REPORT), report)
+    with atomic_open(ctx.output(GENERATOR_TABLE), encoding="utf-8") as handle:
+        handle.write(generator_table(report, init=ctx.config["train_generator"]["init"]))
     logger.info(
         "test perplexity: LSTM %.2f, %d-gram %s %s", lstm["perplexity"], section["ngram_order"], section["ngram_smoothing"], ngram_ppl
     )
-    return {
+    return _stage_summary(report)
+
+
+def _figure(row: dict[str, Any], key: str = "perplexity") -> str:
+    """``mean ± std (n seeds)`` for a row with seeds, the figure alone otherwise; ``-`` when missing."""
+    if f"{key}_mean" in row:
+        return f"{row[f'{key}_mean']:.2f} ± {row[f'{key}_std']:.2f}"
+    return f"{row[key]:.2f}" if row.get(key) is not None else "-"
+
+
+def generator_table(report: dict[str, Any], *, init: str) -> str:
+    """``models/report/generator.md``: every language model's test perplexity on the same targets, with its noise."""
+    lstm, ngram, test = report["lstm"], report["ngram"], report["test"]
+    pretraining = report.get("pretraining")
+    seeds = lstm.get("seeds", 1)
+    lines = [
+        "# Generator: test perplexity",
+        "",
+        f"Test split: {test['sentences']} sentences of articles held out from training, {test['targets']} targets (every token and "
+        f"sentence end), vocabulary {test['vocabulary_size']} (`<unk>` for the rest: {test['oov_rate']:.1%} of the test tokens). "
+        "Every row scores the same targets with the same vocabulary. LSTM rows: mean ± std over the seeds (population std), "
+        "*kept* = the saved model (median dev perplexity); no theme information (the n-gram models have none).",
+        "",
+        "| model | seeds | test perplexity | kept | with the theme |",
+        "|---|---|---|---|---|",
+        f"| LSTM, {'pretrained + fine-tuned' if init == 'pretrained' else 'from scratch'} | {seeds} | {_figure(lstm)} | "
+        f"{lstm['perplexity']:.2f} | {_figure(lstm, 'perplexity_with_theme')} |",
+    ]
+    if pretraining:
+        lines.append(f"| LSTM, pretrained only (before fine-tuning) | 1 | {_figure(pretraining['lm_before_fine_tuning'])} | | |")
+    lines.append(f"| {ngram['order']}-gram {ngram['smoothing']}, KNBC training articles | 1 | {_figure(ngram)} | | |")
+    if pretraining:
+        lines.append(
+            f"| {ngram['order']}-gram {ngram['smoothing']}, the pretraining text | 1 | {_figure(pretraining['ngram_same_text'])} | | |"
+        )
+    lines.append("")
+    lines += _ratio_lines(report, lstm)
+    return "\n".join(lines) + "\n"
+
+
+def _ratio_lines(report: dict[str, Any], lstm: dict[str, Any]) -> list[str]:
+    """The LSTM against each n-gram model: ratio, and whether the difference is within noise."""
+    lines = []
+    comparisons = [("KNBC training articles", report["ngram"])]
+    if report.get("pretraining"):
+        comparisons.append(("the pretraining text (same text as the pretrained LSTM)", report["pretraining"]["ngram_same_text"]))
+    for name, ngram in comparisons:
+        if ngram.get("perplexity") is None:
+            continue
+        noise = _noise(lstm, ngram)
+        verdict = "within noise" if noise["within_noise"] else f"{'below' if noise['difference'] < 0 else 'above'} by more than the spread"
+        ratio = lstm.get("perplexity_mean", lstm["perplexity"]) / ngram["perplexity"]
+        lines.append(f"- LSTM / n-gram on {name}: {ratio:.3f}× ({noise['difference']:+.2f}, spread {noise['spread']:.2f}: {verdict})")
+    return lines
+
+
+def _stage_summary(report: dict[str, Any]) -> dict[str, Any]:
+    lstm, ngram_ppl = report["lstm"], report["ngram"]["perplexity"]
+    summary = {
         "lstm_perplexity": lstm["perplexity"],
         "ngram_perplexity": ngram_ppl if ngram_ppl is not None else "inf",
         "ratio": report["lstm_to_ngram_ratio"] if ngram_ppl is not None else "n/a",
-        "ngram_score_seconds": ngram["score_seconds"],
+        "ngram_score_seconds": report["ngram"]["score_seconds"],
     }
+    if "perplexity_mean" in lstm:
+        summary.update(lstm_perplexity_mean=lstm["perplexity_mean"], lstm_perplexity_std=lstm["perplexity_std"], seeds=lstm["seeds"])
+    return summary

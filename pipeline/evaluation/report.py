@@ -57,6 +57,22 @@ def classifier_table(tasks: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def stage_times(project_dir) -> dict[str, Any]:
+    """Wall seconds of each stage's last run, from ``jpipe.lock`` (the report's own run is not in it yet)."""
+    from pathlib import Path
+
+    from pipeline.paths import LOCK_FILENAME
+
+    path = Path(project_dir) / LOCK_FILENAME
+    stages = read_json(path).get("stages", {}) if path.exists() else {}
+    seconds = {name: entry["duration_s"] for name, entry in stages.items() if entry.get("duration_s") is not None and name != "report"}
+    return {
+        "seconds": seconds,
+        "total_seconds": round(sum(seconds.values()), 1),
+        "note": "each stage's last run as recorded in jpipe.lock; stages that were fresh keep the time of the run that built them",
+    }
+
+
 def report_stage(ctx) -> dict[str, Any]:
     from pipeline.io import atomic_open
     from pipeline.paths import (
@@ -78,6 +94,7 @@ def report_stage(ctx) -> dict[str, Any]:
     metrics["vectors"] = read_json(ctx.input(VECTORS_REPORT))
     if ctx.path(EXTRACTOR_REPORT).exists():
         metrics["extractor"] = read_json(ctx.path(EXTRACTOR_REPORT))
+    metrics["stage_times"] = stage_times(ctx.project_dir)
     write_json(ctx.output(METRICS), metrics)
     summary: dict[str, Any] = {}
     for task in tasks:
@@ -91,6 +108,10 @@ def report_stage(ctx) -> dict[str, Any]:
         value = metrics["generator"].get(name, {}).get("perplexity")
         if value is not None:
             summary[f"{name}_perplexity"] = round(value, 2)
+    if "perplexity_mean" in metrics["generator"].get("lstm", {}):
+        summary["lstm_perplexity_mean"] = metrics["generator"]["lstm"]["perplexity_mean"]
+        summary["lstm_perplexity_std"] = metrics["generator"]["lstm"]["perplexity_std"]
     if "extractor" in metrics:
         summary["extractor_record_f1"] = metrics["extractor"]["seq2seq"]["record_f1"]
+    summary["stages_seconds"] = metrics["stage_times"]["total_seconds"]
     return summary

@@ -198,3 +198,11 @@ def read_model_dir(directory: str | os.PathLike, *, architecture: str | None = N
     if (directory / "labels.json").exists():
         info["labels"] = read_json(directory / "labels.json")
     return info
+
+
+def seed_model_dirs(model_dir: str | os.PathLike) -> list[Path]:
+    """``<model_dir>/seeds/<seed>/`` (every seed of a stage that trained several), in seed order; [] for one seed."""
+    from pipeline.paths import SEEDS_DIR
+
+    root = Path(model_dir) / SEEDS_DIR
+    return sorted((path for path in root.iterdir() if path.name.isdigit()), key=lambda path: int(path.name)) if root.is_dir() else []

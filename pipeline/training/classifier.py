@@ -44,13 +44,11 @@ from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training import distributed
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
+from pipeline.training.seeds import publish_seeds, seed_list, seed_section, seed_work_dir
 from pipeline.training.stage_io import (
     VECTORS_FILENAME,
     TrainedModel,
     pretrained_vectors_file,
-    publish_model,
-    tokenizer_settings,
-    write_trained_model,
 )
 
 logger = logging.getLogger(__name__)
@@ -364,44 +362,6 @@ def train_classifier(
 
 
 # -------------------------------------------------------------------- seeds
-SEEDS_DIR = "seeds"  # models/classifier/<task>/seeds/<seed>/: every seed's model when seeds > 1
-
-
-def seed_list(section: dict) -> list[int]:
-    """The seeds a section trains: ``seed, seed + 1, ...`` (``seeds`` of them)."""
-    return [section["seed"] + offset for offset in range(section.get("seeds", 1))]
-
-
-def seed_work_dir(work_dir: Path, *, seed: int, base_seed: int) -> Path:
-    """Where seed ``seed`` checkpoints: the base seed in the stage work dir itself (where a single
-    model always checkpointed, so its checkpoint still resumes), every other in ``seeds/<seed>``."""
-    return Path(work_dir) if seed == base_seed else Path(work_dir) / SEEDS_DIR / str(seed)
-
-
-def seed_section(section: dict, seed: int) -> dict:
-    """The section one seed trains with: ``seed`` replaced, ``seeds`` left out (so the base seed's
-    checkpoint signature is what it was before seeds existed, and adding seeds resumes the others)."""
-    return {**{key: value for key, value in dict(section).items() if key != "seeds"}, "seed": seed}
-
-
-def seed_summary(trained: list[TrainedModel]) -> dict[str, Any]:
-    """Dev macro-F1 over the seeds and the one kept: the MEDIAN by dev macro-F1 (not the best: the
-    kept model is then a typical run, and the choice never looks at the test split)."""
-    from pipeline.metrics import mean_std, median_index
-
-    dev = [model.metrics["dev_macro_f1"] for model in trained]
-    mean, std = mean_std(dev)
-    kept = median_index(dev)
-    return {
-        "seeds": [model.metrics["seed"] for model in trained],
-        "dev_macro_f1": dev,
-        "dev_macro_f1_mean": round(mean, 5),
-        "dev_macro_f1_std": round(std, 5),
-        "saved_seed": trained[kept].metrics["seed"],
-        "saved_index": kept,
-    }
-
-
 def train_seeds(
     *, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, inputs: dict[str, Any], lm_dir: Path | None
 ) -> list[TrainedModel]:
@@ -448,7 +408,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
     inputs = {
         "tokens": sha256_file(tokens_path),
         "vectors": sha256_file(vectors_file) if vectors_file else None,
-        "pretrained": sha256_file(lm_dir / "forward" / "model.safetensors") if lm_dir else None,
+        "pretrained": [sha256_file(lm_dir / direction / "model.safetensors") for direction in ("forward", "backward")] if lm_dir else None,
     }
     trained = train_seeds(
         task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, inputs=inputs, lm_dir=lm_dir
@@ -460,45 +420,6 @@ def train_task_stage(ctx) -> dict[str, Any]:
         from pipeline.paths import task_stats
 
         split_mode = read_json(ctx.input(task_stats(task))).get("split_mode")
-    if len(trained) == 1:  # exactly the single model of before seeds existed
-        return publish_model(
-            ctx,
-            classifier_dir(task),
-            trained[0],
-            token_field=section["token_field"],
-            monitor="dev_macro_f1",
-            config=config,
-            split_mode=split_mode,
-        )
-    return _publish_seeds(ctx, classifier_dir(task), trained, token_field=section["token_field"], config=config, split_mode=split_mode)
-
-
-def _publish_seeds(
-    ctx, output: str, trained: list[TrainedModel], *, token_field: str, config: dict, split_mode: str | None
-) -> dict[str, Any]:
-    """The median-dev seed as the model directory (its metrics.json gains ``seed_summary``), every seed in ``seeds/<seed>/``."""
-    summary = seed_summary(trained)
-    kept = trained[summary["saved_index"]]
-    kept.metrics["seed_summary"] = summary
-    stage_summary = publish_model(ctx, output, kept, token_field=token_field, monitor="dev_macro_f1", config=config, split_mode=split_mode)
-    if distributed.current().main:
-        tokenizer = tokenizer_settings(project_dir=ctx.project_dir, token_field=token_field, split_mode=split_mode)
-        for model in trained:
-            directory = ctx.output(output) / SEEDS_DIR / str(model.metrics["seed"])
-            write_trained_model(directory, model, tokenizer=tokenizer, config={**config, "seed": model.metrics["seed"]})
-    logger.info(
-        "%s: dev macro-F1 %.4f ± %.4f over seeds %s; kept seed %d (the median, %.4f)",
-        ctx.stage.task,
-        summary["dev_macro_f1_mean"],
-        summary["dev_macro_f1_std"],
-        summary["seeds"],
-        summary["saved_seed"],
-        kept.metrics["dev_macro_f1"],
+    return publish_seeds(
+        ctx, classifier_dir(task), trained, token_field=section["token_field"], monitor="dev_macro_f1", config=config, split_mode=split_mode
     )
-    return {
-        **stage_summary,
-        "seeds": len(trained),
-        "saved_seed": summary["saved_seed"],
-        "dev_macro_f1_mean": summary["dev_macro_f1_mean"],
-        "dev_macro_f1_std": summary["dev_macro_f1_std"],
-    }

@@ -40,7 +40,8 @@ from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
-from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file, publish_model
+from pipeline.training.seeds import publish_seeds, seed_list, seed_section, seed_work_dir
+from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file
 
 __all__ = [
     "Encoded",
@@ -414,7 +415,14 @@ def _initialise(
 
 
 def train_language_model(
-    *, section: dict, tokens_path: Path, vectors_file: Path | None, work_dir: Path, resume: bool, pretrained_dir: Path | None = None
+    *,
+    section: dict,
+    tokens_path: Path,
+    vectors_file: Path | None,
+    work_dir: Path,
+    resume: bool,
+    pretrained_dir: Path | None = None,
+    name: str = "train_generator",
 ) -> TrainedModel:
     """Train on the training split with early stopping on dev perplexity; the model keeps its best weights.
 
@@ -445,9 +453,7 @@ def train_language_model(
         pretrained=sha256_file(pretrained_dir / "model.safetensors") if pretrained_dir else None,
     )
     stopping = EarlyStopping(monitor="dev_perplexity", mode="min", patience=section["patience"], min_delta=MIN_PERPLEXITY_GAIN)
-    settings = LoopSettings(
-        name="train_generator", epochs=section["epochs"], stopping=stopping, work_dir=work_dir, signature=signature, resume=resume
-    )
+    settings = LoopSettings(name=name, epochs=section["epochs"], stopping=stopping, work_dir=work_dir, signature=signature, resume=resume)
     training = LanguageModelTraining(model=model, train=train_set, dev=dev_set, section=section, pad_index=vocab.pad_index)
     result = train(training, steps=steps, settings=settings)
     metrics = {
@@ -466,18 +472,25 @@ def train_language_model(
 
 
 def train_generator_stage(ctx) -> dict[str, Any]:
+    """Stage ``train_generator``: one model per seed (``seeds``); the median-dev-perplexity one is ``models/generator``."""
     from pipeline.paths import GENERATOR_DIR, PRETRAINED_GENERATOR_DIR, TOKENS
 
     section = ctx.section
     tokens_path = ctx.input(TOKENS)
     vectors_file = _vectors_file(ctx, section)
     pretrained_dir = ctx.input(PRETRAINED_GENERATOR_DIR) if section["init"] == "pretrained" else None
-    trained = train_language_model(
-        section=section,
-        tokens_path=tokens_path,
-        vectors_file=vectors_file,
-        work_dir=Path(ctx.work_dir),
-        resume=ctx.resume,
-        pretrained_dir=pretrained_dir,
-    )
-    return publish_model(ctx, GENERATOR_DIR, trained, token_field="surface", monitor="dev_perplexity")
+    seeds = seed_list(section)
+    trained = []
+    for seed in seeds:
+        model = train_language_model(
+            section=seed_section(section, seed),
+            tokens_path=tokens_path,
+            vectors_file=vectors_file,
+            work_dir=seed_work_dir(Path(ctx.work_dir), seed=seed, base_seed=section["seed"]),
+            resume=ctx.resume,
+            pretrained_dir=pretrained_dir,
+            name="train_generator" if len(seeds) == 1 else f"train_generator seed {seed}",
+        )
+        model.metrics["seed"] = seed
+        trained.append(model)
+    return publish_seeds(ctx, GENERATOR_DIR, trained, token_field="surface", monitor="dev_perplexity", config=dict(section))

@@ -21,9 +21,9 @@ from typing import Any
 from pipeline import __version__
 from pipeline.errors import WorkflowError
 from pipeline.io import write_json
+from pipeline.paths import LOCK_FILENAME  # noqa: F401  (re-exported)
 from pipeline.workflow.hashing import LISTING_PREFIX, FileHasher
 
-LOCK_FILENAME = "jpipe.lock"
 LOCK_FORMAT = 2
 UNVERIFIED_PREFIX = "unverified:"
 _HASHED_PARTS = ("inputs", "optional_inputs", "outputs")

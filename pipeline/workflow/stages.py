@@ -22,6 +22,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     EXTRACTOR_REPORT,
     GENERATOR_DIR,
     GENERATOR_REPORT,
+    GENERATOR_TABLE,
     GINZA_VECTORS_DIR,
     IMPORTED_VECTORS_DIR,
     METRICS,
@@ -349,8 +350,9 @@ _FIXED: list[Stage] = [
         name="evaluate_generator",
         func="pipeline.evaluation.generator:evaluate_generator_stage",
         inputs=_evaluate_generator_inputs,
-        outputs=(GENERATOR_REPORT,),
+        outputs=(GENERATOR_REPORT, GENERATOR_TABLE),
         section="evaluate_generator",
+        version=2,  # 2: every seed scored (mean ± std), generator.md; init = pretrained adds the pretraining rows
         help="Test perplexity of the LSTM against an n-gram baseline; samples.",
     ),
     Stage(

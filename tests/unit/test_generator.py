@@ -83,6 +83,7 @@ TINY = [
     "train_generator.min_count=2",
     "train_generator.batch_size=8",
     "train_generator.device=cpu",
+    "train_generator.seeds=1",
 ]
 
 

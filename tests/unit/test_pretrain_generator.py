@@ -28,6 +28,7 @@ TINY_GENERATOR = [
     "train_generator.hidden_size=16",
     "train_generator.epochs=1",
     "train_generator.device=cpu",
+    "train_generator.seeds=1",
     "pretrain_lm.max_tokens=6000",
     "pretrain_lm.rounds=3",
     "pretrain_lm.patience=3",

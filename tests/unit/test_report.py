@@ -73,6 +73,11 @@ def test_the_stage_table_declares_every_task_report_in_and_metrics_out(tmp_path)
 
 def test_report_merges_classifiers_at_top_level_and_summarises(tmp_path):
     write_inputs(tmp_path)
+    lock = {
+        "format": 2,
+        "stages": {"train_topic": {"duration_s": 20.5}, "evaluate_topic": {"duration_s": 1.25}, "report": {"duration_s": 9.0}},
+    }
+    (tmp_path / "jpipe.lock").write_text(json.dumps(lock), encoding="utf-8")
     ctx = context(tmp_path)
     summary = report_stage(ctx)
 
@@ -80,18 +85,26 @@ def test_report_merges_classifiers_at_top_level_and_summarises(tmp_path):
     staged = ctx.staging_dir / METRICS
     assert not (tmp_path / METRICS).exists()
     metrics = json.loads(staged.read_text(encoding="utf-8"))
-    assert list(metrics) == ["topic", "sentiment", "generator", "vectors"]
+    assert list(metrics) == ["topic", "sentiment", "generator", "vectors", "stage_times"]
+    # every stage's last run from jpipe.lock, the report's own earlier run left out
+    assert metrics["stage_times"]["seconds"] == {"train_topic": 20.5, "evaluate_topic": 1.25}
     assert metrics["topic"] == CLASSIFIERS["topic"] and metrics["sentiment"] == CLASSIFIERS["sentiment"]
     assert metrics["generator"] == GENERATOR and metrics["vectors"] == VECTORS
     assert "京都の寺" in staged.read_text(encoding="utf-8")  # Japanese text stays readable, not \u-escaped
-    assert summary == {"topic_macro_f1": 0.7294, "sentiment_macro_f1": 0.6368, "lstm_perplexity": 43.34, "ngram_perplexity": 50.62}
+    assert summary == {
+        "topic_macro_f1": 0.7294,
+        "sentiment_macro_f1": 0.6368,
+        "lstm_perplexity": 43.34,
+        "ngram_perplexity": 50.62,
+        "stages_seconds": 21.8,
+    }
 
 
 def test_summary_leaves_out_figures_that_are_missing(tmp_path):
     classifiers = {"topic": CLASSIFIERS["topic"], "sentiment": {"majority": classifier_result(0.25, 0.6)}}
     write_inputs(tmp_path, classifiers=classifiers, generator={"lstm": {"perplexity": 12.3461}})
     summary = report_stage(context(tmp_path))
-    assert summary == {"topic_macro_f1": 0.7294, "lstm_perplexity": 12.35}
+    assert summary == {"topic_macro_f1": 0.7294, "lstm_perplexity": 12.35, "stages_seconds": 0}  # no jpipe.lock yet
     metrics = json.loads((tmp_path / ".jpipe/staging/report" / METRICS).read_text(encoding="utf-8"))
     assert metrics["sentiment"] == {"majority": classifier_result(0.25, 0.6)} and metrics["generator"] == {"lstm": {"perplexity": 12.3461}}
 
