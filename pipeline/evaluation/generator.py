@@ -255,6 +255,8 @@ def _figure(row: dict[str, Any], key: str = "perplexity") -> str:
     """``mean ± std (n seeds)`` for a row with seeds, the figure alone otherwise; ``-`` when missing."""
     if f"{key}_mean" in row:
         return f"{row[f'{key}_mean']:.2f} ± {row[f'{key}_std']:.2f}"
+    if row.get("zero_probability_targets"):  # an n-gram model that never saw some vocabulary words
+        return f"infinite ({row['zero_probability_targets']} targets get probability 0)"
     return f"{row[key]:.2f}" if row.get(key) is not None else "-"
 
 
