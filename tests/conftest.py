@@ -257,6 +257,45 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk with its CRC: the file was written to the end
 
 
+# ------------------------------------------------------------------ several seeds
+def model_weights(directory: Path) -> dict:
+    """The tensors of a model directory's ``model.safetensors``."""
+    from pipeline.models.model_dir import load_state_dict
+
+    return load_state_dict(directory / "model.safetensors")
+
+
+def assert_same_weights(a: Path, b: Path, *, exact: bool = True) -> None:
+    """Two model directories hold the same tensors (bit for bit, or within float tolerance)."""
+    import torch
+
+    wa, wb = model_weights(a), model_weights(b)
+    assert list(wa) == list(wb)
+    for name in wa:
+        if exact:
+            assert torch.equal(wa[name], wb[name]), name
+        else:
+            torch.testing.assert_close(wa[name], wb[name], atol=1e-5, rtol=1e-4)
+
+
+def interrupt_then_resume(run, monkeypatch, *, seed: int, epoch: int) -> None:
+    """``run(resume)`` killed (KeyboardInterrupt) right after seed ``seed`` checkpointed epoch ``epoch``, then resumed."""
+    import pipeline.training.loop as loop
+
+    real_save = loop.save_checkpoint
+
+    def crash(path, payload):
+        real_save(path, payload)
+        if Path(path).parent.name == str(seed) and payload["state"]["epoch"] == epoch:
+            raise KeyboardInterrupt(f"simulated interruption in seed {seed}")
+
+    monkeypatch.setattr(loop, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt, match=f"seed {seed}"):
+        run(False)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    run(True)
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """(width, height) in pixels from the IHDR chunk, after checking the file is a whole PNG."""
     data = Path(path).read_bytes()

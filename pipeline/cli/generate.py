@@ -10,6 +10,15 @@ import typer
 from pipeline.cli._app import app, state
 from pipeline.errors import ConfigError
 
+# --model-dir of generate and score
+ModelDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model-dir",
+        help="Another generator model directory, e.g. models/pretrained_generator or models/generator/seeds/14. Default: models/generator.",
+    ),
+]
+
 
 @app.command()
 def generate(
@@ -33,13 +42,7 @@ def generate(
             "--theme", help="Write in the style of one theme: Gourmet (グルメ), Keitai (携帯電話), Kyoto (京都観光), Sports (スポーツ)."
         ),
     ] = None,
-    model_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--model-dir",
-            help="Another generator model directory, e.g. models/pretrained_generator or models/generator/seeds/14. Default: models/generator.",
-        ),
-    ] = None,
+    model_dir: ModelDirOption = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help='Print {"samples": [...], ...} as JSON.')] = False,
 ) -> None:
@@ -76,13 +79,7 @@ def score(
     theme: Annotated[
         str | None, typer.Option("--theme", help="Score as text of one theme (Gourmet, Keitai, Kyoto, Sports). Default: any theme.")
     ] = None,
-    model_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--model-dir",
-            help="Another generator model directory, e.g. models/pretrained_generator or models/generator/seeds/14. Default: models/generator.",
-        ),
-    ] = None,
+    model_dir: ModelDirOption = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: overall figures and per_line scores.")] = False,
 ) -> None:

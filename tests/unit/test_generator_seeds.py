@@ -15,6 +15,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.paths import GENERATOR_DIR, GENERATOR_REPORT, GENERATOR_TABLE  # noqa: E402
 from pipeline.workflow.runner import Runner  # noqa: E402
 from pipeline.workflow.stages import build_stages  # noqa: E402
+from tests.conftest import assert_same_weights, interrupt_then_resume, model_weights  # noqa: E402
 from tests.unit.test_generator import TINY, make_project  # noqa: E402
 
 STAGES = ("train_generator", "evaluate_generator")
@@ -24,19 +25,6 @@ SETTINGS = [*(s for s in TINY if not s.startswith("train_generator.seeds")), "tr
 def runner_for(project: Path, overrides: list[str]) -> Runner:
     config = load_config(project, overrides)
     return Runner(project, config, stages=[s for s in build_stages(config) if s.name in STAGES])
-
-
-def weights(directory: Path) -> dict:
-    from pipeline.models.model_dir import load_state_dict
-
-    return load_state_dict(directory / "model.safetensors")
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert list(wa) == list(wb)
-    for name in wa:
-        assert torch.equal(wa[name], wb[name]), name
 
 
 def read(path: Path) -> dict:
@@ -77,7 +65,7 @@ def test_the_same_seed_gives_the_same_model_and_another_seed_another(projects):
     assert_same_weights(single, projects["one_again"] / GENERATOR_DIR)  # two runs, one seed: identical
     assert_same_weights(single, projects["three"] / GENERATOR_DIR / "seeds/13")  # seed 13 of three = the single model
     seeds = projects["three"] / GENERATOR_DIR / "seeds"
-    assert not torch.equal(weights(seeds / "13")["lstm.weight_hh_l0"], weights(seeds / "14")["lstm.weight_hh_l0"])
+    assert not torch.equal(model_weights(seeds / "13")["lstm.weight_hh_l0"], model_weights(seeds / "14")["lstm.weight_hh_l0"])
 
 
 def test_evaluation_gives_mean_and_std_and_the_noise_mark(projects):
@@ -123,24 +111,14 @@ def test_the_kept_model_is_the_median_dev_seed_not_the_best(tmp_path, monkeypatc
 
 
 def test_resume_inside_a_later_seed_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    import pipeline.training.loop as loop
 
     overrides = [*SETTINGS, "train_generator.epochs=3", "train_generator.patience=3", "train_generator.seeds=2"]
     straight = make_project(tmp_path / "straight")
     runner_for(straight, overrides).run("train_generator")
     interrupted = make_project(tmp_path / "interrupted")
-    real_save = loop.save_checkpoint
-
-    def crash_in_seed_14(path, payload):
-        real_save(path, payload)
-        if Path(path).parent.name == "14" and payload["state"]["epoch"] == 2:
-            raise KeyboardInterrupt("simulated interruption in seed 14")
-
-    monkeypatch.setattr(loop, "save_checkpoint", crash_in_seed_14)
-    with pytest.raises(KeyboardInterrupt, match="seed 14"):
-        runner_for(interrupted, overrides).run("train_generator")
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
-    runner_for(interrupted, overrides).run("train_generator", resume=True)
+    interrupt_then_resume(
+        lambda resume: runner_for(interrupted, overrides).run("train_generator", resume=resume), monkeypatch, seed=14, epoch=2
+    )
     for seed, resumed_from in ((13, 3), (14, 2)):
         directory = interrupted / GENERATOR_DIR / "seeds" / str(seed)
         assert read(directory / "metrics.json")["resumed_from_epoch"] == resumed_from
