@@ -74,7 +74,7 @@ def publish_seeds(
             directory = ctx.output(output) / SEEDS_DIR / str(model.metrics["seed"])
             write_trained_model(directory, model, tokenizer=tokenizer, config={**config, "seed": model.metrics["seed"]})
     logger.info(
-        "%s: dev %s %.4f ± %.4f over seeds %s; kept seed %d (the median, %.4f)",
+        "%s: %s %.4f ± %.4f over seeds %s; kept seed %d (the median, %.4f)",
         ctx.stage.name,
         monitor,
         summary[f"{monitor}_mean"],
