@@ -48,6 +48,7 @@ GENERATOR_REPORT = f"{REPORT_DIR}/generator.json"
 GENERATOR_TABLE = f"{REPORT_DIR}/generator.md"  # test perplexities as mean ± std over seeds, beside the n-gram models
 METRICS = f"{REPORT_DIR}/metrics.json"
 EXTRACTOR_REPORT = f"{REPORT_DIR}/extractor.json"
+EXTRACTOR_TABLE = f"{REPORT_DIR}/extractor.md"  # every system's test scores as mean ± std over seeds, with noise marks
 
 
 def classifier_dir(task: str) -> str:

@@ -1,4 +1,6 @@
-"""``jpipe bench train``: training-step throughput of the classifier against a bare recurrent layer.
+"""``jpipe bench train``: training-step throughput of the classifier against a bare recurrent layer
+(``--model lm``: pretrain_lm's language model, adaptive vs full softmax; ``--model extractor``: the
+opinion extractor, packed teacher forcing vs the step-by-step reference).
 
 Both measurements run the same padded batch shapes in the same precision: the
 classifier's full training step (``pipeline.training.classifier.train_step``: forward,
@@ -237,4 +239,58 @@ def benchmark_lm_training(
         "adaptive_softmax_tokens_per_second": round(rates["adaptive"], 1),
         "full_softmax_tokens_per_second": round(rates["full"], 1),
         "speedup": round(rates["adaptive"] / rates["full"], 2),
+    }
+
+
+# ----------------------------------------------------------------- the opinion extractor
+def benchmark_extractor_training(*, project_dir: Path, section: dict, steps: int = 30, device: str | None = None) -> dict[str, Any]:
+    """Training sentences/s of the opinion extractor on the project's KNBC batches: packed teacher forcing
+    (``Seq2SeqExtractor.forward``, what train_extractor runs) against the step-by-step reference
+    (``stepwise_target_log_probs``: every row runs every step with the full output distribution).
+    Both: the same batches, forward + loss + backward + AdamW, no scheduled sampling."""
+    from pipeline.models.seq2seq import Seq2SeqExtractor, pad_sources, pad_targets, sequence_nll, stepwise_target_log_probs
+    from pipeline.paths import SENTENCES, TOKENS
+    from pipeline.training.extractor import encode_examples, model_args_for, prepare_extractor_data
+
+    dev = pick_device(device or section["device"])
+    data = prepare_extractor_data(tokens_path=project_dir / TOKENS, sentences_path=project_dir / SENTENCES, section=section)
+    encoded = encode_examples(data.splits["train"], data, section)
+    rng = np.random.default_rng(section["seed"])
+    order: list[np.ndarray] = []
+    while len(order) < steps + WARMUP_STEPS:  # epochs as train_extractor draws them, as many as needed
+        order.extend(bucket_batches(encoded.bucket_keys(rng), batch_size=section["batch_size"], shuffle=True, rng=rng))
+    order = order[: steps + WARMUP_STEPS]
+    batches = [
+        (
+            pad_sources([encoded.items[i] for i in indices], target_vocab_size=len(data.target_vocab), device=dev),
+            pad_targets([encoded.targets[i] for i in indices], device=dev),
+        )
+        for indices in order
+    ]
+    paths = {
+        "packed": lambda model, sources, targets: model(*sources, targets)[0],
+        "stepwise": lambda model, sources, targets: stepwise_target_log_probs(model, *sources, targets),
+    }
+    rates = {}
+    for name, target_log_probs in paths.items():
+        seed_everything(section["seed"])
+        model = Seq2SeqExtractor(**model_args_for(section, data)).to(dev).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=section["learning_rate"])
+
+        def step(batch, model=model, optimizer=optimizer, target_log_probs=target_log_probs) -> None:
+            sources, targets = batch
+            nll, _ = sequence_nll(target_log_probs(model, sources, targets), targets)
+            optimizer.zero_grad(set_to_none=True)
+            (nll / targets.shape[0]).backward()
+            optimizer.step()
+
+        rates[name] = sum(len(indices) for indices in order[WARMUP_STEPS:]) / _timed(step, batches, dev)
+    return {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "batch_size": section["batch_size"],
+        "steps": len(order) - WARMUP_STEPS,
+        "packed_sentences_per_second": round(rates["packed"], 1),
+        "stepwise_sentences_per_second": round(rates["stepwise"], 1),
+        "speedup": round(rates["packed"] / rates["stepwise"], 2),
     }

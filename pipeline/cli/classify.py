@@ -356,49 +356,73 @@ def bench_train(
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: the task's classifier device).")] = None,
     model: Annotated[
-        str, typer.Option("--model", help="classifier, or lm: pretrain_lm's language model, adaptive vs full softmax (tokens/s).")
+        str,
+        typer.Option(
+            "--model",
+            help="classifier; lm: pretrain_lm's language model, adaptive vs full softmax (tokens/s); "
+            "extractor: the opinion extractor, packed teacher forcing vs step by step (sentences/s).",
+        ),
     ] = "classifier",
     overrides: SetOption = None,
 ) -> None:
-    """Training-step throughput of the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward, same shapes."""
-    from pipeline.bench.train import benchmark_training
-
+    """Training-step throughput: the classifier vs a bare (cuDNN on GPU) BiLSTM forward+backward of the same
+    shapes; --model lm: pretrain_lm's LM, adaptive vs full softmax; --model extractor: packed vs step-by-step."""
+    if model not in ("classifier", "lm", "extractor"):
+        fail(f"Unknown --model '{model}'.", hint="Choose classifier, lm or extractor.", code=2)
     config = load_project_config(overrides)
     if model == "lm":
-        _bench_train_lm(config, steps=steps, device=device, as_json=as_json)
-        return
-    result = benchmark_training(
-        project_dir=state.project_dir, section=config.classifier_for(task), task=task, steps=steps, batch_size=batch_size, device=device
-    )
+        result, lines = _bench_train_lm(config, steps=steps, device=device)
+    elif model == "extractor":
+        result, lines = _bench_train_extractor(config, steps=steps, device=device)
+    else:
+        result, lines = _bench_train_classifier(config, task=task, steps=steps, batch_size=batch_size, device=device)
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
     out = console()
-    out.print(
-        f"device {result['device']} (AMP {result['amp']}, {result['threads']} threads), batch {result['batch_size']}, {result['steps']} steps, {result['data']} batches of ~{result['mean_batch_tokens']} tokens"
+    for line in lines:
+        out.print(line)
+
+
+def _bench_train_classifier(config, *, task: str, steps: int, batch_size: int | None, device: str | None) -> tuple[dict, list[str]]:
+    from pipeline.bench.train import benchmark_training
+
+    result = benchmark_training(
+        project_dir=state.project_dir, section=config.classifier_for(task), task=task, steps=steps, batch_size=batch_size, device=device
     )
-    out.print(f"classifier training step : {result['train_step']['sentences_per_second']:>10.1f} sentences/s")
-    out.print(f"bare RNN forward+backward: {result['bare_rnn_forward_backward']['sentences_per_second']:>10.1f} sentences/s")
-    out.print(f"ratio                    : {result['ratio']:.3f}")
+    return result, [
+        f"device {result['device']} (AMP {result['amp']}, {result['threads']} threads), batch {result['batch_size']}, {result['steps']} steps, {result['data']} batches of ~{result['mean_batch_tokens']} tokens",
+        f"classifier training step : {result['train_step']['sentences_per_second']:>10.1f} sentences/s",
+        f"bare RNN forward+backward: {result['bare_rnn_forward_backward']['sentences_per_second']:>10.1f} sentences/s",
+        f"ratio                    : {result['ratio']:.3f}",
+    ]
 
 
-def _bench_train_lm(config, *, steps: int, device: str | None, as_json: bool) -> None:
+def _bench_train_lm(config, *, steps: int, device: str | None) -> tuple[dict, list[str]]:
     from pipeline.bench.train import benchmark_lm_training
 
     result = benchmark_lm_training(
         project_dir=state.project_dir, section=config["pretrain_lm"], classifier=config["classifier"], steps=steps, device=device
     )
-    if as_json:
-        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
-        return
-    out = console()
-    out.print(
+    return result, [
         f"device {result['device']} ({result['threads']} threads), vocabulary {result['vocab_size']} ({result['vocab_from']}), "
-        f"embedding {result['embedding_dim']}, hidden {result['hidden_size']}, batch {result['batch_size']} x {result['bptt']} tokens, {result['steps']} steps"
-    )
-    out.print(f"LM training step, adaptive softmax: {result['adaptive_softmax_tokens_per_second']:>10.1f} tokens/s")
-    out.print(f"LM training step, full softmax    : {result['full_softmax_tokens_per_second']:>10.1f} tokens/s")
-    out.print(f"speed-up                          : {result['speedup']:.2f}x")
+        f"embedding {result['embedding_dim']}, hidden {result['hidden_size']}, batch {result['batch_size']} x {result['bptt']} tokens, {result['steps']} steps",
+        f"LM training step, adaptive softmax: {result['adaptive_softmax_tokens_per_second']:>10.1f} tokens/s",
+        f"LM training step, full softmax    : {result['full_softmax_tokens_per_second']:>10.1f} tokens/s",
+        f"speed-up                          : {result['speedup']:.2f}x",
+    ]
+
+
+def _bench_train_extractor(config, *, steps: int, device: str | None) -> tuple[dict, list[str]]:
+    from pipeline.bench.train import benchmark_extractor_training
+
+    result = benchmark_extractor_training(project_dir=state.project_dir, section=config["train_extractor"], steps=steps, device=device)
+    return result, [
+        f"device {result['device']} ({result['threads']} threads), batch {result['batch_size']}, {result['steps']} KNBC training batches",
+        f"extractor training step, packed teacher forcing: {result['packed_sentences_per_second']:>8.1f} sentences/s",
+        f"extractor training step, step by step          : {result['stepwise_sentences_per_second']:>8.1f} sentences/s",
+        f"speed-up                                       : {result['speedup']:.2f}x",
+    ]
 
 
 @bench_app.command("classify")

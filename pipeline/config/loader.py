@@ -34,6 +34,7 @@ PROFILE_KEY = "profile"
 TASKS_SECTION = "tasks"
 # Sections of earlier versions, and where their keys live now.
 MOVED_SECTIONS = {"train_topic": "tasks.topic.classifier", "train_sentiment": "tasks.sentiment.classifier"}
+MOVED_KEYS = {"evaluate_extractor.seeds": "train_extractor.seeds"}  # the seeds are trained (and kept) by the training stage
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ def validate_value(section: str, key: str, value: Any) -> Any:
         name, inner = key.split(".", 1) if "." in key else (key, "")
         return validate_task_value(name, inner, value)
     _check_section(section)
+    if f"{section}.{key}" in MOVED_KEYS:
+        raise ConfigError(
+            "E102", f"'{section}.{key}' is no longer a config key.", hint=f"Set {MOVED_KEYS[f'{section}.{key}']} instead (same meaning)."
+        )
     if key not in SCHEMA[section]:
         valid = list(SCHEMA[section])
         raise ConfigError(

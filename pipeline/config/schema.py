@@ -526,16 +526,20 @@ class ExtractorSection(Section):
     device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
     amp: bool = setting(False, help="Mixed precision on GPU (ignored on CPU).", fingerprint=False)
     seed: int = setting(13, help="Random seed.")
+    seeds: int = setting(
+        5,
+        help="Models trained (seed, seed+1, ...): the one kept is the median by dev record F1 + expression F1; evaluation gives test mean and std over all.",
+        min=1,
+    )
 
 
 @section
 class EvaluateExtractorSection(Section):
     section_name: ClassVar[str] = "evaluate_extractor"
     beam: int = setting(5, help="Beam size of the reported seq2seq decoding (1 = greedy).", min=1, max=32)
-    seeds: int = setting(
-        1, help="Seeds per system (train_extractor.seed, +1, ...): the report gives mean and std; extra seeds are trained here.", min=1
+    ablations: bool = setting(
+        False, help="Also train and report copy off and scheduled sampling off (one model per train_extractor seed each)."
     )
-    ablations: bool = setting(False, help="Also train and report copy off and scheduled sampling off (one model per seed each).")
     svm_c: float = setting(1.0, help="Regularisation C of baseline (a)'s TF-IDF linear type classifier.", min=0.0)
     tagger_epochs: int = setting(8, help="Epochs of baseline (b)'s BiLSTM BIO tagger.", min=1)
     device: str = setting("auto", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)

@@ -24,8 +24,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from pipeline.data.opinions import covering_tokens, find_span, token_offsets
 
 logger = logging.getLogger(__name__)
@@ -44,6 +42,7 @@ _REPORTED = (
     "no_opinion_precision",
     "no_opinion_recall",
 )
+_COMPARED = ("record_f1", "typed_expression_f1", "expression_f1", "expression_tokens_f1", "target_f1")
 
 
 # ------------------------------------------------------------------ scoring
@@ -68,12 +67,33 @@ def score(examples, predicted: list[list[dict]]) -> dict[str, Any]:
 
 def mean_std(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and (population) std over seeds of every reported score, plus the per-seed values."""
+    from pipeline.metrics import mean_std as spread
+
     result: dict[str, Any] = {"seeds": len(runs)}
     for key in _REPORTED:
-        values = np.asarray([run[key] for run in runs], dtype=float)
-        result[key] = round(float(values.mean()), 4)
-        result[f"{key}_std"] = round(float(values.std()), 4)
+        mean, std = spread(run[key] for run in runs)
+        result[key], result[f"{key}_std"] = round(mean, 4), round(std, 4)
     result["per_seed"] = [{key: round(run[key], 4) for key in ("seed", *_REPORTED)} for run in runs]
+    return result
+
+
+def comparisons(report: dict[str, Any], *, reference: str = "seq2seq") -> dict[str, dict[str, Any]]:
+    """Every other system against ``reference`` on the compared scores: difference of the means, the
+    larger of the two seed spreads, and whether the difference is within it (``pipeline.metrics.within_noise``)."""
+    from pipeline.metrics import within_noise
+
+    base = report[reference]
+    result = {}
+    for name in (n for n in report if isinstance(report[n], dict) and "per_seed" in report[n] and n != reference):
+        other = report[name]
+        result[name] = {
+            key: {
+                "difference": round(base[key] - other[key], 4),
+                "spread": max(base[f"{key}_std"], other[f"{key}_std"]),
+                "within_noise": within_noise(mean_a=base[key], std_a=base[f"{key}_std"], mean_b=other[key], std_b=other[f"{key}_std"]),
+            }
+            for key in _COMPARED
+        }
     return result
 
 
@@ -167,52 +187,41 @@ def train_variant(section: dict, data, *, work_dir: Path, **changes):
     return trained.model
 
 
-def seq2seq_systems(ctx, data, test, *, device) -> dict[str, list[dict]]:
-    """Scores of the seq2seq variants, one run per seed each."""
+def trained_seeds(model_dir: Path, *, seed: int) -> list[tuple[int, Path]]:
+    """(seed, model directory) of every seed train_extractor trained: its ``seeds/<seed>/``, or the model itself for one seed."""
+    from pipeline.models.model_dir import seed_model_dirs
+
+    return [(int(directory.name), directory) for directory in seed_model_dirs(model_dir)] or [(seed, model_dir)]
+
+
+def seq2seq_systems(ctx, data, test, *, seeds: list[tuple[int, Path]], device) -> dict[str, list[dict]]:
+    """Scores of the seq2seq variants, one run per trained seed each (ablations: trained here, per seed)."""
     from pipeline.models.seq2seq import Seq2SeqExtractor
-    from pipeline.paths import EXTRACTOR_DIR
 
     train_section, section = ctx.config["train_extractor"], ctx.section
-    work = Path(ctx.work_dir)
     runs: dict[str, list[dict]] = {"seq2seq": [], "seq2seq_greedy": []}
     if section["ablations"]:
         runs.update(seq2seq_no_copy=[], seq2seq_no_scheduled_sampling=[])
-    for offset in range(section["seeds"]):
-        seed = train_section["seed"] + offset
-        if offset == 0:
-            model = Seq2SeqExtractor.from_dir(ctx.input(EXTRACTOR_DIR), device=device)
-        else:
-            model = train_variant(train_section, data, work_dir=work, seed=seed)
+    for seed, directory in seeds:
+        model = Seq2SeqExtractor.from_dir(directory, device=device)
         for name, beam in (("seq2seq", section["beam"]), ("seq2seq_greedy", 1)):
             runs[name].append(
                 {"seed": seed, **score(test, seq2seq_predictions(model, data, train_section, test, beam=beam, device=device))}
             )
         if section["ablations"]:
             for name, change in (("seq2seq_no_copy", {"copy": False}), ("seq2seq_no_scheduled_sampling", {"scheduled_sampling": False})):
-                variant = train_variant(train_section, data, work_dir=work, seed=seed, **change)
+                variant = train_variant(train_section, data, work_dir=Path(ctx.work_dir), seed=seed, **change)
                 predicted = seq2seq_predictions(variant, data, {**dict(train_section), **change}, test, beam=section["beam"], device=device)
                 runs[name].append({"seed": seed, **score(test, predicted)})
     return runs
 
 
-def evaluate_extractor_stage(ctx) -> dict[str, Any]:
-    from pipeline.io import write_json
-    from pipeline.models.runtime import pick_device
-    from pipeline.paths import EXTRACTOR_REPORT, SENTENCES, TOKENS
-    from pipeline.text.tokenize import read_token_rows
-    from pipeline.training.extractor import ExtractorData, build_vocabularies, read_examples
-
-    section, train_section = ctx.section, ctx.config["train_extractor"]
-    device = pick_device(section["device"])
-    splits = read_examples(ctx.input(TOKENS), ctx.input(SENTENCES), splits=("train", "dev", "test"))
+def baseline_systems(ctx, splits, *, pos: dict[str, list[str]], seeds: list[int], device) -> dict[str, list[dict]]:
+    """Baselines (a) and (b), one run per seed (the seeds of the seq2seq models)."""
+    section = ctx.section
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    source, target = build_vocabularies(train, train_section)
-    data = ExtractorData(source_vocab=source, target_vocab=target, splits=splits)
-    pos = {row["sentence_id"]: row.get("pos", []) for row in read_token_rows(ctx.input(TOKENS), split="test")}
-    runs = seq2seq_systems(ctx, data, test, device=device)
-    runs["baseline_a"], runs["baseline_b"] = [], []
-    for offset in range(section["seeds"]):
-        seed = train_section["seed"] + offset
+    runs: dict[str, list[dict]] = {"baseline_a": [], "baseline_b": []}
+    for seed in seeds:
         runs["baseline_a"].append({"seed": seed, **score(test, baseline_a(train, test, pos=pos, c=section["svm_c"], seed=seed))})
         predicted = baseline_b(
             train,
@@ -226,11 +235,35 @@ def evaluate_extractor_stage(ctx) -> dict[str, Any]:
             device=device,
         )
         runs["baseline_b"].append({"seed": seed, **score(test, predicted)})
-    report = {name: mean_std(values) for name, values in runs.items()}
+    return runs
+
+
+def evaluate_extractor_stage(ctx) -> dict[str, Any]:
+    from pipeline.io import atomic_open, read_json, write_json
+    from pipeline.models.runtime import pick_device
+    from pipeline.paths import EXTRACTOR_DIR, EXTRACTOR_REPORT, EXTRACTOR_TABLE, SENTENCES, TOKENS
+    from pipeline.text.tokenize import read_token_rows
+    from pipeline.training.extractor import ExtractorData, build_vocabularies, read_examples
+
+    section, train_section = ctx.section, ctx.config["train_extractor"]
+    device = pick_device(section["device"])
+    splits = read_examples(ctx.input(TOKENS), ctx.input(SENTENCES), splits=("train", "dev", "test"))
+    train, test = splits["train"], splits["test"]
+    source, target = build_vocabularies(train, train_section)
+    data = ExtractorData(source_vocab=source, target_vocab=target, splits=splits)
+    pos = {row["sentence_id"]: row.get("pos", []) for row in read_token_rows(ctx.input(TOKENS), split="test")}
+    seeds = trained_seeds(ctx.input(EXTRACTOR_DIR), seed=train_section["seed"])
+    runs = seq2seq_systems(ctx, data, test, seeds=seeds, device=device)
+    runs.update(baseline_systems(ctx, splits, pos=pos, seeds=[seed for seed, _ in seeds], device=device))
+    report: dict[str, Any] = {name: mean_std(values) for name, values in runs.items()}
+    report["comparisons"] = comparisons(report)
     report["test_sentences"] = len(test)
     report["test_records"] = sum(len(e.records) for e in test)
     report["beam"] = section["beam"]
+    report["saved_seed"] = read_json(ctx.input(EXTRACTOR_DIR) / "metrics.json").get("seed", seeds[0][0])
     write_json(ctx.output(EXTRACTOR_REPORT), report)
+    with atomic_open(ctx.output(EXTRACTOR_TABLE), encoding="utf-8") as handle:
+        handle.write(extractor_table(report))
     for name in runs:
         logger.info(
             "%s: record F1 %.4f ± %.4f, expression F1 %.4f",
@@ -240,3 +273,55 @@ def evaluate_extractor_stage(ctx) -> dict[str, Any]:
             report[name]["expression_f1"],
         )
     return {f"{name}_record_f1": report[name]["record_f1"] for name in runs}
+
+
+# -------------------------------------------------------------------- table
+_SYSTEM_NAMES = {
+    "seq2seq": "seq2seq, beam {beam}",
+    "seq2seq_greedy": "seq2seq, greedy (beam 1)",
+    "baseline_a": "(a) TF-IDF type + last predicate",
+    "baseline_b": "(b) BiLSTM BIO tagger + typed spans",
+    "seq2seq_no_copy": "seq2seq, copy off (beam {beam})",
+    "seq2seq_no_scheduled_sampling": "seq2seq, scheduled sampling off (beam {beam})",
+}
+_TABLE_COLUMNS = (
+    ("record_f1", "record F1"),
+    ("typed_expression_f1", "type+expr F1"),
+    ("expression_f1", "expr exact F1"),
+    ("expression_tokens_f1", "expr token F1"),
+    ("type_accuracy", "type acc (matched)"),
+    ("target_f1", "target F1"),
+    ("no_opinion_precision", "no-op P"),
+    ("no_opinion_recall", "no-op R"),
+)
+
+
+def extractor_table(report: dict[str, Any]) -> str:
+    """``models/report/extractor.md``: every system's test scores as mean ± std over seeds, then each
+    system against the seq2seq model (beam) with "within noise" where the difference is inside the spread."""
+    systems = [name for name in _SYSTEM_NAMES if name in report]
+    lines = [
+        "# Opinion (評判) extractor: test scores",
+        "",
+        f"Test split: {report['test_sentences']} sentences of articles held out from training, {report['test_records']} gold records. "
+        f"Mean ± std (population) over the seeds of each row; the seq2seq seeds are train_extractor's models (kept: seed "
+        f"{report.get('saved_seed', '-')}, the median by dev record F1 + expression F1).",
+        "",
+        "| system | seeds | " + " | ".join(title for _, title in _TABLE_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(_TABLE_COLUMNS),
+    ]
+    for name in systems:
+        row = report[name]
+        cells = [f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}" for key, _ in _TABLE_COLUMNS]
+        lines.append(f"| {_SYSTEM_NAMES[name].format(beam=report['beam'])} | {row['seeds']} | " + " | ".join(cells) + " |")
+    lines += ["", "seq2seq (beam) minus each other system (difference of the means; spread = the larger std):", ""]
+    for name, scores in report.get("comparisons", {}).items():
+        parts = [f"{title} {_verdict(scores[key])}" for key, title in _TABLE_COLUMNS if key in scores]
+        lines.append(f"- vs {_SYSTEM_NAMES[name].format(beam=report['beam'])}: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(comparison: dict[str, Any]) -> str:
+    spread = comparison["spread"]
+    noise = "within noise" if comparison["within_noise"] else f"beyond the spread {spread:.3f}"
+    return f"{comparison['difference']:+.3f} ({noise})"

@@ -112,6 +112,7 @@ def report_stage(ctx) -> dict[str, Any]:
         summary["lstm_perplexity_mean"] = metrics["generator"]["lstm"]["perplexity_mean"]
         summary["lstm_perplexity_std"] = metrics["generator"]["lstm"]["perplexity_std"]
     if "extractor" in metrics:
-        summary["extractor_record_f1"] = metrics["extractor"]["seq2seq"]["record_f1"]
+        seq2seq = metrics["extractor"]["seq2seq"]  # mean over the seeds
+        summary["extractor_record_f1"], summary["extractor_record_f1_std"] = seq2seq["record_f1"], seq2seq["record_f1_std"]
     summary["stages_seconds"] = metrics["stage_times"]["total_seconds"]
     return summary

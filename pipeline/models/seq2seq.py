@@ -123,7 +123,7 @@ class Seq2SeqExtractor(nn.Module):
         super().__init__()
         self.target_vocab_size = target_vocab_size
         self.copy = copy
-        self.unk_index, self.bos_index, self.eos_index = unk_index, bos_index, eos_index
+        self.pad_index, self.unk_index, self.bos_index, self.eos_index = pad_index, unk_index, bos_index, eos_index
         self.source_embedding = nn.Embedding(source_vocab_size, embedding_dim, padding_idx=pad_index)
         self.encoder = nn.LSTM(embedding_dim, hidden_size, batch_first=True, bidirectional=True)
         self.bridge_h = nn.Linear(2 * hidden_size, hidden_size)
@@ -156,44 +156,90 @@ class Seq2SeqExtractor(nn.Module):
         return encoded, state
 
     # ------------------------------------------------------------ decoder
-    def step(self, previous: torch.Tensor, state, context: torch.Tensor, encoded: Encoded):
-        """One decoder step. previous (B,) extended ids, context (B, 2H) ->
-        (log P over the extended vocabulary (B, V'), new state, new context (B, 2H), attention (B, S))."""
+    def attend(self, previous: torch.Tensor, state, context: torch.Tensor, encoded: Encoded):
+        """The recurrent half of a decoder step. previous (B,) extended ids, context (B, 2H) ->
+        (input embedding (B, E), new state ((B, H), (B, H)), new context (B, 2H), attention (B, S))."""
         inputs = previous.masked_fill(previous >= self.target_vocab_size, self.unk_index)  # copied words enter as <unk>
         embedded = self.dropout(self.target_embedding(inputs))  # (B, E)
         h, c = self.decoder(torch.cat([embedded, context], dim=-1), state)  # (B, H)
         scores = self.attention_v(torch.tanh(encoded.keys + self.attention_state(h)[:, None, :])).squeeze(-1)  # (B, S)
         attention = torch.softmax(scores.masked_fill(~encoded.mask, float("-inf")), dim=-1)  # (B, S), 0 on padding
         context = torch.bmm(attention[:, None, :], encoded.memory).squeeze(1)  # (B, 2H)
-        features = self.dropout(torch.cat([h, context], dim=-1))  # (B, 3H)
+        return embedded, (h, c), context, attention
+
+    def distribution(self, hidden, embedded, attention, encoded: Encoded, *, features=None) -> torch.Tensor:
+        """P over the extended vocabulary (B, V') from hidden = [s_t; context_t] (B, 3H); features =
+        dropout(hidden) when the caller already drew it."""
+        features = self.dropout(hidden) if features is None else features
         vocab = torch.softmax(self.output(features), dim=-1)  # (B, V)
         if not self.copy:
-            return torch.log(vocab + _EPS), (h, c), context, attention
-        p_gen = torch.sigmoid(self.generate_gate(torch.cat([context, h, embedded], dim=-1)))  # (B, 1)
+            return vocab
+        p_gen = self._generate_probability(hidden, embedded)  # (B, 1)
         extra = encoded.num_extended - self.target_vocab_size
         mixed = torch.cat([p_gen * vocab, vocab.new_zeros(vocab.shape[0], extra)], dim=-1)  # (B, V')
-        mixed = mixed.scatter_add(1, encoded.extended_ids, (1 - p_gen) * attention)  # pointer mass onto the source words
-        return torch.log(mixed + _EPS), (h, c), context, attention
+        return mixed.scatter_add(1, encoded.extended_ids, (1 - p_gen) * attention)  # pointer mass onto the source words
+
+    def _generate_probability(self, hidden: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """p_gen = sigmoid(w [context; s; embed(y_{t-1})]) from hidden = [s; context] (..., 3H) -> (..., 1)."""
+        size = self.decoder.hidden_size
+        h, context = hidden[..., :size], hidden[..., size:]
+        return torch.sigmoid(self.generate_gate(torch.cat([context, h, embedded], dim=-1)))
+
+    def step(self, previous: torch.Tensor, state, context: torch.Tensor, encoded: Encoded):
+        """One decoding step. previous (B,) extended ids, context (B, 2H) ->
+        (log P over the extended vocabulary (B, V'), new state, new context (B, 2H), attention (B, S))."""
+        embedded, state, context, attention = self.attend(previous, state, context, encoded)
+        hidden = torch.cat([state[0], context], dim=-1)  # (B, 3H)
+        return torch.log(self.distribution(hidden, embedded, attention, encoded) + _EPS), state, context, attention
 
     def forward(self, source_ids, lengths, extended_ids, num_extended: int, target_ids, *, sampling_probability: float = 0.0):
-        """Teacher forcing over target_ids (B, T) (``</s>``-terminated, padded) ->
-        log-probabilities (B, T, V') and attention (B, T, S). The input at step 0 is ``<s>``."""
+        """Teacher forcing over target_ids (B, T) (``</s>``-terminated, padded with 0) -> log P of each
+        target token (B, T), 0 on padding, and attention (B, T, S). The input at step 0 is ``<s>``.
+
+        The same figures as :meth:`step` one step at a time, at about half the cost: a row leaves the
+        batch when its target ends (rows sorted by target length, step t runs the first n_t rows, as a
+        packed sequence does; half of KNBC's targets are a lone ``</s>``), and the output layer, its
+        softmax and the copy mix run once over all (row, step) pairs, on the target token alone."""
         encoded, state = self.encode(source_ids, lengths, extended_ids, num_extended)
-        batch = source_ids.shape[0]
-        context = encoded.memory.new_zeros(batch, encoded.memory.shape[-1])
-        previous = torch.full((batch,), self.bos_index, dtype=torch.long, device=source_ids.device)
-        outputs, attentions = [], []
-        for t in range(target_ids.shape[1]):
-            log_probs, state, context, attention = self.step(previous, state, context, encoded)
-            outputs.append(log_probs)
-            attentions.append(attention)
-            previous = target_ids[:, t]
+        target_lengths = (target_ids != self.pad_index).sum(dim=1)  # (B,)
+        order = torch.argsort(target_lengths, descending=True, stable=True)
+        encoded, state, targets = _rows(encoded, order), (state[0][order], state[1][order]), target_ids[order]
+        active = _active_rows(target_lengths[order].cpu().numpy(), steps=target_ids.shape[1])  # n_t per step
+        context = encoded.memory.new_zeros(len(order), encoded.memory.shape[-1])
+        previous = torch.full((len(order),), self.bos_index, dtype=torch.long, device=source_ids.device)
+        steps = []
+        for t, n in enumerate(active):
+            live = _rows(encoded, slice(0, n))
+            state, context, previous = (state[0][:n], state[1][:n]), context[:n], previous[:n]
+            embedded, state, context, attention = self.attend(previous, state, context, live)
+            hidden = torch.cat([state[0], context], dim=-1)  # (n, 3H)
+            features = self.dropout(hidden)  # drawn here: scheduled sampling and the loss see the same mask
+            steps.append((hidden, features, embedded, attention))
+            previous = targets[:n, t]
             if sampling_probability > 0:
                 # scheduled sampling: some rows see their own prediction instead of the gold token
-                own = log_probs.detach().argmax(dim=-1)
-                use_own = torch.rand(batch, device=own.device) < sampling_probability
-                previous = torch.where(use_own, own, previous)
-        return torch.stack(outputs, dim=1), torch.stack(attentions, dim=1)
+                with torch.no_grad():
+                    own = self.distribution(hidden, embedded, attention, live, features=features).argmax(dim=-1)
+                previous = torch.where(torch.rand(n, device=own.device) < sampling_probability, own, previous)
+        rows = torch.cat([torch.arange(n, device=targets.device) for n in active])  # (N,) packed (row, step) pairs
+        times = torch.cat([torch.full((n,), t, device=targets.device) for t, n in enumerate(active)])
+        hidden, features, embedded, attention = (torch.cat(parts) for parts in zip(*steps, strict=True))  # (N, .)
+        packed = self._target_log_probs(hidden, features, embedded, attention, encoded.extended_ids[rows], targets[rows, times])
+        index = (order[rows], times)
+        log_probs = target_ids.new_zeros(target_ids.shape, dtype=packed.dtype).index_put(index, packed)
+        return log_probs, attention.new_zeros((*target_ids.shape, attention.shape[-1])).index_put(index, attention)
+
+    def _target_log_probs(self, hidden, features, embedded, attention, extended_ids, target_ids) -> torch.Tensor:
+        """log P(target_ids) (N,) from each (row, step)'s [s_t; context_t] (N, 3H), its dropout, the input
+        embedding (N, E), attention (N, S) and the row's extended source ids (N, S)."""
+        vocab = torch.softmax(self.output(features), dim=-1)  # (N, V)
+        in_vocab = target_ids < self.target_vocab_size
+        picked = vocab.gather(-1, target_ids.clamp(max=self.target_vocab_size - 1)[:, None]).squeeze(-1) * in_vocab  # (N,)
+        if not self.copy:
+            return torch.log(picked + _EPS)
+        p_gen = self._generate_probability(hidden, embedded).squeeze(-1)  # (N,)
+        copied = (attention * (extended_ids == target_ids[:, None])).sum(-1)  # (N,) attention mass on the target word
+        return torch.log(p_gen * picked + (1 - p_gen) * copied + _EPS)
 
     # ----------------------------------------------------------- decoding
     def decide_opinion(self, log_probs: torch.Tensor) -> torch.Tensor:
@@ -207,29 +253,39 @@ class Seq2SeqExtractor(nn.Module):
 
     @torch.no_grad()
     def greedy(self, source_ids, lengths, extended_ids, num_extended: int, *, max_length: int) -> list[Hypothesis]:
-        """Arg-max decoding of a batch; each hypothesis stops at ``</s>`` (not included) or ``max_length`` tokens."""
+        """Arg-max decoding of a batch; each hypothesis stops at ``</s>`` (not included) or ``max_length`` tokens.
+
+        A row leaves the batch when it ends: one row that never writes ``</s>`` runs to ``max_length``
+        alone instead of keeping the whole batch decoding (most KNBC outputs end within ~10 steps)."""
         encoded, state = self.encode(source_ids, lengths, extended_ids, num_extended)
         batch = source_ids.shape[0]
         context = encoded.memory.new_zeros(batch, encoded.memory.shape[-1])
         previous = torch.full((batch,), self.bos_index, dtype=torch.long, device=source_ids.device)
         results = [Hypothesis(ids=[], score=0.0, attention=[]) for _ in range(batch)]
-        done = [False] * batch
+        alive = list(range(batch))  # the batch rows still decoding, in the order of the live tensors
         for t in range(max_length):
             log_probs, state, context, attention = self.step(previous, state, context, encoded)
             if t == 0:
                 log_probs = self.decide_opinion(log_probs)
             best, previous = log_probs.max(dim=-1)
-            for row, (token, score) in enumerate(zip(previous.tolist(), best.tolist(), strict=True)):
-                if done[row]:
-                    continue
+            keep = []
+            for position, (row, token, score) in enumerate(zip(alive, previous.tolist(), best.tolist(), strict=True)):
                 results[row].score += score
-                if token == self.eos_index:
-                    done[row] = True
-                    continue
-                results[row].ids.append(token)
-                results[row].attention.append(attention[row].cpu().numpy())
-            if all(done):
+                if token != self.eos_index:
+                    results[row].ids.append(token)
+                    results[row].attention.append(attention[position].cpu().numpy())
+                    keep.append(position)
+            if not keep:
                 break
+            if len(keep) < len(alive):
+                index = torch.tensor(keep, device=previous.device)
+                alive = [alive[position] for position in keep]
+                state, context, previous, encoded = (
+                    (state[0][index], state[1][index]),
+                    context[index],
+                    previous[index],
+                    _rows(encoded, index),
+                )
         return results
 
     @torch.no_grad()
@@ -282,6 +338,22 @@ class Seq2SeqExtractor(nn.Module):
         return model.to(device).eval()
 
 
+def _rows(encoded: Encoded, index) -> Encoded:
+    """The rows ``index`` (a permutation or a slice) of an encoded batch."""
+    return Encoded(
+        memory=encoded.memory[index],
+        keys=encoded.keys[index],
+        mask=encoded.mask[index],
+        extended_ids=encoded.extended_ids[index],
+        num_extended=encoded.num_extended,
+    )
+
+
+def _active_rows(sorted_lengths: np.ndarray, *, steps: int) -> list[int]:
+    """Rows still decoding at each step, for target lengths sorted in decreasing order: n_t = #{length > t}."""
+    return [int(n) for n in (sorted_lengths[None, :] > np.arange(steps)[:, None]).sum(axis=1)]
+
+
 def _repeat_encoded(encoded: Encoded, size: int) -> Encoded:
     return Encoded(
         memory=encoded.memory[:1].expand(size, -1, -1),
@@ -292,11 +364,27 @@ def _repeat_encoded(encoded: Encoded, size: int) -> Encoded:
     )
 
 
-def sequence_nll(log_probs: torch.Tensor, target_ids: torch.Tensor, *, pad_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed negative log-likelihood of target_ids (B, T) under log_probs (B, T, V'), and the token count (padding excluded)."""
-    picked = log_probs.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)  # (B, T)
+def stepwise_target_log_probs(model: Seq2SeqExtractor, source_ids, lengths, extended_ids, num_extended: int, target_ids) -> torch.Tensor:
+    """The reference for :meth:`Seq2SeqExtractor.forward` (teacher forcing, no scheduled sampling): every row
+    runs every step and each step's full distribution over the extended vocabulary is computed, as decoding
+    does -> log P of each target token (B, T). For tests and ``jpipe bench train --model extractor``."""
+    encoded, state = model.encode(source_ids, lengths, extended_ids, num_extended)
+    batch = target_ids.shape[0]
+    context = encoded.memory.new_zeros(batch, encoded.memory.shape[-1])
+    previous = torch.full((batch,), model.bos_index, dtype=torch.long, device=target_ids.device)
+    picked = []
+    for t in range(target_ids.shape[1]):
+        log_probs, state, context, _ = model.step(previous, state, context, encoded)  # (B, V')
+        picked.append(log_probs.gather(-1, target_ids[:, t, None]).squeeze(-1))
+        previous = target_ids[:, t]
+    return torch.stack(picked, dim=1) * (target_ids != model.pad_index)
+
+
+def sequence_nll(target_log_probs: torch.Tensor, target_ids: torch.Tensor, *, pad_index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed negative log-likelihood of target_ids (B, T) from their log-probabilities (B, T) (the
+    model's output), and the token count (padding excluded)."""
     mask = target_ids != pad_index
-    return -(picked * mask).sum(), mask.sum()
+    return -(target_log_probs * mask).sum(), mask.sum()
 
 
 def pad_sources(items: Sequence[SourceItem], *, target_vocab_size: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:

@@ -44,7 +44,7 @@ from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training import distributed
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
-from pipeline.training.seeds import publish_seeds, seed_list, seed_section, seed_work_dir
+from pipeline.training.seeds import publish_seeds, train_seeds
 from pipeline.training.stage_io import (
     VECTORS_FILENAME,
     TrainedModel,
@@ -361,31 +361,6 @@ def train_classifier(
     )
 
 
-# -------------------------------------------------------------------- seeds
-def train_seeds(
-    *, task: str, section: dict, data: TaskData, work_dir: Path, resume: bool, inputs: dict[str, Any], lm_dir: Path | None
-) -> list[TrainedModel]:
-    """One model per seed of :func:`seed_list`, each through the loop with its own checkpoint (resumable)."""
-    trained = []
-    seeds = seed_list(section)
-    for seed in seeds:
-        settings = seed_section(section, seed)
-        name = task if len(seeds) == 1 else f"{task} seed {seed}"
-        model = train_classifier(
-            task=task,
-            section=settings,
-            data=data,
-            work_dir=seed_work_dir(work_dir, seed=seed, base_seed=section["seed"]),
-            resume=resume,
-            signature=checkpoint_signature(settings, task=task, **inputs),
-            lm_dir=lm_dir,
-            name=name,
-        )
-        model.metrics["seed"] = seed
-        trained.append(model)
-    return trained
-
-
 # -------------------------------------------------------------------- stages
 def train_task_stage(ctx) -> dict[str, Any]:
     """Stage ``train_<task>``: the task's classifier, with [classifier] + the task's overrides.
@@ -411,7 +386,19 @@ def train_task_stage(ctx) -> dict[str, Any]:
         "pretrained": [sha256_file(lm_dir / direction / "model.safetensors") for direction in ("forward", "backward")] if lm_dir else None,
     }
     trained = train_seeds(
-        task=task, section=section, data=data, work_dir=Path(ctx.work_dir), resume=ctx.resume, inputs=inputs, lm_dir=lm_dir
+        section,
+        work_dir=Path(ctx.work_dir),
+        name=task,
+        train_one=lambda *, section, work_dir, name: train_classifier(
+            task=task,
+            section=section,
+            data=data,
+            work_dir=work_dir,
+            resume=ctx.resume,
+            signature=checkpoint_signature(section, task=task, **inputs),
+            lm_dir=lm_dir,
+            name=name,
+        ),
     )
     config = {**section.to_dict(), "task": spec.to_dict()}
     split_mode = None

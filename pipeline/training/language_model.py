@@ -19,6 +19,7 @@ AMP, clipping) is ``pipeline.training.loop``; what is specific to the language m
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import Counter, defaultdict
@@ -40,7 +41,7 @@ from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
-from pipeline.training.seeds import publish_seeds, seed_list, seed_section, seed_work_dir
+from pipeline.training.seeds import publish_seeds, train_seeds
 from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file
 
 __all__ = [
@@ -479,18 +480,12 @@ def train_generator_stage(ctx) -> dict[str, Any]:
     tokens_path = ctx.input(TOKENS)
     vectors_file = _vectors_file(ctx, section)
     pretrained_dir = ctx.input(PRETRAINED_GENERATOR_DIR) if section["init"] == "pretrained" else None
-    seeds = seed_list(section)
-    trained = []
-    for seed in seeds:
-        model = train_language_model(
-            section=seed_section(section, seed),
-            tokens_path=tokens_path,
-            vectors_file=vectors_file,
-            work_dir=seed_work_dir(Path(ctx.work_dir), seed=seed, base_seed=section["seed"]),
-            resume=ctx.resume,
-            pretrained_dir=pretrained_dir,
-            name="train_generator" if len(seeds) == 1 else f"train_generator seed {seed}",
-        )
-        model.metrics["seed"] = seed
-        trained.append(model)
+    trained = train_seeds(
+        section,
+        work_dir=Path(ctx.work_dir),
+        name="train_generator",
+        train_one=functools.partial(
+            train_language_model, tokens_path=tokens_path, vectors_file=vectors_file, resume=ctx.resume, pretrained_dir=pretrained_dir
+        ),
+    )
     return publish_seeds(ctx, GENERATOR_DIR, trained, token_field="surface", monitor="dev_perplexity", config=dict(section))

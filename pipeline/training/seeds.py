@@ -12,6 +12,7 @@ single model directory it wrote before seeds existed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,22 @@ def seed_section(section: dict, seed: int) -> dict:
     """The section one seed trains with: ``seed`` replaced, ``seeds`` left out (so the base seed's
     checkpoint signature is what it was before seeds existed, and adding seeds resumes the others)."""
     return {**{key: value for key, value in dict(section).items() if key != "seeds"}, "seed": seed}
+
+
+def train_seeds(section: dict, *, work_dir: Path, name: str, train_one: Callable[..., TrainedModel]) -> list[TrainedModel]:
+    """One model per seed of :func:`seed_list`: ``train_one(section=..., work_dir=..., name=...)`` with the
+    seed's section and checkpoint directory (so each seed resumes on its own); each model's metrics gain ``seed``."""
+    seeds = seed_list(section)
+    trained = []
+    for seed in seeds:
+        model = train_one(
+            section=seed_section(section, seed),
+            work_dir=seed_work_dir(work_dir, seed=seed, base_seed=section["seed"]),
+            name=name if len(seeds) == 1 else f"{name} seed {seed}",
+        )
+        model.metrics["seed"] = seed
+        trained.append(model)
+    return trained
 
 
 def seed_summary(trained: list[TrainedModel], *, monitor: str) -> dict[str, Any]:

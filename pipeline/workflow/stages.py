@@ -20,6 +20,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     EXTRA_TOKENS,
     EXTRACTOR_DIR,
     EXTRACTOR_REPORT,
+    EXTRACTOR_TABLE,
     GENERATOR_DIR,
     GENERATOR_REPORT,
     GENERATOR_TABLE,
@@ -344,6 +345,7 @@ _FIXED: list[Stage] = [
         inputs=(TOKENS, SENTENCES),
         outputs=(EXTRACTOR_DIR,),
         section="train_extractor",
+        version=2,  # 2: packed teacher forcing (about half the time per epoch); one model per seed
         help="Seq2seq opinion (評判) extractor: BiLSTM encoder, LSTM decoder with additive attention and copy.",
     ),
     Stage(
@@ -359,8 +361,9 @@ _FIXED: list[Stage] = [
         name="evaluate_extractor",
         func="pipeline.evaluation.extractor:evaluate_extractor_stage",
         inputs=(TOKENS, SENTENCES, EXTRACTOR_DIR),
-        outputs=(EXTRACTOR_REPORT,),
+        outputs=(EXTRACTOR_REPORT, EXTRACTOR_TABLE),
         section="evaluate_extractor",
+        version=2,  # 2: every seed train_extractor trained; comparisons with noise marks; extractor.md
         help="Opinion extraction on the test articles: seq2seq against TF-IDF + last predicate and BIO-tagger baselines.",
     ),
     Stage(

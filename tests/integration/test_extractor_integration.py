@@ -1,7 +1,7 @@
-"""The seq2seq opinion extractor on the real KNBC (default config, one seed): the issue's goals, measured.
+"""The seq2seq opinion extractor on the real KNBC (default config, two seeds): the issue's goals, measured.
 
 Runs train_extractor and evaluate_extractor in a copy of the session's tokenized project:
-about 5-10 minutes on 2 CPU cores.
+about 5-8 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def evaluated(real_project, tmp_path_factory):
 
     project = tmp_path_factory.mktemp("extractor") / "proj"
     shutil.copytree(real_project, project)
-    config = load_config(project, ["train_extractor.device=cpu", "evaluate_extractor.device=cpu"])
+    config = load_config(project, ["train_extractor.device=cpu", "evaluate_extractor.device=cpu", "train_extractor.seeds=2"])
     ran = Runner(project, config).run("evaluate_extractor")
     assert {"train_extractor", "evaluate_extractor"} <= set(ran)
     return project
@@ -34,6 +34,8 @@ def test_seq2seq_beats_the_last_predicate_baseline(evaluated):
     assert seq2seq["record_f1"] > baseline_a["record_f1"]
     assert seq2seq["expression_tokens_f1"] > 0.3
     assert 0.0 < seq2seq["no_opinion_precision"] <= 1.0
+    assert seq2seq["seeds"] == 2 and [run["seed"] for run in seq2seq["per_seed"]] == [13, 14]
+    assert (evaluated / "models/report/extractor.md").read_text(encoding="utf-8").count(" ± ") >= 4 * 8
 
 
 def test_extract_real_sentences(evaluated):

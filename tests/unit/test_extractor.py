@@ -24,6 +24,7 @@ FAST = [
     "train_extractor.target_min_count=1000",  # every content word must be copied
     "train_extractor.device=cpu",
     "train_extractor.max_output_tokens=12",
+    "train_extractor.seeds=1",  # one model; test_extractor_seeds asks for several
 ]
 
 

@@ -16,6 +16,7 @@ from pipeline.models.seq2seq import (
     pad_sources,
     pad_targets,
     sequence_nll,
+    stepwise_target_log_probs,
 )
 from pipeline.models.vocab import Vocab
 
@@ -70,22 +71,57 @@ def test_encode_source_extends_the_vocabulary():
     assert decode_ids([size + 1, target.stoi[SEP]], item, target_vocab=target) == ["が", SEP]
 
 
-def test_copy_distribution_sums_to_one_and_attention_masks_padding():
-    examples, source, target = _data()
-    model = _model(target, source).eval()
+def _batch(examples, source, target, *, copy: bool = True):
     items = [encode_source(tokens, source_vocab=source, target_vocab=target, max_tokens=20) for _, tokens, _, _ in examples]
     sources = pad_sources(items, target_vocab_size=len(target), device="cpu")
     targets = pad_targets(
-        [encode_target(o, i, target_vocab=target, copy=True) for (*_, o), i in zip(examples, items, strict=True)], device="cpu"
+        [encode_target(o, i, target_vocab=target, copy=copy) for (*_, o), i in zip(examples, items, strict=True)], device="cpu"
     )
-    log_probs, attention = model(*sources, targets)
-    assert log_probs.shape[:2] == targets.shape and log_probs.shape[2] == sources[3]
-    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(targets.shape), atol=1e-4)
+    return items, sources, targets
+
+
+def test_copy_distribution_sums_to_one_and_attention_masks_padding():
+    examples, source, target = _data()
+    model = _model(target, source).eval()
+    _, sources, targets = _batch(examples, source, target)
+    with torch.no_grad():  # every step's full distribution, as decoding computes it
+        encoded, state = model.encode(*sources)
+        context, previous = (
+            encoded.memory.new_zeros(targets.shape[0], encoded.memory.shape[-1]),
+            torch.full((targets.shape[0],), model.bos_index),
+        )
+        for t in range(targets.shape[1]):
+            log_probs, state, context, _ = model.step(previous, state, context, encoded)
+            assert log_probs.shape == (targets.shape[0], sources[3])
+            assert torch.allclose(log_probs.exp().sum(-1), torch.ones(targets.shape[0]), atol=1e-4)
+            previous = targets[:, t]
+    target_log_probs, attention = model(*sources, targets)
+    assert target_log_probs.shape == targets.shape
     lengths = sources[1]
     for row, length in enumerate(lengths.tolist()):
         assert torch.all(attention[row, :, length:] == 0)
-    nll, count = sequence_nll(log_probs, targets)
+    nll, count = sequence_nll(target_log_probs, targets)
     assert int(count) == int((targets != 0).sum()) and float(nll.detach()) > 0
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_training_path_equals_the_decoding_step(copy):
+    """forward() scores the targets with the output layer run once over all steps: the same
+    log-probabilities and the same gradients as gathering them from step() one step at a time."""
+    examples, source, target = _data()
+    model = _model(target, source, copy=copy).eval()  # eval: no dropout, so both paths are deterministic
+    _, sources, targets = _batch(examples, source, target, copy=copy)
+    mask = targets != 0
+    batched, _ = model(*sources, targets)
+    stepwise = stepwise_target_log_probs(model, *sources, targets)
+    assert torch.allclose(batched[mask], stepwise[mask], atol=1e-5)
+    gradients = []
+    for loss in ((batched * mask).sum(), (stepwise * mask).sum()):
+        model.zero_grad()
+        loss.backward()
+        gradients.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(gradients[0]) == len(gradients[1])
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(*gradients, strict=True))
 
 
 @pytest.mark.parametrize("copy", [True, False])
@@ -112,8 +148,8 @@ def _train(model, examples, source, target, *, steps: int):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     model.train()
     for _ in range(steps):
-        log_probs, _ = model(*sources, padded)
-        nll, count = sequence_nll(log_probs, padded)
+        target_log_probs, _ = model(*sources, padded)
+        nll, count = sequence_nll(target_log_probs, padded)
         optimizer.zero_grad()
         (nll / count).backward()
         optimizer.step()
