@@ -258,10 +258,19 @@ def test_errors_are_shown_inline(page, server):
 
 # ------------------------------------------------------------------ (3) generate
 # Records every text the output shows while streaming, to see the tokens arrive one by one.
+# Every render of the output box, from the mutation records themselves: when several tokens arrive in one
+# network chunk the page renders each of them within one task, and an observer that read the box's text
+# once per callback would see only the last render.
 WATCH_OUTPUT = """() => {
     window.__renders = [];
     const out = document.getElementById('gen-output');
-    new MutationObserver(() => window.__renders.push(out.textContent)).observe(out, {childList: true, subtree: true, characterData: true});
+    new MutationObserver((records) => {
+        for (const record of records) {
+            if (record.target === out && record.addedNodes.length) {
+                window.__renders.push(Array.from(record.addedNodes, (node) => node.textContent).join(''));
+            }
+        }
+    }).observe(out, {childList: true});
 }"""
 
 
