@@ -12,7 +12,6 @@ Helpers that are not fixtures are imported by the test files: ``from tests.conft
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import struct
@@ -22,11 +21,20 @@ from typing import Any
 
 import pytest
 
+from pipeline.data.knbc.fetch import source_from_env
 from pipeline.text.sharded import ShardSettings, finalize_store
 from tests.fixtures.tiny_knbc import tiny_overrides, write_tiny_archive
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_ARCHIVE = Path(os.environ.get("KNBC_SOURCE", REPO.parent / "shared" / "data" / "KNBC_v1.0_090925_utf8.tar.bz2"))
+SHARED_ARCHIVE = REPO.parent / "shared" / "data" / "KNBC_v1.0_090925_utf8.tar.bz2"
+
+
+def real_archive_path(environ=None) -> Path:
+    """$KNBC_SOURCE when it names something (empty counts as unset, see ``source_from_env``), else ../shared's archive."""
+    return Path(source_from_env(environ) or SHARED_ARCHIVE)
+
+
+REAL_ARCHIVE = real_archive_path()
 SYNONYMS = REPO.parent / "shared" / "data" / "sudachi-synonyms" / "synonyms.txt.gz"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -43,7 +42,7 @@ class State:
 
     project_dir: Path = Path.cwd()
     verbose: bool = False
-    profile: str | None = None
+    profile: list[str] | None = None
 
 
 state = State()
@@ -59,11 +58,12 @@ def _main(
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     profile: Annotated[
-        str | None,
+        list[str] | None,
         typer.Option(
             "--profile",
             envvar="JPIPE_PROFILE",
-            help='Config profile under jpipe.toml, e.g. aozora (KNBC + the Aozora corpus). Or: profile = "NAME" in jpipe.toml.',
+            help="Config profile under jpipe.toml: modern (KNBC + modern Japanese), aozora (+ Aozora literature), quick. "
+            'Repeat it (or NAME,NAME) to combine: --profile modern --profile aozora. Or: profile = ["modern"] in jpipe.toml.',
         ),
     ] = None,
 ) -> None:
@@ -85,10 +85,11 @@ def load_project_config(overrides: list[str] | None = None, *, source: str | Non
     source is applied as one more (validated) override, giving a new config.
     """
     from pipeline.config import load_config
+    from pipeline.data.knbc.fetch import source_from_env
 
     config = load_config(state.project_dir, overrides, profile=state.profile)
     if not source and "corpus.source" not in config.overrides:
-        source = os.environ.get("KNBC_SOURCE")
+        source = source_from_env()
     return config.with_values({"corpus.source": source}) if source else config
 
 

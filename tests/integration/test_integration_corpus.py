@@ -18,8 +18,9 @@ def rows(path):
         return [json.loads(line) for line in handle]
 
 
-def test_counts(real_project):
+def test_counts(real_project, knbc_archive):
     manifest = json.loads((real_project / CORPUS_MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["source"] == str(knbc_archive)  # $KNBC_SOURCE (an archive or an extracted directory), else ../shared
     assert manifest["articles"] == 249 and manifest["sentences"] == 4186
     sentences = rows(real_project / SENTENCES)
     assert len(sentences) == 4186

@@ -18,7 +18,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,20 @@ _HOW_TO_SOURCE = (
     "Point corpus.source (in jpipe.toml, or the KNBC_SOURCE environment variable) at a local copy of "
     "KNBC_v1.0_090925_utf8.tar.bz2 or an extracted directory, then `jpipe run corpus`."
 )
+
+
+SOURCE_ENV = "KNBC_SOURCE"
+
+
+def source_from_env(environ: Mapping[str, str] | None = None) -> str | None:
+    """``$KNBC_SOURCE``, or None when it is unset, empty or blank.
+
+    Why blank counts as unset: ``make`` exports a variable that is not set as an empty string, and
+    ``Path("")`` is the current directory, so an empty value must never be read as a source.
+    The CLI, the tests and the Makefile all go through this one rule.
+    """
+    value = (os.environ if environ is None else environ).get(SOURCE_ENV, "").strip()
+    return value or None
 
 
 def is_url(source: str) -> bool:
