@@ -35,6 +35,7 @@ GENERATOR_DIR = "models/generator"
 SEEDS_DIR = "seeds"  # <model dir>/seeds/<seed>/: every seed's model directory when a stage trains several seeds
 # The forward and backward language models of the pretrain_lm stage (classifier init = "pretrained").
 PRETRAINED_LM_DIR = "models/pretrained_lm"
+TARGET_LM_DIR = "models/target_lm"  # <task>/: the LMs fine-tuned on a task's training texts (ULMFiT step b)
 # The generator's language model pretrained on the unlabelled text (train_generator init = "pretrained").
 PRETRAINED_GENERATOR_DIR = "models/pretrained_generator"
 EXTRACTOR_DIR = "models/extractor"
@@ -54,6 +55,11 @@ EXTRACTOR_TABLE = f"{REPORT_DIR}/extractor.md"  # every system's test scores as 
 def classifier_dir(task: str) -> str:
     """The model directory of task ``task`` (``models/classifier/<task>``)."""
     return f"{CLASSIFIERS_DIR}/{task}"
+
+
+def target_lm_dir(task: str) -> str:
+    """Stage ``finetune_lm_<task>``'s output: the forward and backward LMs after target-LM fine-tuning on the task."""
+    return f"{TARGET_LM_DIR}/{task}"
 
 
 def task_tokens(task: str) -> str:

@@ -132,7 +132,7 @@ def benchmark_training(
     data, source = _bench_data(project_dir=project_dir, section=section, task=task)
     model, _ = build_model(section, data)
     model.to(dev).train()
-    runner = make_steps(model, section, device=dev)
+    runner, _ = make_steps(model, section, device=dev)  # constant rates: the bench times steps
     loss_fn = nn.CrossEntropyLoss()
     prepared = _prepared_batches(data.splits["train"], section=section, steps=steps, device=dev)
     timed = prepared[WARMUP_STEPS:]

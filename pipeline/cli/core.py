@@ -129,7 +129,7 @@ def train(
 
     if ddp > 1 and "WORLD_SIZE" not in os.environ:
         # the ranks rebuild the config from these arguments: the profile must travel with them
-        profile = ["--profile", state.profile] if state.profile else []
+        profile = [item for name in state.profile or [] for item in ("--profile", name)]
         args = [*profile, "--dir", str(state.project_dir), "train", task] + ["--force"] * force + ["--resume"] * resume
         raise typer.Exit(launch(nproc=ddp, args=args + [item for value in overrides or [] for item in ("--set", value)]))
     runner = Runner(state.project_dir, load_project_config(overrides))

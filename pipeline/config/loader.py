@@ -3,8 +3,10 @@
 The config is built in layers, later ones winning:
 
 1. the defaults of the section dataclasses (:mod:`pipeline.config.schema`),
-2. a profile (optional): a TOML file shipped in ``pipeline/config/profiles/`` (``aozora``), chosen by
-   ``jpipe --profile NAME`` or by a top-level ``profile = "NAME"`` line in ``jpipe.toml``,
+2. profiles (optional): TOML files shipped in ``pipeline/config/profiles/`` (``modern``, ``aozora``, ``quick``),
+   chosen by ``jpipe --profile NAME`` (repeatable, or ``NAME,NAME``) or by a top-level ``profile = "NAME"`` /
+   ``profile = ["NAME", ...]`` in ``jpipe.toml``. Several profiles apply in order; where they set the same list
+   (``tokenize.extra_corpora``) the lists are joined, so ``modern`` + ``aozora`` pretrain on both corpora,
 3. ``jpipe.toml`` in the project directory (optional),
 4. overrides ``section.key=value`` (the command line's ``--set``).
 
@@ -46,8 +48,13 @@ class Config:
     overrides: dict[str, Any] = field(default_factory=dict)
     # name -> [tasks.NAME], the built-in KNBC tasks first, then the file's in their order.
     tasks: dict[str, TaskSection] = field(default_factory=dict)
-    # The profile applied under jpipe.toml (``aozora``), if any.
-    profile: str | None = None
+    # The profiles applied under jpipe.toml, in order (``("modern", "aozora")``); empty for none.
+    profiles: tuple[str, ...] = ()
+
+    @property
+    def profile(self) -> str | None:
+        """The profiles as one name (``modern+aozora``), or None."""
+        return "+".join(self.profiles) or None
 
     def __getitem__(self, section: str) -> Section:
         """A section by name; ``tasks.NAME`` is a task, ``tasks.NAME.classifier`` its effective classifier settings."""
@@ -191,7 +198,7 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError("E107", f"{path} is not valid TOML: {exc}.") from None
     values: dict[str, dict[str, Any]] = {}
     for section, table in data.items():
-        if section == PROFILE_KEY and isinstance(table, str):
+        if section == PROFILE_KEY and isinstance(table, str | list):
             continue  # the profile under this file: read by load_config
         if section == TASKS_SECTION and isinstance(table, dict):
             values[section] = _read_tasks(path, table)
@@ -228,42 +235,57 @@ def profile_path(name: str) -> Path:
     return path
 
 
-def _file_profile(path: Path) -> str | None:
-    """The top-level ``profile = "NAME"`` of ``jpipe.toml``, if any."""
+ProfileSpec = str | list[str] | tuple[str, ...] | None
+
+
+def profile_list(spec: ProfileSpec) -> list[str]:
+    """``"modern"``, ``"modern,aozora"``, ``["modern", "aozora"]`` or None -> the names in order, each once."""
+    parts = [spec] if isinstance(spec, str) else list(spec or [])
+    names = [name.strip() for part in parts for name in str(part).split(",")]
+    return list(dict.fromkeys(name for name in names if name))
+
+
+def _file_profile(path: Path) -> list[str]:
+    """The top-level ``profile = "NAME"`` (or a list of names) of ``jpipe.toml``."""
     if not path.exists():
-        return None
+        return []
     try:
         with open(path, "rb") as handle:
             value = tomllib.load(handle).get(PROFILE_KEY)
     except tomllib.TOMLDecodeError:
-        return None  # _read_file reports it
-    if value is not None and not isinstance(value, str):
+        return []  # _read_file reports it
+    if value is not None and not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
         raise ConfigError(
             "E107",
-            f"{path}: 'profile' must be a string naming a profile, got {value!r}.",
+            f"{path}: 'profile' must be a profile name or a list of names, got {value!r}.",
             hint=f"Valid profiles: {', '.join(profile_names())}.",
         )
-    return value
+    return profile_list(value)
 
 
-def _merge_file(values: dict[str, dict[str, Any]], task_values: dict[str, dict[str, Any]], path: Path) -> None:
+def _merge_file(values: dict[str, dict[str, Any]], task_values: dict[str, dict[str, Any]], path: Path, *, join_lists: bool = False) -> None:
+    """Apply one file's values. ``join_lists`` (a profile after another): a list extends the one set before it."""
     for section, table in _read_file(path).items():
         if section == TASKS_SECTION:
             for name, task_table in table.items():
                 task_values.setdefault(name, {}).update(task_table)
-        else:
-            values[section].update(table)
+            continue
+        for key, value in table.items():
+            earlier = values[section].get(key)
+            if join_lists and isinstance(value, list) and isinstance(earlier, list):
+                value = list(dict.fromkeys([*earlier, *value]))
+            values[section][key] = value
 
 
-def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = None, *, profile: str | None = None) -> Config:
-    """Defaults, then the profile (``profile``, else jpipe.toml's ``profile = "NAME"``), then ``jpipe.toml`` in
-    ``project_dir`` (if any), then ``overrides`` (``section.key=value`` strings)."""
+def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = None, *, profile: ProfileSpec = None) -> Config:
+    """Defaults, then the profiles (``profile``, else jpipe.toml's ``profile = ...``) in order, then ``jpipe.toml``
+    in ``project_dir`` (if any), then ``overrides`` (``section.key=value`` strings)."""
     path = Path(project_dir) / CONFIG_FILENAME
     values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     task_values: dict[str, dict[str, Any]] = {name: {} for name in BUILTIN_TASKS}
-    profile = profile or _file_profile(path)
-    if profile:
-        _merge_file(values, task_values, profile_path(profile))
+    profiles = profile_list(profile) or _file_profile(path)
+    for number, name in enumerate(profiles):
+        _merge_file(values, task_values, profile_path(name), join_lists=number > 0)
     if path.exists():
         _merge_file(values, task_values, path)
     applied: dict[str, Any] = {}
@@ -277,7 +299,7 @@ def load_config(project_dir: str | os.PathLike, overrides: list[str] | None = No
     # Building each section checks the rules between its keys (E108).
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     tasks = {name: make_task(name, table) for name, table in task_values.items()}
-    return Config(sections=sections, path=path if path.exists() else None, overrides=applied, tasks=tasks, profile=profile)
+    return Config(sections=sections, path=path if path.exists() else None, overrides=applied, tasks=tasks, profiles=tuple(profiles))
 
 
 def default_toml() -> str:

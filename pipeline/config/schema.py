@@ -354,6 +354,28 @@ class ClassifierSection(Section):
     pretrained_lr_factor: float = setting(
         0.3, help="init = pretrained: the LSTM's learning rate after unfreezing, as a share of learning_rate.", min=0.0, max=1.0
     )
+    target_lm_epochs: int = setting(
+        0,
+        help="init = pretrained: epochs of ULMFiT's target-LM fine-tuning (stage finetune_lm_TASK: the general LMs go on "
+        "learning on the task's training texts before the classifier starts from them); 0 = off.",
+        min=0,
+        max=50,
+    )
+    target_lm_learning_rate: float = setting(1e-3, help="init = pretrained: Adam learning rate of the target-LM fine-tuning.", min=0.0)
+    unfreezing: str = setting(
+        "simple",
+        help="init = pretrained: simple (the LSTM frozen for pretrained_freeze_epochs, then at pretrained_lr_factor) or "
+        "gradual (ULMFiT: epoch 1 trains the attention and output layers, each later epoch unfreezes the next group down: "
+        "LSTM, then the embedding unless freeze_embeddings; discriminative rates learning_rate / lr_decay**depth).",
+        choices=("simple", "gradual"),
+    )
+    lr_decay: float = setting(2.6, help="unfreezing = gradual: each layer group down learns this many times slower.", min=1.0)
+    schedule: str = setting(
+        "constant",
+        help="Learning-rate schedule over the epochs: constant, or slanted_triangular (ULMFiT: a short linear warm-up to "
+        "the rate over the first 10% of the steps, then a long linear decay to 1/32 of it).",
+        choices=("constant", "slanted_triangular"),
+    )
 
     def check(self) -> None:
         if self.init == "pretrained" and self.cell != "lstm":
@@ -364,12 +386,30 @@ class ClassifierSection(Section):
             )
 
     def unfingerprinted(self) -> tuple[str, ...]:
-        # a scratch, single-seed classifier keeps the fingerprint of before these keys existed
-        return (*(PRETRAINED_ONLY_KEYS if self.init == "scratch" else ()), *(("seeds",) if self.seeds == 1 else ()))
+        # a scratch, single-seed classifier keeps the fingerprint of before these keys existed; so does every
+        # classifier whose newer keys keep their defaults
+        newer = tuple(key for key, default in NEWER_KEY_DEFAULTS.items() if getattr(self, key) == default)
+        return (*(PRETRAINED_ONLY_KEYS if self.init == "scratch" else ()), *(("seeds",) if self.seeds == 1 else ()), *newer)
 
 
 # Keys that only matter with init = pretrained: left out of a scratch classifier's fingerprint.
-PRETRAINED_ONLY_KEYS = ("init", "pretrained_freeze_epochs", "pretrained_lr_factor")
+PRETRAINED_ONLY_KEYS = (
+    "init",
+    "pretrained_freeze_epochs",
+    "pretrained_lr_factor",
+    "target_lm_epochs",
+    "target_lm_learning_rate",
+    "unfreezing",
+    "lr_decay",
+)
+# Keys added after models were trained and published: at these values a model trains as before they existed.
+NEWER_KEY_DEFAULTS = {
+    "target_lm_epochs": 0,
+    "target_lm_learning_rate": 1e-3,
+    "unfreezing": "simple",
+    "lr_decay": 2.6,
+    "schedule": "constant",
+}
 
 
 @section

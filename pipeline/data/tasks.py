@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.config import Config, TaskSection
 from pipeline.data.readers import detect_input_format, read_records
 from pipeline.errors import InputError
-from pipeline.paths import TOKENS, task_stats, task_tokens
+from pipeline.paths import PRETRAINED_LM_DIR, TOKENS, target_lm_dir, task_stats, task_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,17 @@ def label_field(section: TaskSection) -> str:
 def task_rows_file(config: Config, task: str) -> str:
     """The tokens file task ``task`` trains and is evaluated on: the corpus tokens, or its prepared rows."""
     return TOKENS if config.task(task).is_knbc else task_tokens(task)
+
+
+def uses_target_lm(config: Config, task: str) -> bool:
+    """Whether task ``task``'s classifier starts from LMs fine-tuned on its own texts (stage finetune_lm_<task>)."""
+    classifier = config.classifier_for(task)
+    return classifier["init"] == "pretrained" and classifier["target_lm_epochs"] > 0
+
+
+def lm_dir_for(config: Config, task: str) -> str:
+    """The language models a pretrained classifier of ``task`` starts from: the task's fine-tuned ones, or the general ones."""
+    return target_lm_dir(task) if uses_target_lm(config, task) else PRETRAINED_LM_DIR
 
 
 def resolve(project_dir: str | os.PathLike, path: str) -> Path:

@@ -81,6 +81,13 @@ def check_corpus(path: str | os.PathLike, *, text_field: str = "text") -> None:
             raise InputError("E261", f"Corpus file {path} is empty (no non-blank line).", hint=hint)
         return
     bad = sum(1 for line in lines if not _decodes(line))
+    if b"\x00" in sample and not sample.startswith(_UTF16_BOMS):
+        # NUL bytes decode as UTF-8 but never occur in text: an image, an archive, a model file
+        raise InputError(
+            "E262",
+            f"Corpus file {path} is binary, not UTF-8 text (it holds NUL bytes).",
+            hint="Give a text file (.txt, .txt.gz or .jsonl), or remove it from tokenize.extra_corpora.",
+        )
     if sample.startswith(_UTF16_BOMS) or bad > len(lines) / 2:
         raise InputError(
             "E262",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.data.tasks import label_field, task_labels, task_rows_file
+from pipeline.data.tasks import label_field, lm_dir_for, task_labels, task_rows_file
 from pipeline.errors import InputError
 from pipeline.io import sha256_file
 from pipeline.metrics import accuracy, macro_f1
@@ -50,6 +50,7 @@ from pipeline.training.stage_io import (
     TrainedModel,
     pretrained_vectors_file,
 )
+from pipeline.training.ulmfit import RatePlan, param_groups_and_plan
 
 logger = logging.getLogger(__name__)
 
@@ -162,34 +163,13 @@ def class_weights(labels: np.ndarray, *, num_classes: int) -> np.ndarray:
     return (len(labels) / (num_classes * np.maximum(counts, 1.0))).astype(np.float32)
 
 
-def make_steps(model: nn.Module, section: dict, *, device: torch.device) -> StepRunner:
-    """AdamW over the trainable parameters (fused on CUDA: one kernel instead of a loop of small ones).
-
-    With init = pretrained the recurrent layer that came from the language models (layer 0, both
-    directions) is a second parameter group, whose learning rate :meth:`ClassifierTraining.train_epoch`
-    sets per epoch (see :func:`pretrained_lstm_lr`); stacked layers above it start random and train as
-    the rest of the model does.
-    """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    groups: list[dict] = [{"params": parameters}]
-    if section.get("init") == "pretrained":
-        copied = [p for name, p in model.rnn.named_parameters() if name.endswith(("_l0", "_l0_reverse"))]
-        ids = {id(p) for p in copied}
-        groups = [{"params": [p for p in parameters if id(p) not in ids]}, {"params": copied}]
+def make_steps(model: nn.Module, section: dict, *, device: torch.device) -> tuple[StepRunner, RatePlan]:
+    """AdamW (fused on CUDA: one kernel instead of a loop of small ones) over the parameter groups of
+    :func:`pipeline.training.ulmfit.param_groups_and_plan`, and the plan that sets the groups' rates per step and
+    freezes or unfreezes them per epoch (init = pretrained)."""
+    groups, plan = param_groups_and_plan(model, section)
     optimizer = torch.optim.AdamW(groups, lr=section["learning_rate"], weight_decay=section["weight_decay"], fused=device.type == "cuda")
-    return StepRunner(model=model, optimizer=optimizer, device=device, amp=section["amp"], grad_clip=section["grad_clip"])
-
-
-def pretrained_lstm_lr(section: dict, epoch: int) -> float:
-    """The pretrained LSTM's learning rate in ``epoch`` (1-based): 0 while frozen, then a share of the rest's.
-
-    A simple form of ULMFiT's gradual unfreezing and discriminative rates: the new attention and
-    output layers first learn on top of the fixed pretrained features (so their random start does
-    not wash those out), then the LSTM adapts more slowly than the layers above it.
-    """
-    if epoch <= section["pretrained_freeze_epochs"]:
-        return 0.0
-    return section["learning_rate"] * section["pretrained_lr_factor"]
+    return StepRunner(model=model, optimizer=optimizer, device=device, amp=section["amp"], grad_clip=section["grad_clip"]), plan
 
 
 def train_step(model: AttentionClassifier, batch: Batch, *, loss_fn: nn.Module, steps: StepRunner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,8 +185,11 @@ def train_step(model: AttentionClassifier, batch: Batch, *, loss_fn: nn.Module, 
 class ClassifierTraining:
     """The classifier's part of the training loop: an epoch over length buckets, dev macro-F1."""
 
-    def __init__(self, *, model: AttentionClassifier, data: TaskData, section: dict, device: torch.device, name: str) -> None:
+    def __init__(
+        self, *, model: AttentionClassifier, data: TaskData, section: dict, device: torch.device, name: str, plan: RatePlan
+    ) -> None:
         self.model = model
+        self.plan = plan  # each parameter group's rate per step, and which groups train in an epoch
         self.name = name
         self.section = section
         self.train, self.dev = data.splits["train"], data.splits["dev"]
@@ -224,8 +207,7 @@ class ClassifierTraining:
 
     def train_epoch(self, epoch: int, steps: StepRunner) -> TrainStats:
         torch.manual_seed(self.seed + epoch)  # dropout masks of this epoch
-        if len(steps.optimizer.param_groups) > 1:  # init = pretrained: the LSTM's own rate (frozen first)
-            steps.optimizer.param_groups[1]["lr"] = pretrained_lstm_lr(self.section, epoch)
+        self.plan.start_epoch(steps.optimizer, epoch)  # gradual unfreezing: the groups that train this epoch
         rng = np.random.default_rng([self.seed, epoch])
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
@@ -233,9 +215,10 @@ class ClassifierTraining:
         batches = bucket_batches(self.train.lengths, batch_size=self.batch_size, shuffle=True, rng=rng)
         if self.dist.active:
             return self._train_epoch_distributed(epoch, steps, batches)
-        for batch in steps.progress(
-            iterate_batches(self.train, batches, device=self.device), total=len(batches), desc=f"{self.name} epoch {epoch}"
+        for step, batch in enumerate(
+            steps.progress(iterate_batches(self.train, batches, device=self.device), total=len(batches), desc=f"{self.name} epoch {epoch}")
         ):
+            self.plan.before_step(steps.optimizer, epoch=epoch, step=step, steps_per_epoch=len(batches))
             loss, logits = train_step(self.model, batch, loss_fn=self.loss_fn, steps=steps)
             loss_sum += loss * len(batch.indices)
             correct += (logits.argmax(dim=-1) == batch.labels).sum()
@@ -251,7 +234,10 @@ class ClassifierTraining:
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         weights = self.weights
-        for indices in steps.progress(batches, total=len(batches), desc=f"{self.name} epoch {epoch} rank {self.dist.rank}"):
+        for step, indices in enumerate(
+            steps.progress(batches, total=len(batches), desc=f"{self.name} epoch {epoch} rank {self.dist.rank}")
+        ):
+            self.plan.before_step(steps.optimizer, epoch=epoch, step=step, steps_per_epoch=len(batches))
             local, share = distributed.shard(indices, self.dist)
             labels = self.train.labels[indices]
             normaliser = float(weights[labels].sum()) if weights is not None else float(len(indices))  # the global batch's
@@ -330,8 +316,8 @@ def train_classifier(
 
         pretrained = init_classifier_from_dir(model, data.vocab, lm_dir=lm_dir, token_field=section["token_field"])
     model.to(device)
-    training = ClassifierTraining(model=model, data=data, section=section, device=device, name=name)
-    steps = make_steps(model, section, device=device)
+    steps, plan = make_steps(model, section, device=device)
+    training = ClassifierTraining(model=model, data=data, section=section, device=device, name=name, plan=plan)
     logger.info(
         "%s: %d train / %d dev sentences, vocabulary %d, %s on %s%s",
         name,
@@ -368,7 +354,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
     With ``seeds`` > 1 it trains one model per seed; the median-dev one is the model directory and
     every seed's model goes to its ``seeds/<seed>/`` (evaluation scores them all).
     """
-    from pipeline.paths import PRETRAINED_LM_DIR, classifier_dir
+    from pipeline.paths import classifier_dir
 
     task = ctx.stage.task
     spec = ctx.config.task(task)
@@ -379,7 +365,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
     data = prepare_task_data(
         tokens_path=tokens_path, labels=labels, label_field=label_field(spec), section=section, vectors_file=vectors_file
     )
-    lm_dir = ctx.input(PRETRAINED_LM_DIR) if section["init"] == "pretrained" else None
+    lm_dir = ctx.input(lm_dir_for(ctx.config, task)) if section["init"] == "pretrained" else None
     inputs = {
         "tokens": sha256_file(tokens_path),
         "vectors": sha256_file(vectors_file) if vectors_file else None,

@@ -174,14 +174,19 @@ def pretrain_direction(
     resume: bool,
     signature: str,
     stage: str = "pretrain_lm",
+    model: LSTMLanguageModel | None = None,
 ) -> TrainedModel:
-    """Train one direction through the loop; the model ends with its best held-apart weights (``stage`` names the logs)."""
+    """Train one direction through the loop; the model ends with its best held-apart weights (``stage`` names the logs).
+
+    ``model``: a trained LM to go on training (target-LM fine-tuning) instead of a new one of ``model_args``.
+    """
     device = pick_device(section["device"])
     seed_everything(section["seed"] + (0 if direction == "forward" else 1000))
-    model = LSTMLanguageModel(**model_args)
     matrix, has_vector = embedding
-    if matrix is not None:
-        model.init_embeddings(matrix)
+    if model is None:
+        model = LSTMLanguageModel(**model_args)
+        if matrix is not None:
+            model.init_embeddings(matrix)
     model.to(device)
     if has_vector is not None and section["freeze_vectors"]:
         freeze_rows(model, has_vector)

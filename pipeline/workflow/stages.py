@@ -9,7 +9,7 @@ Data flows one way: corpus -> prepare -> tokenize -> vectors -> models -> report
 from __future__ import annotations
 
 from pipeline.config import Config, load_config
-from pipeline.data.tasks import task_rows_file
+from pipeline.data.tasks import lm_dir_for, task_rows_file, uses_target_lm
 from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names these paths)
     CLASSIFIERS_REPORT,
     CLASSIFIERS_TABLE,
@@ -39,6 +39,7 @@ from pipeline.paths import (  # noqa: F401  (re-exported: the stage table names 
     VECTORS_REPORT,
     WORD2VEC_DIR,
     classifier_dir,
+    target_lm_dir,
     task_report_dir,
     task_stats,
     task_tokens,
@@ -84,10 +85,27 @@ def _classifier_inputs(task: str):
         rows = task_rows_file(config, task)
         stats = [] if config.task(task).is_knbc else [task_stats(task)]
         classifier = config.classifier_for(task)
-        pretrained = [PRETRAINED_LM_DIR] if classifier["init"] == "pretrained" else []
-        return [rows, *stats, *_vectors_input(classifier["embedding_init"]), *pretrained]
+        return [
+            rows,
+            *stats,
+            *_vectors_input(classifier["embedding_init"]),
+            *([lm_dir_for(config, task)] if classifier["init"] == "pretrained" else []),
+        ]
 
     return inputs
+
+
+# The [tasks.NAME.classifier] keys that shape target-LM fine-tuning (with [pretrain_lm]'s stream settings).
+TARGET_LM_KEYS = ("target_lm_epochs", "target_lm_learning_rate", "freeze_embeddings", "seed")
+
+
+def _finetune_lm_view(task: str):
+    def view(config: Config) -> dict:
+        classifier = config.classifier_for(task)
+        own = {f"@pretrain_lm.{key}": value for key, value in config.fingerprint_view("pretrain_lm").items()}
+        return {**{key: classifier[key] for key in TARGET_LM_KEYS}, **own}
+
+    return view
 
 
 def _task_files(task: str):
@@ -181,6 +199,19 @@ def _prepare_task_stage(task: str) -> Stage:
     )
 
 
+def _finetune_lm_stage(task: str) -> Stage:
+    return Stage(
+        name=f"finetune_lm_{task}",
+        func="pipeline.training.target_lm:finetune_lm_stage",
+        inputs=lambda config: [task_rows_file(config, task), PRETRAINED_LM_DIR],
+        outputs=(target_lm_dir(task),),
+        section=f"tasks.{task}.classifier",
+        task=task,
+        config_view=_finetune_lm_view(task),
+        help=f"ULMFiT step b: the pretrained forward and backward LMs fine-tuned on task {task}'s training texts.",
+    )
+
+
 def _train_task_stage(task: str) -> Stage:
     return Stage(
         name=f"train_{task}",
@@ -226,6 +257,7 @@ def build_stages(config: Config | None = None) -> list[Stage]:
         *head,
         *pretrain,
         *(_prepare_task_stage(task) for task in tasks if not config.task(task).is_knbc),
+        *(_finetune_lm_stage(task) for task in tasks if uses_target_lm(config, task)),
         *(_train_task_stage(task) for task in tasks),
         fixed["train_generator"],
         fixed["train_extractor"],

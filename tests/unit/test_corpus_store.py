@@ -92,6 +92,15 @@ def test_missing_empty_and_non_utf8_corpora_are_coded_errors_naming_the_file(tmp
         check_corpus(utf16)
 
 
+def test_binary_corpus_is_a_coded_error_naming_the_file(tmp_path):
+    """NUL bytes decode as UTF-8, so the decode check alone would tokenize a binary file as text."""
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\x00\x01\x02\x00" * 4096 + "京都\n".encode())
+    with pytest.raises(InputError, match="E262") as info:
+        check_corpus(path)
+    assert str(path) in info.value.message and "binary" in info.value.message
+
+
 def test_truncated_gzip_is_a_coded_error(tmp_path):
     path = write_txt(tmp_path / "c.txt.gz", LINES * 2000)
     path.write_bytes(path.read_bytes()[:-200])

@@ -23,8 +23,8 @@ from pipeline.models.model_dir import load_state_dict
 from pipeline.models.vocab import Vocab, read_word2vec_text
 from pipeline.paths import EXTRA_TOKENS, PRETRAINED_LM_DIR, classifier_dir
 from pipeline.training import pretrain
-from pipeline.training.classifier import pretrained_lstm_lr
 from pipeline.training.pretrain_data import held_apart_set
+from pipeline.training.ulmfit import param_groups_and_plan
 from pipeline.workflow.stages import build_stages
 from tests.conftest import FILLER, THEME_WORDS, fast_overrides, run_stage, write_tiny_project, write_token_store
 
@@ -108,9 +108,13 @@ def test_copy_refuses_a_classifier_of_other_sizes():
 
 
 def test_the_lstm_is_frozen_first_then_trains_at_a_lower_rate():
-    section = {"learning_rate": 0.01, "pretrained_freeze_epochs": 1, "pretrained_lr_factor": 0.3}
-    assert pretrained_lstm_lr(section, 1) == 0.0
-    assert pretrained_lstm_lr(section, 2) == pytest.approx(0.003)
+    """unfreezing = simple: group 1 (the LSTM's layer 0) at rate 0 in epoch 1, then at pretrained_lr_factor."""
+    model = AttentionClassifier(vocab_size=20, embedding_dim=8, num_classes=3, hidden_size=6)
+    section = {"init": "pretrained", "learning_rate": 0.01, "pretrained_freeze_epochs": 1, "pretrained_lr_factor": 0.3, "epochs": 5}
+    _, plan = param_groups_and_plan(model, section)
+    assert plan.rate(1, epoch=1, step=0, steps_per_epoch=10) == 0.0
+    assert plan.rate(1, epoch=2, step=0, steps_per_epoch=10) == pytest.approx(0.003)
+    assert plan.rate(0, epoch=1, step=3, steps_per_epoch=10) == pytest.approx(0.01)
 
 
 def test_held_apart_documents_are_two_percent_and_fixed():
@@ -272,7 +276,8 @@ def test_only_the_copied_layer_gets_the_pretrained_rate_in_a_stacked_classifier(
 
     model = AttentionClassifier(vocab_size=20, embedding_dim=8, num_classes=3, hidden_size=6, num_layers=2)
     section = {"init": "pretrained", "learning_rate": 0.01, "weight_decay": 0.0, "amp": False, "grad_clip": 1.0}
-    groups = make_steps(model, section, device=torch.device("cpu")).optimizer.param_groups
+    section.update(pretrained_freeze_epochs=1, pretrained_lr_factor=0.3)
+    groups = make_steps(model, {**section, "epochs": 3}, device=torch.device("cpu"))[0].optimizer.param_groups
     names = {id(p): name for name, p in model.named_parameters()}
     pretrained = sorted(names[id(p)] for p in groups[1]["params"])
     assert pretrained == sorted(f"rnn.{w}_l0{d}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh") for d in ("", "_reverse"))
