@@ -459,6 +459,14 @@ class GeneratorSection(Section):
     section_name: ClassVar[str] = "train_generator"
     level: str = setting("word", help="word (GiNZA surface tokens) or char.", choices=("word", "char"))
     min_count: int = setting(2, help="Vocabulary: words rarer than this become <unk>.", min=1)
+    vocab_size: int = setting(
+        0,
+        help="Vocabulary besides the 4 specials: 0 = KNBC training words seen min_count times; N > 0 = the N most frequent "
+        "surface words of KNBC's training sentences and the unlabelled corpus (tokenize.extra_corpora) counted together "
+        "(min_count unused; fewer if the corpus has fewer distinct words). N > 0 needs init = pretrained and gives the model "
+        "an adaptive softmax, which cannot share its weights with the embedding: tie_weights is then ignored (untied decoder).",
+        min=0,
+    )
     sequence_unit: str = setting(
         "article",
         help="Train on whole articles (the LSTM also sees the previous sentences) or on single sentences.",
@@ -497,7 +505,14 @@ class GeneratorSection(Section):
     seed: int = setting(13, help="Random seed.")
 
     def check(self) -> None:
-        if self.tie_weights and self.embedding_size != self.hidden_size:
+        if self.vocab_size > 0 and self.init != "pretrained":
+            raise ConfigError(
+                "E108",
+                f"train_generator.vocab_size = {self.vocab_size} needs init = pretrained: a model trained from scratch on KNBC "
+                "alone cannot learn the corpus's words.",
+                hint='Set train_generator.init = "pretrained" (the pretrain_generator stage), or train_generator.vocab_size = 0.',
+            )
+        if self.tie_weights and self.vocab_size == 0 and self.embedding_size != self.hidden_size:
             raise ConfigError(
                 "E108",
                 f"train_generator.tie_weights needs embedding_size == hidden_size (got {self.embedding_size} and {self.hidden_size}).",
@@ -511,8 +526,12 @@ class GeneratorSection(Section):
             )
 
     def unfingerprinted(self) -> tuple[str, ...]:
-        # a scratch, single-seed generator keeps the fingerprint of before these keys existed
-        return (*(("init",) if self.init == "scratch" else ()), *(("seeds",) if self.seeds == 1 else ()))
+        # a scratch, single-seed generator with the KNBC vocabulary keeps the fingerprint of before these keys existed
+        return (
+            *(("init",) if self.init == "scratch" else ()),
+            *(("seeds",) if self.seeds == 1 else ()),
+            *(("vocab_size",) if self.vocab_size == 0 else ()),
+        )
 
 
 @section

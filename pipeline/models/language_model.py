@@ -53,11 +53,14 @@ class LSTMLanguageModel(nn.Module):
     & Wolf 2017), which needs ``embedding_size == hidden_size``; on a corpus as
     small as KNBC it is also the single most effective regulariser.
 
-    With ``adaptive_cutoffs`` (the pretraining LMs of ``pretrain_lm``, vocabularies of tens of
-    thousands of words) the decoder is an adaptive softmax (Grave et al. 2017): frequent words
-    in a full head, rarer ones in smaller tail clusters, several times cheaper than the full
-    softmax on a CPU. Training then calls :meth:`adaptive_loss`; ``forward`` still returns
-    ``[batch, time, vocab]`` scores (exact log-probabilities), so scoring and sampling work unchanged.
+    With ``adaptive_cutoffs`` (the pretraining LMs of ``pretrain_lm`` and a generator with
+    ``train_generator.vocab_size`` > 0, vocabularies of tens of thousands of words) the decoder is an
+    adaptive softmax (Grave et al. 2017): frequent words in a full head, rarer ones in smaller tail
+    clusters, several times cheaper than the full softmax on a CPU. Training then calls
+    :meth:`adaptive_loss` and scoring :meth:`adaptive_nll` (the target's exact log-probability without
+    the ``[batch, time, vocab]`` table); ``forward`` still returns ``[batch, time, vocab]`` scores
+    (exact log-probabilities), so sampling works unchanged. Such a model has no per-theme output
+    bias: the theme enters through the input embedding only.
     """
 
     def __init__(
@@ -91,7 +94,7 @@ class LSTMLanguageModel(nn.Module):
         # The theme enters twice: added to every input embedding (the LSTM can use it in
         # its dynamics) and as a per-theme output bias [slots, vocab] (theme word frequencies).
         self.theme_embedding = nn.Embedding(num_theme_slots, embedding_size) if num_theme_slots else None
-        self.theme_output_bias = nn.Embedding(num_theme_slots, vocab_size) if num_theme_slots else None
+        self.theme_output_bias = nn.Embedding(num_theme_slots, vocab_size) if num_theme_slots and not adaptive_cutoffs else None
         self.dropout = nn.Dropout(dropout)
         self.lstm = nn.LSTM(
             embedding_size, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
@@ -114,6 +117,7 @@ class LSTMLanguageModel(nn.Module):
             self.embedding.weight[self.embedding.padding_idx].zero_()
         if self.theme_embedding is not None:
             nn.init.uniform_(self.theme_embedding.weight, -0.1, 0.1)
+        if self.theme_output_bias is not None:
             nn.init.zeros_(self.theme_output_bias.weight)
         if self.output_weight is not None:
             nn.init.uniform_(self.output_weight, -0.1, 0.1)
@@ -143,8 +147,7 @@ class LSTMLanguageModel(nn.Module):
         ``state`` continues from a previous chunk (truncated BPTT, generation).
         With an adaptive softmax the scores are log-probabilities (log_softmax leaves them unchanged).
         """
-        if themes is None and self.theme_embedding is not None:
-            themes = torch.full((tokens.size(0),), ANY_THEME, dtype=torch.long, device=tokens.device)
+        themes = self._default_themes(tokens, themes)
         output, state = self.hidden_states(tokens, themes=themes, state=state)  # output [batch, time, hidden]
         if self.adaptive is not None:
             flat = self.dropout(output).reshape(-1, output.size(-1))  # [batch * time, hidden]
@@ -164,13 +167,51 @@ class LSTMLanguageModel(nn.Module):
             embedded = embedded + self.theme_embedding(themes).unsqueeze(1)  # broadcast over time
         return self.lstm(self.dropout(embedded), state)
 
-    def adaptive_loss(
-        self, tokens: torch.Tensor, targets: torch.Tensor, *, state: tuple[torch.Tensor, torch.Tensor] | None = None
+    def _default_themes(self, tokens: torch.Tensor, themes: torch.Tensor | None) -> torch.Tensor | None:
+        """``themes``, or the "any theme" slot for every row of a theme-conditioned model (as ``forward`` does)."""
+        if themes is None and self.theme_embedding is not None:
+            return torch.full((tokens.size(0),), ANY_THEME, dtype=torch.long, device=tokens.device)
+        return themes
+
+    def _adaptive_inputs(
+        self, tokens: torch.Tensor, themes: torch.Tensor | None, state: tuple[torch.Tensor, torch.Tensor] | None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Mean -log p(targets) in nats over every position of ``targets`` [batch, time] (adaptive-softmax models only)."""
-        output, state = self.hidden_states(tokens, state=state)
-        flat = self.dropout(output).reshape(-1, output.size(-1))  # [batch * time, hidden]
-        return self.adaptive(flat, targets.reshape(-1)).loss, state
+        """The adaptive softmax's input rows [batch * time, hidden] (dropout applied) and the final LSTM state."""
+        output, state = self.hidden_states(tokens, themes=self._default_themes(tokens, themes), state=state)
+        return self.dropout(output).reshape(-1, output.size(-1)), state
+
+    def adaptive_loss(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        themes: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        ignore_index: int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Mean -log p(targets) in nats over the positions of ``targets`` [batch, time] (adaptive-softmax models only).
+
+        ``ignore_index``: positions whose target is this index (padding) are left out of the mean.
+        """
+        flat, state = self._adaptive_inputs(tokens, themes, state)
+        flat_targets = targets.reshape(-1)
+        if ignore_index is not None:
+            keep = flat_targets != ignore_index
+            flat, flat_targets = flat[keep], flat_targets[keep]
+        return self.adaptive(flat, flat_targets).loss, state
+
+    def adaptive_nll(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor,
+        *,
+        themes: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """-log p(target) in nats at every position, [batch, time] (adaptive-softmax models only): the exact
+        log-probability ``forward`` gives the target, computed for the targets alone."""
+        flat, state = self._adaptive_inputs(tokens, themes, state)
+        return -self.adaptive(flat, targets.reshape(-1)).output.view(targets.shape), state
 
 
 def build_model(model_args: dict[str, Any]) -> LSTMLanguageModel:
@@ -283,6 +324,21 @@ def generate_ids(
     return list(zip(outputs, finished, strict=True))
 
 
+def _target_nll(
+    model: LSTMLanguageModel, inputs: torch.Tensor, targets: torch.Tensor, *, themes: torch.Tensor, pad_index: int
+) -> torch.Tensor:
+    """[batch, time]: -log p of each target in nats; padding positions are 0.
+
+    An adaptive-softmax model scores the targets alone (the same log-probabilities as its ``forward``,
+    without a ``[batch, time, vocab]`` table); a full-softmax model takes cross-entropy on its logits.
+    """
+    if getattr(model, "adaptive", None) is not None:  # a stand-in module without one: full softmax
+        nll, _ = model.adaptive_nll(inputs, targets, themes=themes)
+        return nll.float().masked_fill(targets == pad_index, 0.0)
+    logits, _ = model(inputs, themes=themes)
+    return nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=pad_index, reduction="none")
+
+
 @torch.no_grad()
 def sequence_nll(
     model: LSTMLanguageModel,
@@ -310,9 +366,8 @@ def sequence_nll(
             tokens[row, : len(sequences[index])] = torch.tensor(sequences[index], dtype=torch.long)
         tokens = tokens.to(device)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # [batch, time-1] each
-        logits, _ = model(inputs, themes=torch.tensor([themes[i] for i in group], dtype=torch.long, device=device))
-        # [batch, time-1]: -log p of each target; padding positions are 0
-        nll = nn.functional.cross_entropy(logits.float().transpose(1, 2), targets, ignore_index=pad_index, reduction="none")
+        group_themes = torch.tensor([themes[i] for i in group], dtype=torch.long, device=device)
+        nll = _target_nll(model, inputs, targets, themes=group_themes, pad_index=pad_index)
         sums = nll.double().sum(dim=1).tolist()
         counts = (targets != pad_index).sum(dim=1).tolist()
         for row, index in enumerate(group):

@@ -8,7 +8,9 @@ AMP, clipping) is ``pipeline.training.loop``; what is specific to the language m
 - Data: the surface tokens (or characters) of ``data/tokens/knbc.jsonl``, framed
   by ``<s>`` / ``</s>`` per sentence or per article (``sequence_unit``); the
   vocabulary keeps training-split units seen at least ``min_count`` times, the
-  rest become ``<unk>``.
+  rest become ``<unk>``. With ``vocab_size`` > 0 (init = pretrained) the vocabulary is
+  pretrain_generator's (the most frequent words of KNBC's training text and the corpus,
+  read from its model directory) and the decoder an adaptive softmax (untied).
 - Optimisation: Adam, optional truncated BPTT (``bptt`` > 0: the hidden state is
   carried across chunks of that many tokens, gradients are not). Epoch ``e``
   batches with a ``torch.Generator`` seeded ``seed * 1000 + e``; dropout draws from
@@ -34,13 +36,14 @@ from torch import nn
 
 from pipeline.data.labels import THEMES
 from pipeline.errors import ConfigError, InputError, ModelError
-from pipeline.io import sha256_file
+from pipeline.io import read_json, sha256_file
 from pipeline.metrics import perplexity
 from pipeline.models.language_model import ANY_THEME, SPECIALS, LSTMLanguageModel, sequence_nll, theme_slot
 from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import BOS, EOS, Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
+from pipeline.training.pretrain import fitting_cutoffs
 from pipeline.training.seeds import publish_seeds, train_seeds
 from pipeline.training.stage_io import TrainedModel, pretrained_vectors_file
 
@@ -219,8 +222,20 @@ def surface_norms(tokens_path: Path) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------- model
+def generator_cutoffs(vocab_size: int, hidden_size: int) -> list[int]:
+    """The adaptive softmax's cutoffs: pretrain_lm's (``fitting_cutoffs``), or, for a vocabulary too small for
+    them (2,001 rows or fewer), one cutoff at half the vocabulary: the head holds the more frequent half."""
+    return fitting_cutoffs(vocab_size, hidden_size) or [max(1, vocab_size // 2)]
+
+
+def uses_corpus_vocab(section: dict) -> bool:
+    """``vocab_size`` > 0: the corpus-sized vocabulary and an adaptive softmax (absent key: a section of before it existed)."""
+    return section.get("vocab_size", 0) > 0
+
+
 def generator_model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
-    return {
+    """The model's constructor arguments; ``vocab_size`` > 0 adds an adaptive softmax and unties the weights."""
+    args = {
         "vocab_size": len(vocab),
         "embedding_size": section["embedding_size"],
         "hidden_size": section["hidden_size"],
@@ -230,6 +245,11 @@ def generator_model_args(section: dict, vocab: Vocab) -> dict[str, Any]:
         "num_theme_slots": len(THEMES) + 1 if section["theme_conditioning"] else 0,
         "pad_index": vocab.pad_index,
     }
+    if uses_corpus_vocab(section):  # only then: the config.json of other models stays as it was
+        if section["tie_weights"]:
+            logger.info("train_generator.vocab_size > 0: adaptive softmax, so tie_weights is ignored (untied decoder)")
+        args.update(tie_weights=False, adaptive_cutoffs=generator_cutoffs(len(vocab), section["hidden_size"]))
+    return args
 
 
 def _init_pretrained(model: LSTMLanguageModel, *, vectors_file: Path, tokens_path: Path, section: dict, vocab: Vocab) -> dict[str, Any]:
@@ -265,7 +285,29 @@ def generator_extra(section: dict, model: LSTMLanguageModel) -> dict[str, Any]:
         "token_field": "surface",
         "themes": THEMES if model.theme_embedding is not None else [],
         "min_count": section["min_count"],
+        # the requested size (train_generator checks it); recorded only when set, so other vocab.json files stay as they were
+        **({"vocab_size": section["vocab_size"]} if uses_corpus_vocab(section) else {}),
     }
+
+
+def pretrained_vocab(directory: Path | None, section: dict) -> Vocab:
+    """``vocab_size`` > 0: the vocabulary pretrain_generator built (KNBC + corpus counts), from its model directory,
+    so that both stages have the same one; it must have been built for this ``vocab_size``."""
+    if directory is None:  # the config check already requires init = pretrained
+        raise ConfigError(
+            "E108", "train_generator.vocab_size > 0 needs init = pretrained.", hint='Set train_generator.init = "pretrained".'
+        )
+    info = read_json(directory / "vocab.json")
+    vocab = Vocab.from_json(info)
+    words = len(vocab) - len(SPECIALS)
+    if info.get("vocab_size", 0) != section["vocab_size"] or words > section["vocab_size"]:
+        raise ModelError(
+            "E318",
+            f"The pretrained generator LM in {directory} has a vocabulary of {words} words built for vocab_size = "
+            f"{info.get('vocab_size', 0)}; train_generator.vocab_size is {section['vocab_size']}.",
+            hint="Rerun pretrain_generator: it builds the vocabulary from the train_generator settings.",
+        )
+    return vocab
 
 
 def init_from_pretrained(model: LSTMLanguageModel, vocab: Vocab, *, directory: Path) -> dict[str, Any]:
@@ -302,6 +344,21 @@ def _vectors_file(ctx, section: dict) -> Path | None:
 
 
 # ----------------------------------------------------------------- training
+def _chunk_loss_sum(
+    model: LSTMLanguageModel, inputs: torch.Tensor, targets: torch.Tensor, themes: torch.Tensor, state, *, pad_index: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(sum of -log p(targets) over the non-padding targets, the LSTM state): the adaptive softmax's own loss
+    (no ``[batch, time, vocab]`` table) or cross-entropy on the full softmax's logits."""
+    if getattr(model, "adaptive", None) is not None:  # a stand-in module without one: full softmax
+        mean, state = model.adaptive_loss(inputs, targets, themes=themes, state=state, ignore_index=pad_index)
+        return mean.float() * int((targets != pad_index).sum()), state
+    logits, state = model(inputs, themes=themes, state=state)  # [batch, chunk, vocab]
+    loss_sum = nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=pad_index, reduction="sum"
+    )
+    return loss_sum, state
+
+
 def _train_chunks(
     model: LSTMLanguageModel, tokens: torch.Tensor, themes: torch.Tensor, *, steps: StepRunner, pad_index: int, bptt: int
 ) -> tuple[float, int]:
@@ -315,10 +372,7 @@ def _train_chunks(
         if chunk_count == 0:  # only padding left in this batch
             break
         with steps.autocast():
-            logits, state = model(inputs[:, start : start + chunk], themes=themes, state=state)  # [batch, chunk, vocab]
-        loss_sum = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), chunk_targets.reshape(-1), ignore_index=pad_index, reduction="sum"
-        )
+            loss_sum, state = _chunk_loss_sum(model, inputs[:, start : start + chunk], chunk_targets, themes, state, pad_index=pad_index)
         steps.step(loss_sum / chunk_count)
         # truncated BPTT: keep the state's values, cut its gradient history
         state = tuple(s.detach() for s in state)
@@ -391,7 +445,8 @@ class LanguageModelTraining:
 
 
 # --------------------------------------------------------------------- stage
-def _read_data(tokens_path: Path, section: dict) -> tuple[Vocab, list[Encoded], list[Encoded]]:
+def _read_data(tokens_path: Path, section: dict, *, vocab: Vocab | None = None) -> tuple[Vocab, list[Encoded], list[Encoded]]:
+    """The vocabulary (``vocab``, or built from the training split) and the encoded train and dev sequences."""
     splits = read_splits(tokens_path, level=section["level"], unit=section["sequence_unit"])
     if not splits["train"] or not splits["dev"]:
         raise InputError(
@@ -399,7 +454,8 @@ def _read_data(tokens_path: Path, section: dict) -> tuple[Vocab, list[Encoded], 
             "The tokens file has no train or no dev sentences.",
             hint="Check prepare.train_ratio and prepare.dev_ratio, then `jpipe run tokenize`.",
         )
-    vocab = build_vocab(splits["train"], min_count=section["min_count"])
+    if vocab is None:
+        vocab = build_vocab(splits["train"], min_count=section["min_count"])
     return vocab, encode(splits["train"], vocab), encode(splits["dev"], vocab)
 
 
@@ -431,7 +487,8 @@ def train_language_model(
     """
     seed_everything(section["seed"])  # before the model: its initial weights come from the seed
     device = pick_device(section["device"])
-    vocab, train_set, dev_set = _read_data(tokens_path, section)
+    fixed_vocab = pretrained_vocab(pretrained_dir, section) if uses_corpus_vocab(section) else None
+    vocab, train_set, dev_set = _read_data(tokens_path, section, vocab=fixed_vocab)
     model_args = generator_model_args(section, vocab)
     model = LSTMLanguageModel(**model_args)
     init_stats = _initialise(
@@ -447,7 +504,8 @@ def train_language_model(
         "pretrained" if pretrained_dir else "scratch",
     )
     signature = checkpoint_signature(
-        section,
+        # vocab_size = 0 left out: a checkpoint of before the key existed still resumes
+        {key: value for key, value in dict(section).items() if key != "vocab_size" or value},
         vocab=vocab.itos,
         tokens=sha256_file(tokens_path),
         vectors=sha256_file(vectors_file) if vectors_file else None,

@@ -146,10 +146,17 @@ class LMPretraining:
         """Nothing: the budget is fixed; early stopping ends a run that stopped improving."""
 
 
+def fitting_cutoffs(vocab_size: int, hidden_size: int) -> list[int]:
+    """The ``ADAPTIVE_CUTOFFS`` a vocabulary of ``vocab_size`` rows and an LSTM of ``hidden_size`` units can use.
+
+    A cutoff must lie inside the vocabulary, and tail cluster i projects to hidden_size / 4**(i + 1)
+    units: no cluster narrower than 4 units. Empty: the vocabulary is too small for an adaptive softmax.
+    """
+    return [cut for i, cut in enumerate(ADAPTIVE_CUTOFFS) if cut < vocab_size - 1 and hidden_size // 4 ** (i + 1) >= 4]
+
+
 def model_args_for(*, vocab: Vocab, embedding_dim: int, hidden_size: int, section: dict) -> dict[str, Any]:
-    # tail cluster i projects to hidden_size / 4**(i + 1) units: no cluster narrower than 4 units
-    cutoffs = [cut for i, cut in enumerate(ADAPTIVE_CUTOFFS) if cut < len(vocab) - 1 and hidden_size // 4 ** (i + 1) >= 4]
-    cutoffs = cutoffs if section["adaptive_softmax"] else []
+    cutoffs = fitting_cutoffs(len(vocab), hidden_size) if section["adaptive_softmax"] else []
     return {
         "vocab_size": len(vocab),
         "embedding_size": embedding_dim,

@@ -147,7 +147,9 @@ def _pretrain_generator_view(config: Config) -> dict:
     """pretrain_generator's fingerprint: the [pretrain_lm] keys it reads and the [train_generator] keys of its shape."""
     generator = config["train_generator"]
     own = {key: value for key, value in config.fingerprint_view("pretrain_lm").items() if key not in CLASSIFIER_LM_ONLY_KEYS}
-    return {**own, **{f"@train_generator.{key}": generator[key] for key in GENERATOR_SHAPE_KEYS}}
+    # vocab_size only when set: at 0 (the KNBC vocabulary) the fingerprint is the one of before the key existed
+    corpus_vocab = {"@train_generator.vocab_size": generator["vocab_size"]} if generator["vocab_size"] else {}
+    return {**own, **{f"@train_generator.{key}": generator[key] for key in GENERATOR_SHAPE_KEYS}, **corpus_vocab}
 
 
 def _pretrain_inputs(config: Config) -> list[str]:
