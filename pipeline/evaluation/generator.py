@@ -19,7 +19,10 @@ With ``train_generator.seeds`` > 1 every seed's model is scored on the same targ
 and whether the LSTM's difference from the n-gram model is within that noise). With
 ``init = "pretrained"`` two more rows share the targets and vocabulary: the language model before
 fine-tuning, and an n-gram model fitted on the same text as the pretrained LM. ``generator.md``
-shows every row as a table.
+shows every row as a table, and the share of ``<unk>`` among the targets in the generator's
+vocabulary: KNBC's test targets (every row's) and, with init = "pretrained", the pretraining text's
+held-apart documents (with ``train_generator.vocab_size`` > 0 the vocabulary holds the corpus's
+most frequent words, and both shares drop).
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def _score_pretraining(ctx, loaded, test_rows: list[dict], *, lstm: dict, device
         store_path=ctx.input(EXTRA_TOKENS),
         section=ctx.config["pretrain_lm"],
         generator=ctx.config["train_generator"],
+        vocab=loaded.vocab,  # every row in the fine-tuned generator's vocabulary
     )
     ngram = _score_ngram(loaded, text_sentences(text), test_rows, section=ctx.section)
     if ngram["targets"] != lstm["targets"] or before["targets"] != lstm["targets"]:
@@ -141,6 +145,10 @@ def _score_pretraining(ctx, loaded, test_rows: list[dict], *, lstm: dict, device
         "ngram_same_text": ngram,
         "lstm_to_ngram_same_text_ratio": ratio,
         "lstm_vs_ngram_same_text": _noise(lstm, ngram),
+        # <unk> shares in the generator's vocabulary: the held-apart documents (tokens + sentence ends), KNBC's test articles
+        "dev_tokens": text.stats["dev_tokens"],
+        "dev_unk_rate": text.stats["dev_unk_rate"],
+        "knbc_test_unk_rate": text.stats["knbc_test_unk_rate"],
         "text": text.stats,
     }
 
@@ -165,6 +173,12 @@ def _test_summary(loaded, test_rows: list[dict], *, targets: int) -> dict[str, A
     known = set(loaded.vocab.itos)
     test_units = [u for s in test_rows for u in sentence_units(s, level=loaded.level)]
     oov = sum(1 for u in test_units if u not in known)
+    corpus_words = loaded.metrics.get("config", {}).get("vocab_size", 0)
+    source = (
+        f"not among the {corpus_words} most frequent words of KNBC's training text and the unlabelled corpus"
+        if corpus_words
+        else f"training units seen < {loaded.min_count} times"
+    )
     return {
         "split": "test (articles held out from training)",
         "sentences": len(test_rows),
@@ -172,8 +186,10 @@ def _test_summary(loaded, test_rows: list[dict], *, targets: int) -> dict[str, A
         "targets": targets,
         "oov_units": oov,
         "oov_rate": round(oov / max(len(test_units), 1), 4),
+        # <unk> among the targets (units + sentence ends), as the pretraining text's rates count them
+        "unk_target_rate": round(oov / max(targets, 1), 4),
         "vocabulary_size": len(loaded.vocab),
-        "unknown_word_handling": f"units outside vocab.json (training units seen < {loaded.min_count} times) -> <unk> for both models",
+        "unknown_word_handling": f"units outside vocab.json ({source}) -> <unk> for every model",
     }
 
 
@@ -299,7 +315,25 @@ def generator_table(report: dict[str, Any], *, init: str) -> str:
         )
     lines.append("")
     lines += _ratio_lines(report, lstm)
+    lines += _unk_lines(report)
     return "\n".join(lines) + "\n"
+
+
+def _unk_lines(report: dict[str, Any]) -> list[str]:
+    """The share of ``<unk>`` targets (tokens and sentence ends) in the generator's vocabulary, per text."""
+    test, pretraining = report["test"], report.get("pretraining")
+    lines = [
+        "",
+        f"`<unk>` in the generator's vocabulary ({test['vocabulary_size']} entries):",
+        "",
+        "| text | targets | `<unk>` share |",
+        "|---|---|---|",
+    ]
+    if "unk_target_rate" in test:
+        lines.append(f"| KNBC test (the targets above) | {test['targets']} | {test['unk_target_rate']:.2%} |")
+    if pretraining and pretraining.get("dev_unk_rate") is not None:
+        lines.append(f"| pretraining text, held-apart documents | {pretraining['dev_tokens']} | {pretraining['dev_unk_rate']:.2%} |")
+    return lines
 
 
 def _ratio_lines(report: dict[str, Any], lstm: dict[str, Any]) -> list[str]:
