@@ -238,7 +238,7 @@ def test_train_generator_refuses_a_pretrained_lm_of_another_vocab_size(vocab_pro
     assert error.value.code == "E318" and "vocab_size" in str(error.value)
 
 
-def test_sampling_and_scoring_work_on_the_adaptive_generator(vocab_project):
+def test_sampling_works_on_the_adaptive_generator(vocab_project):
     generator = Generator.from_dir(vocab_project / GENERATOR_DIR)
     kwargs = dict(prompt="", num=3, max_tokens=12, temperature=1.0, top_k=5, top_p=0.9, theme="Kyoto")
     first = generator.generate(seed=5, **kwargs).samples
