@@ -55,11 +55,11 @@ def test_an_unknown_profile_lists_the_profiles(tmp_path):
 
 
 def test_the_cli_takes_repeated_profiles(tmp_path):
+    import tomllib
+
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-
-    import tomllib
 
     result = CliRunner().invoke(app, ["--dir", str(tmp_path), "--profile", "modern", "--profile", "aozora", "config"])
     assert result.exit_code == 0, result.output
@@ -204,11 +204,12 @@ def test_a_killed_gradual_classifier_resumes_to_the_same_model(lm_project, monke
     run_stage(lm_project, "pretrain_lm", TINY_PRETRAIN)
     twin = tmp_path / "twin"
     shutil.copytree(lm_project, twin)
-    overrides = [*TINY_PRETRAIN, *fast_overrides("topic", "hidden_size=16", "init=pretrained", "epochs=4", "patience=4", "seeds=2", *GRADUAL)]
+    overrides = [
+        *TINY_PRETRAIN,
+        *fast_overrides("topic", "hidden_size=16", "init=pretrained", "epochs=4", "patience=4", "seeds=2", *GRADUAL),
+    ]
     run_stage(twin, "train_topic", overrides)
-    interrupt_then_resume(
-        lambda resume: run_stage(lm_project, "train_topic", overrides, resume=resume), monkeypatch, seed=14, epoch=2
-    )
+    interrupt_then_resume(lambda resume: run_stage(lm_project, "train_topic", overrides, resume=resume), monkeypatch, seed=14, epoch=2)
     assert_same_weights(lm_project / classifier_dir("topic") / "seeds" / "14", twin / classifier_dir("topic") / "seeds" / "14")
     assert_same_weights(lm_project / classifier_dir("topic") / "seeds" / "13", twin / classifier_dir("topic") / "seeds" / "13")
 
