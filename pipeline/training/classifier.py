@@ -285,6 +285,9 @@ def _training_metrics(
         "embedding_init": section["embedding_init"],
         "init": section.get("init", "scratch"),
         "pretrained": pretrained,
+        "schedule": section.get("schedule", "constant"),
+        # ULMFiT's steps b and c, with init = pretrained
+        "fine_tuning": {key: section.get(key) for key in ("target_lm_epochs", "unfreezing", "lr_decay")} if pretrained else None,
         "embedding_coverage": round(data.coverage, 4) if data.coverage is not None else None,
         "class_weights": [round(float(w), 4) for w in weights] if weights is not None else None,
     }

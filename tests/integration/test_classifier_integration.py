@@ -88,6 +88,7 @@ def test_classify_real_reviews(evaluated_project, tmp_path):
     assert rows[2]["error"] == "empty text"
 
 
+@pytest.mark.slow  # three seeds through the runner on the real corpus
 def test_several_seeds_through_the_runner(real_project, tmp_path):
     """Three seeds of a small topic model (random embeddings, 2 epochs) through the runner to
     evaluate_topic: three models, the kept one the median by dev macro-F1, test mean ± std printed."""

@@ -11,7 +11,8 @@ import shutil
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# slow: two seeds of the extractor on the real corpus (about 8 minutes); `make test-slow` / `make test-all` run it
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from pipeline.workflow.runner import Runner
 from tests.conftest import SMALL_CLASSIFIER_SETTINGS
 from tests.integration.test_aozora_integration import aozora_slice
 
-pytestmark = pytest.mark.integration
+# slow: language-model pretraining on KNBC and an Aozora slice; `make test-slow` / `make test-all` run it
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_pretraining_on_knbc_and_aozora_then_a_pretrained_topic_classifier(real_project, tmp_path):

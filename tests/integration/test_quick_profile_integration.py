@@ -15,7 +15,8 @@ import pytest
 from pipeline.paths import GENERATOR_REPORT, GENERATOR_TABLE, METRICS, PRETRAINED_GENERATOR_DIR, PRETRAINED_LM_DIR
 from tests.integration.test_aozora_integration import aozora_slice
 
-pytestmark = pytest.mark.integration
+# slow: the whole quick profile, pretraining included; `make test-slow` / `make test-all` run it
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -34,14 +35,17 @@ def test_quick_profile_runs_every_stage_with_pretraining(real_project, tmp_path)
 
     status = json.loads(jpipe(project, "status", "--json", "--set", corpus).stdout)
     stages = {row["name"]: row for row in status["stages"]}
-    assert {"pretrain_lm", "pretrain_generator", "train_generator", "report"} <= set(stages)
+    assert {"pretrain_lm", "finetune_lm_topic", "finetune_lm_sentiment", "pretrain_generator", "train_generator", "report"} <= set(stages)
     assert all(row["state"] == "fresh" for row in stages.values()), [name for name, row in stages.items() if row["state"] != "fresh"]
 
     metrics = json.loads((project / METRICS).read_text(encoding="utf-8"))
     assert {"topic", "sentiment", "generator", "vectors", "extractor", "stage_times"} <= set(metrics)
     assert {"pretrain_lm", "pretrain_generator", "train_topic"} <= set(metrics["stage_times"]["seconds"])
     assert (project / PRETRAINED_LM_DIR / "forward" / "model.safetensors").exists()
-    assert json.loads((project / "models/classifier/topic/metrics.json").read_text(encoding="utf-8"))["init"] == "pretrained"
+    topic = json.loads((project / "models/classifier/topic/metrics.json").read_text(encoding="utf-8"))
+    assert topic["init"] == "pretrained" and topic["pretrained"]["embedding_rows_copied"] > 100
+    tuned = json.loads((project / "models/target_lm/topic/finetune.json").read_text(encoding="utf-8"))
+    assert tuned["forward"]["dev_perplexity"] is not None and tuned["text"]["train_rows"] > 2000
 
     generator = json.loads((project / GENERATOR_REPORT).read_text(encoding="utf-8"))
     pretraining = generator["pretraining"]
