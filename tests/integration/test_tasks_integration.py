@@ -24,6 +24,7 @@ def write_review_csv(project, path) -> int:
     return len(kept)
 
 
+@pytest.mark.slow  # five seeds of a classifier on the real review task
 def test_review_task_beats_tfidf(real_project, tmp_path):
     from typer.testing import CliRunner
 
