@@ -43,10 +43,26 @@ def _indexed_kneser_ney_class():
                             bucket[word] += 1
                             self._totals[key] += 1
             self._distinct_followers: dict[tuple, int] = {}
+            self._predictable: int | None = None
 
         def _continuation_counts(self, word, context=tuple()):
             followers = self._followers.get(context)
             return (followers[word] if followers else 0), self._totals[context]
+
+        def unigram_score(self, word):
+            """nltk's continuation unigram; interpolated with a uniform distribution over the vocabulary when the
+            vocabulary holds words the text never has (a corpus vocabulary), which nltk would give probability 0.
+
+            p(w) = max(c(w) - d, 0) / T + (d * S / T) / P, with S the words seen and P the words that can be
+            predicted (all but ``<s>``): it sums to 1 over them.
+            """
+            count, total = self._continuation_counts(word)
+            if self._predictable is None:  # distinct entries (nltk's vocabulary may list <unk> twice) but <s>
+                self._predictable = len(set(self.vocab)) - 1
+            seen = len(self._followers.get((), ()))
+            if seen >= self._predictable:  # the text has every word: nltk's own formula, numbers unchanged
+                return count / total
+            return max(count - self.discount, 0.0) / total + self.discount * seen / total / self._predictable
 
         def alpha_gamma(self, word, context):
             # nltk's formula, with the distinct-follower count of ``context`` cached

@@ -223,6 +223,21 @@ def test_ngram_distributions_sum_to_one(smoothing):
         assert sum(model.unmasked_score(w, context) for w in vocabulary) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_kneser_ney_gives_a_vocabulary_word_the_text_never_has_some_probability():
+    """A corpus vocabulary holds words the n-gram text never has: nltk's unigram gives them 0 (infinite
+    perplexity); ours interpolates with a uniform distribution, and every distribution still sums to 1."""
+    from pipeline.evaluation.ngram import fit_ngram, ngram_nll
+
+    vocabulary = [UNK, BOS, EOS, "a", "b", "c", "z", "y"]  # z and y never occur in the text
+    model = fit_ngram(toy_sentences(), vocabulary=vocabulary, order=3, smoothing="kneser_ney", discount=0.75)
+    assert model.unmasked_score("z", None) > 0 and model.unmasked_score("z", ("a", "b")) > 0
+    predicted = [word for word in vocabulary if word != BOS]
+    for context in [(BOS, BOS), (BOS, "a"), ("a", "b"), ("c", "c"), ("b", "a"), ("z", "y")]:
+        assert sum(model.unmasked_score(w, context) for w in predicted) == pytest.approx(1.0, abs=1e-9)
+    total, count, zeros = ngram_nll(model, [["a", "z", "b"]], order=3)
+    assert zeros == 0 and count == 4 and math.isfinite(total)
+
+
 def test_ngram_perplexity_by_hand_unigram():
     from pipeline.evaluation.ngram import fit_ngram, ngram_nll
 
