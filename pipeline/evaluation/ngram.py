@@ -50,19 +50,10 @@ def _indexed_kneser_ney_class():
             return (followers[word] if followers else 0), self._totals[context]
 
         def unigram_score(self, word):
-            """nltk's continuation unigram; interpolated with a uniform distribution over the vocabulary when the
-            vocabulary holds words the text never has (a corpus vocabulary), which nltk would give probability 0.
-
-            p(w) = max(c(w) - d, 0) / T + (d * S / T) / P, with S the words seen and P the words that can be
-            predicted (all but ``<s>``): it sums to 1 over them.
-            """
-            count, total = self._continuation_counts(word)
             if self._predictable is None:  # distinct entries (nltk's vocabulary may list <unk> twice) but <s>
                 self._predictable = len(set(self.vocab)) - 1
-            seen = len(self._followers.get((), ()))
-            if seen >= self._predictable:  # the text has every word: nltk's own formula, numbers unchanged
-                return count / total
-            return max(count - self.discount, 0.0) / total + self.discount * seen / total / self._predictable
+            count, total = self._continuation_counts(word)
+            return floored_unigram(count, total, seen=len(self._followers.get((), ())), words=self._predictable, discount=self.discount)
 
         def alpha_gamma(self, word, context):
             # nltk's formula, with the distinct-follower count of ``context`` cached
@@ -78,6 +69,19 @@ def _indexed_kneser_ney_class():
             return alpha, gamma
 
     return IndexedKneserNey
+
+
+def floored_unigram(count: int, total: int, *, seen: int, words: int, discount: float) -> float:
+    """Kneser-Ney's continuation unigram ``count / total``, interpolated with a uniform distribution over the
+    ``words`` that can be predicted when the text has only ``seen`` of them (a corpus vocabulary): nltk would give
+    the others probability 0, and the perplexity would be infinite.
+
+    p(w) = max(c(w) - d, 0) / T + (d * S / T) / P: it sums to 1 over the P words. When the text has every word the
+    value is nltk's own, so the numbers of a vocabulary built from the text do not change.
+    """
+    if seen >= words:
+        return count / total
+    return max(count - discount, 0.0) / total + discount * seen / total / words
 
 
 def pad_sentence(units: list[str], *, order: int) -> list[str]:

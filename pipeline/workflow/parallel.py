@@ -106,7 +106,10 @@ def _start(runner, schedule: _Schedule, name: str, why: list[str], *, context, r
         callbacks["start"](name, why)
     job = runner.prepare(name, resume=resume)
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(job.ctx, sender, stage_threads(jobs)), name=f"jpipe-{name}", daemon=False)
+    # the parent's PID travels with the job: a child that read getppid() itself would get its new parent's PID if
+    # this process were killed before the child started, and would then never notice
+    args = (job.ctx, sender, stage_threads(jobs), os.getpid())
+    process = context.Process(target=_child, args=args, name=f"jpipe-{name}", daemon=False)
     process.start()
     sender.close()  # the parent keeps only the reading end: EOF when the child is gone
     schedule.running[name] = (process, receiver, job)
@@ -163,12 +166,12 @@ def _stop_all(schedule: _Schedule) -> None:
     schedule.running.clear()
 
 
-def _child(ctx, connection, threads: int) -> None:
+def _child(ctx, connection, threads: int, parent_pid: int) -> None:
     """In the forked process: run one stage function into its staging directory; send ("ok", metrics) or ("error", exc)."""
     from pipeline.text.sharded import exit_when_parent_dies
 
     # a stage of a killed run must not run on as an orphan (it also holds the inherited project lock)
-    exit_when_parent_dies(os.getppid())
+    exit_when_parent_dies(parent_pid)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # torch reads it when first imported
     try:
         import sys
