@@ -155,25 +155,28 @@ def test_freeze_vectors_keeps_the_rows_that_have_a_vector_and_trains_the_others(
     assert not torch.equal(table[corpus_only], start[corpus_only])
 
 
+def kill_lm_stage_then_resume(project: Path, stage: str, overrides: list[str], monkeypatch, *, at_round: int) -> None:
+    """Run ``stage`` (a language-model stage) until its ``at_round``-th round starts, kill it there, then resume it."""
+    original, calls = pretrain.LMPretraining.train_epoch, []
+
+    def dies(self, epoch, steps):
+        calls.append(epoch)
+        if len(calls) == at_round:
+            raise KeyboardInterrupt
+        return original(self, epoch, steps)
+
+    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(project, stage, overrides)
+    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", original)
+    run_stage(project, stage, overrides, resume=True)
+
+
 def test_a_killed_pretraining_resumes_to_the_same_models(lm_project, monkeypatch, tmp_path):
     twin = tmp_path / "twin"
     shutil.copytree(lm_project, twin)
     run_stage(twin, "pretrain_lm", TINY_PRETRAIN)  # uninterrupted
-
-    original = pretrain.LMPretraining.train_epoch
-    calls = []
-
-    def dies_in_round_three(self, epoch, steps):
-        calls.append(epoch)
-        if len(calls) == 3:  # the forward LM's third round
-            raise KeyboardInterrupt
-        return original(self, epoch, steps)
-
-    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", dies_in_round_three)
-    with pytest.raises(KeyboardInterrupt):
-        run_stage(lm_project, "pretrain_lm", TINY_PRETRAIN)
-    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", original)
-    run_stage(lm_project, "pretrain_lm", TINY_PRETRAIN, resume=True)
+    kill_lm_stage_then_resume(lm_project, "pretrain_lm", TINY_PRETRAIN, monkeypatch, at_round=3)  # the forward LM's third round
 
     report = json.loads((lm_project / PRETRAINED_LM_DIR / "pretrain.json").read_text(encoding="utf-8"))
     assert report["forward"]["resumed_from_epoch"] == 2

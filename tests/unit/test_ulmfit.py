@@ -18,7 +18,7 @@ from pipeline.training import pretrain, target_lm
 from pipeline.training.ulmfit import layer_groups, param_groups_and_plan, slanted_triangular
 from pipeline.workflow.stages import build_stages
 from tests.conftest import assert_same_weights, fast_overrides, model_weights, run_stage
-from tests.unit.test_pretrain import TINY_PRETRAIN, lm_project  # noqa: F401  (the fixture)
+from tests.unit.test_pretrain import TINY_PRETRAIN, kill_lm_stage_then_resume, lm_project  # noqa: F401  (the fixture)
 
 TARGET = [*TINY_PRETRAIN, "tasks.topic.classifier.target_lm_epochs=3", "tasks.topic.classifier.target_lm_learning_rate=0.01"]
 GRADUAL = ["unfreezing=gradual", "lr_decay=2.6", "schedule=slanted_triangular"]
@@ -180,19 +180,7 @@ def test_a_killed_fine_tuning_resumes_to_the_same_lms(lm_project, monkeypatch, t
     twin = tmp_path / "twin"
     shutil.copytree(lm_project, twin)
     run_stage(twin, "finetune_lm_topic", TARGET)
-    original, calls = pretrain.LMPretraining.train_epoch, []
-
-    def dies_in_epoch_two(self, epoch, steps):
-        calls.append(epoch)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch, steps)
-
-    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        run_stage(lm_project, "finetune_lm_topic", TARGET)
-    monkeypatch.setattr(pretrain.LMPretraining, "train_epoch", original)
-    run_stage(lm_project, "finetune_lm_topic", TARGET, resume=True)
+    kill_lm_stage_then_resume(lm_project, "finetune_lm_topic", TARGET, monkeypatch, at_round=2)
     for direction in ("forward", "backward"):
         assert_same_weights(lm_project / target_lm_dir("topic") / direction, twin / target_lm_dir("topic") / direction)
 
