@@ -50,7 +50,7 @@ test:
 test-slow:
 	$(PYTEST) -m slow
 
-# Every test, slow ones included (about 30 minutes on 2 cores).
+# Every test, slow ones included (about 26 minutes on 2 cores).
 test-all:
 	$(PYTEST)
 
