@@ -8,15 +8,16 @@ LINT_IMPORTS ?= $(if $(wildcard .venv/bin/lint-imports),.venv/bin/lint-imports,l
 # The ten slowest tests are printed after every run.
 PYTEST ?= $(PYTHON) -m pytest -q --durations=10
 
-.PHONY: install install-browser run lint test test-slow test-all test-fast test-integration bench
+.PHONY: install install-browser run lint docs test test-slow test-all test-fast test-integration bench
 
 install:
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	# CPU build of PyTorch (a bare `torch` would pull GBs of CUDA packages)
 	.venv/bin/pip install -q torch==2.13.0
-	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`); ray: the Ray engine and its tests
-	.venv/bin/pip install -q -e ".[dev,ray]"
+	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`); ray: the Ray engine and its tests;
+	# docs: MkDocs Material and mkdocstrings (`make docs`)
+	.venv/bin/pip install -q -e ".[dev,ray,docs]"
 	$(MAKE) --no-print-directory install-browser
 
 # The browser test (tests/integration/test_serve_browser.py) drives Debian's chromium through Playwright
@@ -40,6 +41,10 @@ lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 	$(LINT_IMPORTS)
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or anchor fails the build.
+docs:
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 # The README's test command: unit tests and the integration tests on the real KNBC archive, less the tests marked
 # `slow` (real-data trainings of several seeds, whole profiles). 7 min 25 s on 2 cores (2026-12-07).

@@ -48,6 +48,24 @@ class State:
 state = State()
 
 
+def installed_version() -> str:
+    """jpipe's version from the installed package's metadata (``pipeline.__version__`` when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jpipe")
+    except PackageNotFoundError:
+        from pipeline import __version__
+
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"jpipe {installed_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     project_dir: Annotated[
@@ -66,6 +84,10 @@ def _main(
             'Repeat it (or NAME,NAME) to combine: --profile modern --profile aozora. Or: profile = ["modern"] in jpipe.toml.',
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, expose_value=False, help="Print jpipe's version and exit."),
+    ] = False,
 ) -> None:
     state.project_dir = (project_dir or Path.cwd()).resolve()
     state.verbose = verbose
@@ -105,6 +127,7 @@ CLI_TIPS = {
     "E202": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
     "E203": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
     "E204": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
+    "E205": "On the command line: --input FILE always reads a file (- for stdin); --text TEXT is always the text itself.",
     "E254": "On the command line: jpipe task add NAME ... --allow-rare",
 }
 

@@ -15,6 +15,19 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, state
+from pipeline.cli._inputs import (
+    IdColumnOption,
+    InputFileOption,
+    InputFormatOption,
+    MaxCharsOption,
+    ReadOptions,
+    TextColumnOption,
+    TextFieldOption,
+    TextInput,
+    TextOption,
+    TextOrFileArgument,
+    resolve_input,
+)
 
 TASKS_HELP = "Comma-separated tasks, e.g. topic,sentiment (default: every trained task; `jpipe task list` shows them)."
 THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
@@ -32,31 +45,18 @@ LONG_HELP = (
 # when it is built (before any model loads), so the command body stays a few calls.
 @dataclass(frozen=True)
 class InputOptions:
-    """Where the reviews come from and how rows are read."""
+    """Where the reviews come from (one text, a file or stdin: ``pipeline.cli._inputs``) and how rows are read."""
 
-    path: str
-    kind: str  # txt, csv, tsv, jsonl or parquet
-    text_column: str  # CSV/TSV column or JSONL field
-    id_column: str | None
-    max_chars: int
+    source: TextInput
+    read: ReadOptions
+    kind: str  # txt, csv, tsv, jsonl or parquet; "text" for a single text
 
     @classmethod
-    def build(
-        cls, *, path: str, input_format: str | None, text_column: str, text_field: str, id_column: str | None, max_chars: int
-    ) -> InputOptions:
-        from pipeline.data.readers import detect_input_format
-
-        kind = detect_input_format(path, input_format=input_format)
-        return cls(
-            path=path, kind=kind, text_column=text_field if kind == "jsonl" else text_column, id_column=id_column, max_chars=max_chars
-        )
+    def build(cls, *, source: TextInput, read: ReadOptions) -> InputOptions:
+        return cls(source=source, read=read, kind=source.format(read) if source.is_file else "text")
 
     def records(self):
-        from pipeline.data.readers import read_records
-
-        return read_records(
-            self.path, input_format=self.kind, text_column=self.text_column, id_column=self.id_column, max_chars=self.max_chars
-        )
+        return self.source.records(self.read)
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ class RayOptions:
 
     def run(self, source: InputOptions, models: ModelOptions, target: OutputOptions):
         """Classify on Ray; returns the ``RaySummary``."""
+        if not source.source.is_file:
+            fail("The Ray engine reads a file, not a single text.", "Give a file (or --input FILE), or use --engine local.")
         from pipeline.inference.batch import task_model_dirs
         from pipeline.inference.ray_engine import RayModels, RaySource, run_ray_classification
 
@@ -134,8 +136,13 @@ class RayOptions:
             threads=max(1, models.threads),
             top_tokens=target.top_tokens,
         )
+        read = source.read
         ray_source = RaySource(
-            path=source.path, kind=source.kind, text_column=source.text_column, id_column=source.id_column, max_chars=source.max_chars
+            path=source.source.path,
+            kind=source.kind,
+            text_column=read.column_for(source.kind),
+            id_column=read.id_column,
+            max_chars=read.max_chars,
         )
         return run_ray_classification(
             source=ray_source,
@@ -157,13 +164,9 @@ def _parse_tasks(text: str) -> tuple[str, ...] | None:
 # long: one Typer option per parameter (the signature is the --help text); the body is a few calls
 @app.command()
 def classify(
-    input_path: Annotated[
-        str,
-        typer.Argument(
-            metavar="INPUT",
-            help="Reviews: .txt (one per line), .csv / .tsv (--text-column), .jsonl (--text-field), optionally .gz, .parquet (--text-column), or - for stdin (read as .txt unless --input-format).",
-        ),
-    ],
+    argument: TextOrFileArgument = None,
+    input_path: InputFileOption = None,
+    text: TextOption = None,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Output file (.csv or .jsonl; default: stdout); with --engine ray, a directory of shards."),
@@ -175,19 +178,12 @@ def classify(
         ),
     ] = None,
     task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "",
-    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV/parquet column holding the review.")] = "text",
-    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the review.")] = "text",
-    id_column: Annotated[
-        str | None, typer.Option("--id-column", help="CSV/TSV column or JSONL field used as the row id (default: the row / line number).")
-    ] = None,
-    input_format: Annotated[
-        str | None, typer.Option("--input-format", help="txt, csv, tsv, jsonl or parquet (default: from the extension; stdin: txt).")
-    ] = None,
+    text_column: TextColumnOption = None,
+    text_field: TextFieldOption = None,
+    id_column: IdColumnOption = None,
+    input_format: InputFormatOption = None,
     long_policy: Annotated[str, typer.Option("--long", help=LONG_HELP)] = "aggregate",
-    max_chars: Annotated[
-        int,
-        typer.Option("--max-chars", help="Rows longer than this many characters are not classified: they get an 'over-long' error.", min=1),
-    ] = 10_000,
+    max_chars: MaxCharsOption = 10_000,
     top_tokens: Annotated[int, typer.Option("--top-tokens", help="Most attended tokens listed per task.", min=0)] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Reviews per batch.", min=1)] = 256,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "cpu",
@@ -202,8 +198,9 @@ def classify(
 ) -> None:
     """Classify reviews (topic and sentiment) with the trained models, streaming in batches.
 
-    Each input row is one review (a document of one or more sentences), tokenized
-    like the training data. Reviews longer than the model's max_tokens (200 tokens
+    The input is one review (TEXT or --text), or a file of reviews (FILE, --input FILE,
+    or - for stdin): see docs/input.md. Each input row is one review (a document of one
+    or more sentences), tokenized like the training data. Reviews longer than the model's max_tokens (200 tokens
     by default) are aggregated over 200-token windows by default (--long).
     Each output row has: id, text, and per task the label, the probability of every
     class and the most attended tokens. Rows that cannot be classified (empty,
@@ -215,14 +212,15 @@ def classify(
     cluster at --address) and written as shards part-*.jsonl / part-*.parquet in the
     --output directory; each row carries 'seq', its position in the input.
 
-    Examples: `jpipe classify reviews.txt -o out.csv`,
+    Examples: `jpipe classify "駅前のラーメン屋はスープが美味しかった。"`,
+    `jpipe classify reviews.txt -o out.csv`,
     `jpipe classify reviews.csv --text-column body --task sentiment`,
     `cat reviews.txt | jpipe classify - --format csv`,
     `jpipe classify reviews.jsonl --engine ray --actors 2 -o out/`.
     """
-    source = InputOptions.build(
-        path=input_path, input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars
-    )
+    read = ReadOptions(input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars)
+    where = resolve_input(argument=argument, input_path=input_path, text=text, example="jpipe classify reviews.csv --text-column review")
+    source = InputOptions.build(source=where, read=read)
     target = OutputOptions.build(path=output, output_format=output_format, top_tokens=top_tokens, progress=progress, engine=engine)
     models = ModelOptions(
         tasks=_parse_tasks(task), long_policy=long_policy, batch_size=batch_size, device=device, threads=threads, int8=int8
@@ -287,8 +285,15 @@ def _weight_style(weight: float, peak: float) -> str:
 
 @app.command()
 def explain(
-    text: Annotated[str, typer.Argument(help="A review (Japanese text) to classify and explain.")],
+    argument: TextOrFileArgument = None,
+    input_path: InputFileOption = None,
+    text: TextOption = None,
     task: Annotated[str, typer.Option("--task", help=TASKS_HELP)] = "",
+    text_column: TextColumnOption = None,
+    text_field: TextFieldOption = None,
+    id_column: IdColumnOption = None,
+    input_format: InputFormatOption = None,
+    max_chars: MaxCharsOption = 10_000,
     html_dir: Annotated[
         Path | None,
         typer.Option(
@@ -297,32 +302,84 @@ def explain(
         ),
     ] = None,
     html: Annotated[bool, typer.Option("--html/--no-html", help="Write the HTML heatmaps.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the tokens, weights and probabilities as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the tokens, weights and probabilities as JSON (a file: one object per line).")
+    ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
 ) -> None:
-    """Classify one review and show which tokens the attention looked at.
+    """Classify a review and show which tokens the attention looked at.
 
     The terminal shows each task's label and probabilities, then the tokens on a
     white-to-red background (red = high attention weight; weights sum to 1).
     An HTML heatmap per task is written to --html-dir (default models/report/explain/).
+    A file of reviews (FILE, --input FILE or - for stdin; see docs/input.md) is explained
+    row by row; with --json, one object per row {id, text, tasks, html, error}.
 
     Example: jpipe explain "駅前のラーメン屋はスープが美味しかった。"
     """
     from pipeline.inference.batch import TaskClassifiers
-    from pipeline.inference.explain import explain as explain_text
-    from pipeline.inference.explain import write_explanation_html
+    from pipeline.paths import REPORT_DIR
 
+    where = resolve_input(
+        argument=argument, input_path=input_path, text=text, example='jpipe explain "駅前のラーメン屋はスープが美味しかった。"'
+    )
+    read = ReadOptions(input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars)
+    records = where.records(read)  # a missing file, column or unknown format fails here, before the models load
     classifiers = TaskClassifiers.from_project(state.project_dir, tasks=_parse_tasks(task), device=device)
-    result = explain_text(text, classifiers=classifiers)
-    paths = {}
-    if html:
-        from pipeline.paths import REPORT_DIR
+    html_root = (html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain") if html else None
+    if where.is_file:
+        _explain_rows(records, classifiers=classifiers, html_root=html_root, as_json=as_json)
+        return
+    (record,) = records
+    if record.error:
+        from pipeline.errors import InputError
 
-        paths = write_explanation_html(result, html_dir=html_dir if html_dir is not None else state.project_dir / REPORT_DIR / "explain")
+        raise InputError(
+            "E236", f"Cannot explain: {record.error}.", hint='Give a Japanese sentence, e.g. jpipe explain "ラーメンが美味しかった。"'
+        )
+    result, paths = _explain_text(record.text, classifiers=classifiers, html_root=html_root)
     if as_json:
         typer.echo(json.dumps({**result, "html": {task: str(path) for task, path in paths.items()}}, ensure_ascii=False, indent=2))
         return
     _print_explanation(result, paths)
+
+
+def _explain_text(text: str, *, classifiers, html_root: Path | None) -> tuple[dict, dict[str, Path]]:
+    """The explanation of one text and the heatmap files written for it (none when ``html_root`` is None)."""
+    from pipeline.inference.explain import explain as explain_text
+    from pipeline.inference.explain import write_explanation_html
+
+    result = explain_text(text, classifiers=classifiers)
+    return result, (write_explanation_html(result, html_dir=html_root) if html_root is not None else {})
+
+
+def _explain_rows(records, *, classifiers, html_root: Path | None, as_json: bool) -> None:
+    """Explain every row of a file; a row that cannot be explained gets an error and the run goes on."""
+    from pipeline.errors import InputError
+
+    out = console()
+    rows = errors = 0
+    for record in records:
+        rows += 1
+        result, paths, error = None, {}, record.error
+        if error is None:
+            try:
+                result, paths = _explain_text(record.text, classifiers=classifiers, html_root=html_root)
+            except InputError as exc:
+                error = exc.message
+        errors += error is not None
+        if as_json:
+            row = {"id": record.id, "text": record.text, "tasks": result["tasks"] if result else None}
+            typer.echo(json.dumps(row | {"html": {t: str(p) for t, p in paths.items()}, "error": error}, ensure_ascii=False))
+            continue
+        out.print(f"[{record.id}] {record.text if record.text is not None else ''}", markup=False, highlight=False)
+        if error is not None:
+            out.print(f"  error: {error}\n", markup=False, highlight=False)
+        else:
+            _print_explanation(result, paths)
+    console(stderr=True).print(f"explained {rows - errors} of {rows} rows; {errors} with errors", markup=False, highlight=False)
+    if rows and errors == rows:
+        fail("No row could be explained.", "Check the input format and --text-column / --text-field; each row's error says why.")
 
 
 def _print_explanation(result: dict, paths: dict[str, Path]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -148,8 +149,11 @@ def _status_table(statuses: list) -> object:
     for s in statuses:
         mark = "[green]fresh[/green]" if s.fresh else "[yellow]stale[/yellow]"
         mark = "[bold cyan]running[/bold cyan]" if s.running else mark
+        mark = "[bold red]interrupted[/bold red]" if s.interrupted else mark
         last = f"{s.last_run} ({s.duration_s:.1f}s)" if s.last_run and s.duration_s is not None else "-"
         why = "; ".join(s.reasons) if s.reasons else (f"[dim]{'; '.join(s.notes)}[/dim]" if s.notes else "-")
+        if s.interrupted:
+            why = f"its run's process died mid-stage: `jpipe run` reruns it (`--resume` goes on from its last checkpoint); {why}"
         table.add_row(s.name, mark, last, why)
     return table
 
@@ -305,6 +309,30 @@ def _bench_corpus(as_json: bool, *, corpus: str | None, config, split_mode: str,
     out.print(f"  token store: {result['store_mb']} MB = {result['store_to_text']:.2f} x the text ({', '.join(result['fields'])})")
     rss = result["peak_rss_mb"]
     out.print(f"  peak RSS: main process {rss['main']} MB, largest worker process {rss['largest_worker']} MB ({result['cpus']} CPUs)")
+
+
+@bench_app.command("language")
+def bench_language(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    corpus: Annotated[Path | None, typer.Option(metavar="PATH", help="Japanese lines to check too (txt or txt.gz).")] = None,
+    other_dir: Annotated[
+        Path | None, typer.Option("--other-dir", metavar="DIR", help="GnuPG's help.<lang>.txt files: text in 26 languages.")
+    ] = Path("/usr/share/gnupg"),
+    sample: Annotated[int, typer.Option(min=1, help="Lines drawn from --corpus.")] = 50000,
+) -> None:
+    """How often the not-Japanese check flags Japanese text (KNBC, --corpus) and other languages (GnuPG's help texts)."""
+    from pipeline.bench.language import benchmark_language
+
+    result = benchmark_language(project_dir=state.project_dir, corpus=corpus, other_dir=other_dir, sample=sample)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    for group in ("japanese", "other"):
+        for name, info in result[group].items():
+            out.print(f"{group:8s} {name:18s} {info['flagged']:>5d} of {info['texts']:>5d} flagged ({info['flagged_share']:.2%})")
+    if "other_flagged_share" in result:
+        out.print(f"other languages together: {result['other_flagged_share']:.2%} flagged")
 
 
 @bench_app.command("jobs")

@@ -14,6 +14,18 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import app, console, fail, state
+from pipeline.cli._inputs import (
+    IdColumnOption,
+    InputFileOption,
+    InputFormatOption,
+    MaxCharsOption,
+    ReadOptions,
+    TextColumnOption,
+    TextFieldOption,
+    TextOption,
+    TextOrFileArgument,
+    resolve_input,
+)
 
 BEAM_HELP = "Beam size of the decoder (1 = greedy)."
 
@@ -24,9 +36,8 @@ def _load(model_dir: Path | None, device: str):
     return Extractor.from_dir(model_dir or default_extractor_dir(state.project_dir), device=device)
 
 
-def _records_of_file(extractor, *, path: str, options: dict, beam: int, output: Path | None) -> tuple[int, int]:
+def _records_of_file(extractor, *, records, beam: int, output: Path | None) -> tuple[int, int]:
     """Write one JSON row per input row (``{id, text, records, error}``); returns (rows, rows with errors)."""
-    from pipeline.data.readers import read_records
     from pipeline.inference.extractor import extract_records
     from pipeline.io import atomic_open
 
@@ -34,7 +45,7 @@ def _records_of_file(extractor, *, path: str, options: dict, beam: int, output: 
 
     def write(handle) -> None:
         nonlocal rows, errors
-        for row in extract_records(read_records(path, **options), extractor=extractor, beam=beam):
+        for row in extract_records(records, extractor=extractor, beam=beam):
             rows, errors = rows + 1, errors + (row["error"] is not None)
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
@@ -70,42 +81,48 @@ def _explain(extractor, text: str, *, beam: int, html_dir: Path | None) -> None:
 
 @app.command()
 def extract(
-    text: Annotated[str | None, typer.Argument(help="A Japanese sentence (or several); omit it with --input.")] = None,
-    input_path: Annotated[
-        str | None, typer.Option("--input", "-i", help="File of texts: .txt / .csv / .tsv / .jsonl (optionally .gz), - for stdin.")
-    ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL output file for --input (default: stdout).")] = None,
-    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column or JSONL field with the text.")] = "text",
-    id_column: Annotated[str | None, typer.Option("--id-column", help="Column or field used as the row id.")] = None,
-    input_format: Annotated[str | None, typer.Option("--input-format", help="txt, csv, tsv or jsonl (default: extension).")] = None,
-    max_chars: Annotated[int, typer.Option("--max-chars", help="Longer rows get an 'over-long' error.", min=1)] = 10_000,
+    argument: TextOrFileArgument = None,
+    input_path: InputFileOption = None,
+    text: TextOption = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL output file for a file of texts (default: stdout).")] = None,
+    text_column: TextColumnOption = None,
+    text_field: TextFieldOption = None,
+    id_column: IdColumnOption = None,
+    input_format: InputFormatOption = None,
+    max_chars: MaxCharsOption = 10_000,
     beam: Annotated[int, typer.Option("--beam", help=BEAM_HELP, min=1, max=32)] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per text).")] = False,
-    explain: Annotated[bool, typer.Option("--explain", help="Also write the decoder's alignment heatmap (PNG and HTML).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one object per text; a file always gives JSONL).")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Also write the decoder's alignment heatmap (PNG and HTML) of one text.")
+    ] = False,
     html_dir: Annotated[Path | None, typer.Option("--html-dir", help="Where --explain writes (default models/report/explain/).")] = None,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Extractor directory (default models/extractor).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
 ) -> None:
     """Extract opinions (評判): records {type, polarity, expression, target, expression_span}.
 
+    The input is one text (TEXT or --text), or a file of texts (FILE, --input FILE, or - for
+    stdin; see docs/input.md): a file gives one JSON row {id, text, records, error} per input row.
+
     Examples: jpipe extract "駅前のラーメン屋はスープが美味しかった。" --beam 5,
-    jpipe extract --input reviews.csv --text-column review -o opinions.jsonl,
+    jpipe extract reviews.csv --text-column review -o opinions.jsonl,
     jpipe extract "..." --explain (alignment heatmap).
     """
-    if (text is None) == (input_path is None):
-        fail("Give either a TEXT or --input FILE.", 'Example: jpipe extract "店は狭いが美味しい。"', code=2)
+    where = resolve_input(argument=argument, input_path=input_path, text=text, example='jpipe extract "店は狭いが美味しい。"')
+    read = ReadOptions(input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars)
+    if where.is_file and explain:
+        fail("--explain draws the heatmap of one text, not of a file.", 'Give the text itself: jpipe extract "..." --explain', code=2)
+    records = where.records(read)  # a missing file, column or unknown format fails here, before the model loads
     extractor = _load(model_dir, device)
-    if input_path is not None:
-        options = dict(input_format=input_format, text_column=text_column, id_column=id_column, max_chars=max_chars)
-        rows, errors = _records_of_file(extractor, path=input_path, options=options, beam=beam, output=output)
+    if where.is_file:
+        rows, errors = _records_of_file(extractor, records=records, beam=beam, output=output)
         console(stderr=True).print(f"extracted from {rows - errors} of {rows} rows; {errors} with errors", markup=False)
         if rows and errors == rows:
-            fail("No row could be read.", "Check the input format and --text-column; each row's 'error' says why.")
+            fail("No row could be read.", "Check the input format and --text-column / --text-field; each row's 'error' says why.")
         return
-    from pipeline.data.readers import check_text
-
-    if (problem := check_text(text, max_chars=max_chars)) is not None:
-        fail(f"Cannot extract: {problem}.", "Give a non-empty sentence.")
-    _print_records(text, extractor.extract_one(text, beam=beam), as_json=as_json)
+    (record,) = records
+    if record.error is not None:
+        fail(f"Cannot extract: {record.error}.", "Give a non-empty sentence.")
+    _print_records(record.text, extractor.extract_one(record.text, beam=beam), as_json=as_json)
     if explain:
-        _explain(extractor, text, beam=beam, html_dir=html_dir)
+        _explain(extractor, record.text, beam=beam, html_dir=html_dir)

@@ -8,6 +8,18 @@ from typing import Annotated
 import typer
 
 from pipeline.cli._app import app, state
+from pipeline.cli._inputs import (
+    IdColumnOption,
+    InputFileOption,
+    InputFormatOption,
+    MaxCharsOption,
+    ReadOptions,
+    TextColumnOption,
+    TextFieldOption,
+    TextOption,
+    TextOrFileArgument,
+    resolve_input,
+)
 from pipeline.errors import ConfigError
 
 # --model-dir of generate and score
@@ -69,39 +81,49 @@ def generate(
 
 @app.command()
 def score(
-    input_path: Annotated[
-        str,
-        typer.Argument(
-            metavar="FILE", help="Texts to score: .txt (a text per line), .csv/.tsv or .jsonl (optionally .gz), or - for stdin."
-        ),
-    ],
-    text_column: Annotated[str, typer.Option("--text-column", help="CSV/TSV column or JSONL field that holds the text.")] = "text",
+    argument: TextOrFileArgument = None,
+    input_path: InputFileOption = None,
+    text: TextOption = None,
+    text_column: TextColumnOption = None,
+    text_field: TextFieldOption = None,
+    id_column: IdColumnOption = None,
+    input_format: InputFormatOption = None,
+    max_chars: MaxCharsOption = 10_000,
     theme: Annotated[
         str | None, typer.Option("--theme", help="Score as text of one theme (Gourmet, Keitai, Kyoto, Sports). Default: any theme.")
     ] = None,
     model_dir: ModelDirOption = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or auto.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: overall figures and per_line scores.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object: overall figures and per_line scores (each with its id).")
+    ] = False,
 ) -> None:
     """Perplexity of the generator's language model on each text and overall, with the out-of-vocabulary rate.
 
     Lower is more fluent, more like the training text. Rank texts by fluency, or check the model on your own domain.
+    The input is one text (TEXT or --text), or a file of texts (FILE, --input FILE, or - for stdin; see docs/input.md).
 
-    Example: jpipe score reviews.txt
+    Examples: jpipe score reviews.txt, jpipe score "京都の寺は紅葉が綺麗だ。"
     """
-    from pipeline.data.readers import read_records
     from pipeline.inference.generator import Generator
 
     if device not in ("cpu", "cuda", "auto"):
         raise ConfigError("E109", f"Unknown device '{device}'.", hint="Valid devices: cpu, cuda, auto.")
-    records = list(read_records(input_path, text_column=text_column))
+    where = resolve_input(argument=argument, input_path=input_path, text=text, example="jpipe score reviews.txt")
+    read = ReadOptions(input_format=input_format, text_column=text_column, text_field=text_field, id_column=id_column, max_chars=max_chars)
+    records = list(where.records(read))
     result = Generator.from_dir(generator_dir(model_dir), device=device).score(
         [r.text if not r.error else "" for r in records], theme=theme
     )
     for record, line in zip(records, result.lines, strict=True):
         if record.error:
             line.nll, line.reason = None, record.error
-    typer.echo(json.dumps(result.to_json(), ensure_ascii=False, indent=2) if as_json else _score_table(result))
+    if not as_json:
+        typer.echo(_score_table(result))
+        return
+    data = result.to_json()
+    data["per_line"] = [{"id": record.id, **line} for record, line in zip(records, data["per_line"], strict=True)]
+    typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def generator_dir(model_dir: str | None):

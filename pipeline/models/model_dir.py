@@ -44,17 +44,33 @@ def save_state_dict(module, path: str | os.PathLike) -> None:
         save_model(module, str(tmp))
 
 
+DAMAGED_WEIGHTS_HINT = "Retrain the model (rerun its training stage with `jpipe run`), or copy the whole model directory again."
+
+
+def _read_weights(path: str | os.PathLike, read):
+    """Run ``read(path)``; a missing, truncated or corrupt weights file becomes E304 naming the file."""
+    from safetensors import SafetensorError
+
+    try:
+        return read(str(path))
+    except FileNotFoundError:
+        raise ModelError("E304", f"{path} is missing.", hint=DAMAGED_WEIGHTS_HINT) from None
+    except (SafetensorError, OSError) as exc:
+        # SafetensorError: a truncated file or a damaged header; OSError: unreadable (permissions, I/O).
+        raise ModelError("E304", f"{path} is damaged or truncated ({exc}).", hint=DAMAGED_WEIGHTS_HINT) from None
+
+
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(path), device=str(device))
+    return _read_weights(path, lambda name: load_file(name, device=str(device)))
 
 
 def load_weights(module, path: str | os.PathLike, device: str = "cpu") -> None:
     """Load safetensors weights into ``module`` (restoring tensors that were saved once for several names)."""
     from safetensors.torch import load_model
 
-    missing, unexpected = load_model(module, str(path), strict=True, device=str(device))
+    missing, unexpected = _read_weights(path, lambda name: load_model(module, name, strict=True, device=str(device)))
     if missing or unexpected:  # strict=True raises first; kept for clarity
         raise RuntimeError(f"weights do not match the model: missing {missing}, unexpected {unexpected}")
 

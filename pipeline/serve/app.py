@@ -180,7 +180,10 @@ def _add_vector_routes(app: FastAPI) -> None:
         word: Annotated[str, Query(min_length=1, max_length=1000, description="A word or short phrase (phrases are averaged).")],
         topn: Annotated[int, Query(ge=1, description="Neighbours to return.")] = 10,
         source: Annotated[
-            str | None, Query(description="word2vec, spacy, imported, ginza or combined (default: the first loaded).")
+            str | None,
+            Query(
+                description="auto, word2vec, spacy, imported, ginza or combined (default auto: ginza, else word2vec, else the first loaded)."
+            ),
         ] = None,
     ) -> Any:
         return await service.similar(_unicode(word, "word"), topn=topn, source=source)

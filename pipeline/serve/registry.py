@@ -20,6 +20,10 @@ from pipeline.errors import ModelError
 logger = logging.getLogger(__name__)
 
 WARM_UP_TEXT = "京都のお寺でラーメンを食べた。"
+# The report's spread over seeds (``<key>_mean``, ``<key>_std``, ``seeds``): the figures the demo page shows.
+# The bare ``macro_f1`` / ``perplexity`` are the saved seed's.
+CLASSIFIER_SPREAD = ("seeds", "macro_f1_mean", "macro_f1_std", "accuracy_mean", "accuracy_std")
+GENERATOR_SPREAD = ("seeds", "saved_seed", "perplexity_mean", "perplexity_std")
 
 
 @dataclass
@@ -161,7 +165,7 @@ def describe(served: ServedModels, found: Found) -> list[dict[str, Any]]:
     entries = []
     for task, classifier in served.classifiers.classifiers.items() if served.classifiers is not None else []:
         version = read_model_config(found.classifiers[task]).get("format_version")
-        metrics = _pick((report.get(task) or {}).get("bilstm_attention"), "accuracy", "macro_f1", "test_sentences")
+        metrics = _pick((report.get(task) or {}).get("bilstm_attention"), "accuracy", "macro_f1", "test_sentences", *CLASSIFIER_SPREAD)
         entries.append(
             {"name": task, "kind": "classifier", "task": task, "labels": classifier.labels, "format_version": version}
             | {"max_tokens": classifier.max_tokens, "split_mode": classifier.split_mode, "test_metrics": metrics}
@@ -171,7 +175,7 @@ def describe(served: ServedModels, found: Found) -> list[dict[str, Any]]:
         version = read_model_config(found.generator).get("format_version")
         lstm = (report.get("generator") or {}).get("lstm")
         ngram = (report.get("generator") or {}).get("ngram")
-        metrics = _pick(lstm, "perplexity") | {f"ngram_{k}": v for k, v in _pick(ngram, "perplexity").items()}
+        metrics = _pick(lstm, "perplexity", *GENERATOR_SPREAD) | {f"ngram_{k}": v for k, v in _pick(ngram, "perplexity").items()}
         entries.append(
             {"name": "generator", "kind": "generator", "themes": generator.themes, "format_version": version}
             | {"level": generator.loaded.level, "unit": generator.loaded.unit, "test_metrics": metrics}

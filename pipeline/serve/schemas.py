@@ -91,7 +91,9 @@ class SimilarResponse(BaseModel):
 
 class SimilarityRequest(Request):
     pairs: list[tuple[Word, Word]] = Field(min_length=1, description='Word pairs, e.g. [["野球", "サッカー"]].')
-    source: str | None = Field(None, description="word2vec, spacy, imported, ginza or combined (default: the first one loaded).")
+    source: str | None = Field(
+        None, description="auto, word2vec, spacy, imported, ginza or combined (default auto: ginza, else word2vec, else the first loaded)."
+    )
 
 
 class SimilarityResponse(BaseModel):

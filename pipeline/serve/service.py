@@ -38,6 +38,14 @@ def row_error(error: PipelineError) -> dict[str, str]:
     return {"code": error.code, "message": error.message}
 
 
+def auto_source(loaded: dict[str, Any]) -> str:
+    """The vector source that "auto" (and no source) means: as in `jpipe similar`, the first of
+    ginza, word2vec that is loaded (the everyday-word table first), else the first loaded."""
+    from pipeline.vectors.store import AUTO_SOURCE_ORDER
+
+    return next((name for name in AUTO_SOURCE_ORDER if name in loaded), next(iter(loaded)))
+
+
 class Service:
     """Endpoint logic on loaded models; ``limits`` is the ``[serve]`` config section."""
 
@@ -168,7 +176,7 @@ class Service:
             raise ModelError(
                 "E331", "This server has no word vectors loaded.", hint="Train them with `jpipe run word2vec` and restart the server."
             )
-        name = source or next(iter(loaded))
+        name = auto_source(loaded) if source in (None, "auto") else source
         if name not in loaded:
             raise ModelError("E331", f"No vector source '{name}' is loaded.", hint=f"Loaded sources: {', '.join(loaded)}.")
         return loaded[name]

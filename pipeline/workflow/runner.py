@@ -61,12 +61,14 @@ class StageStatus:
     duration_s: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     running: bool = False  # a `jpipe run` is running this stage now
+    interrupted: bool = False  # a run was running it when its process died (killed, or the machine went down)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "state": "fresh" if self.fresh else "stale",
             "running": self.running,
+            "interrupted": self.interrupted,
             "reasons": self.reasons,
             "notes": self.notes,
             "last_run": self.last_run,
@@ -145,14 +147,23 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (signal 0 checks without signalling)."""
+    """Whether process ``pid`` exists and is not a zombie (a killed child its parent has not reaped yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state letter follows the command name in parentheses
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): signal 0 is all we know
+
+
+def _staging_pid(name: str) -> int | None:
+    """The process id a staging directory is named after (``<stage>-<pid>``, ``<stage>-rank<r>-<pid>``), or None."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if "-" in name and tail.isdigit() else None
 
 
 def _package_reasons(old: dict[str, Any], new: dict[str, str | None]) -> list[str]:
@@ -308,7 +319,7 @@ class Runner:
         self.hasher.reset()  # files may have changed since the last call: stat them again
         statuses: list[StageStatus] = []
         fresh: dict[str, bool] = {}
-        running = self.running()
+        running, interrupted = self.running(), self.interrupted()
         for name in self.order:
             reasons, notes = self.stage_reasons(name, fresh)
             fresh[name] = not reasons
@@ -323,6 +334,7 @@ class Runner:
                     duration_s=entry.get("duration_s"),
                     metrics=entry.get("metrics", {}),
                     running=name in running,
+                    interrupted=name in interrupted,
                 )
             )
         return statuses
@@ -369,6 +381,7 @@ class Runner:
                 self._load_lock()  # another run finished since this runner read the lock
             if self.migrated:
                 self._write_lock()
+            self.remove_dead_staging()
             forced = set(self.order) if force and target is None else {target} if force else set()
             plan = self.plan(target, force=force)
             try:
@@ -424,16 +437,43 @@ class Runner:
         self._running_since = started
         write_json(path, {"pid": os.getpid(), "stages": {name: {"pid": pid, "started_at": started[name]} for name, pid in stages.items()}})
 
-    def running(self) -> dict[str, dict[str, Any]]:
-        """The stages a `jpipe run` in this project is running now (name -> pid, started_at); {} when none runs."""
+    def _running_record(self) -> tuple[bool, dict[str, dict[str, Any]]]:
+        """(whether the recording run is alive, its stages) from ``.jpipe/running.json``; (False, {}) when none."""
         try:
             with open(self.state_dir / RUNNING_FILENAME, encoding="utf-8") as handle:
                 record = json.load(handle)
-            if not _alive(int(record["pid"])):
-                return {}  # left behind by a run that was killed
-            return dict(record["stages"])
+            return _alive(int(record["pid"])), dict(record["stages"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            return {}
+            return False, {}
+
+    def running(self) -> dict[str, dict[str, Any]]:
+        """The stages a `jpipe run` in this project is running now (name -> pid, started_at); {} when none runs."""
+        alive, stages = self._running_record()
+        return stages if alive else {}
+
+    def interrupted(self) -> dict[str, dict[str, Any]]:
+        """The stages a run was running when its process died (name -> pid, started_at); the next run clears them."""
+        alive, stages = self._running_record()
+        return {} if alive else stages
+
+    def remove_dead_staging(self) -> list[str]:
+        """Remove the staging directories of processes that died mid-stage (``kill -9``); returns their names.
+
+        Called under the project lock, so no live run of this project is writing one of them.
+        """
+        root = self.state_dir / "staging"
+        dead = sorted(
+            path.name
+            for path in (root.iterdir() if root.is_dir() else [])
+            if (pid := _staging_pid(path.name)) is not None and pid != os.getpid() and not _alive(pid)
+        )
+        for name in dead:
+            shutil.rmtree(root / name, ignore_errors=True)
+        if dead:
+            logger.warning(
+                "Removed %d staging director%s of a killed run: %s", len(dead), "y" if len(dead) == 1 else "ies", ", ".join(dead)
+            )
+        return dead
 
     def _hash_inputs(self, name: str) -> dict[str, str]:
         """Content hashes of the inputs as the stage starts: what it reads is what the lock records."""

@@ -10,7 +10,8 @@ shows is checked against the server's own JSON answer for the same input:
 
 - classify: the label bars (label and probabilities per task) and the attention heatmap
   (tokens, weights, the most attended token shaded darkest);
-- similarity: the neighbour list and a pair score, and an unknown word's error shown inline;
+- the model notes: the report's mean ± std over seeds (the figure alone for one seed);
+- similarity: the neighbour list and a pair score (source "auto" by default), and an unknown word's error shown inline;
 - generate: the streamed text equals the non-streamed text for the same seed, and it arrived
   token by token (the page rendered as many tokens as the server streamed).
 
@@ -61,7 +62,24 @@ def project(tmp_path_factory, chromium_path) -> Path:
     run_stage(project, "train_topic", fast_overrides("topic"))
     run_stage(project, "train_sentiment", fast_overrides("sentiment"))
     run_stage(project, "train_generator", TINY_GENERATOR_SETTINGS)
+    write_report(project)
     return project
+
+
+# The report's figures as the report stage writes them: topic and the generator trained on several
+# seeds (the page shows mean ± std and the number of seeds), sentiment on one (the page shows its figure).
+REPORT = {
+    "topic": {"bilstm_attention": {"macro_f1": 0.5, "seeds": 3, "macro_f1_mean": 0.55, "macro_f1_std": 0.02}},
+    "sentiment": {"bilstm_attention": {"macro_f1": 0.4, "seeds": 1, "macro_f1_mean": 0.4, "macro_f1_std": 0.0}},
+    "generator": {"lstm": {"perplexity": 90.0, "seeds": 2, "perplexity_mean": 95.5, "perplexity_std": 4.5}},
+}
+
+
+def write_report(project: Path) -> None:
+    from pipeline.paths import METRICS
+
+    (project / METRICS).parent.mkdir(parents=True, exist_ok=True)
+    (project / METRICS).write_text(json.dumps(REPORT), encoding="utf-8")
 
 
 def free_port() -> int:
@@ -202,6 +220,22 @@ def test_keyboard_focus_order_and_visible_focus(page, server):
     page.keyboard.press("Shift+Tab")
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none"), "the focused button shows no focus ring"
+
+
+def test_model_notes_show_the_mean_over_seeds_and_similar_defaults_to_auto(page, server):
+    classify_note = page.locator("#classify-note").inner_text()
+    assert "0.550 ± 0.020 (3 seeds)" in classify_note and "0.500" not in classify_note  # the mean, not the saved seed's 0.500
+    assert "0.400" in classify_note and "0.400 ±" not in classify_note  # one seed: the figure alone
+    generate_note = page.locator("#generate-note").inner_text()
+    assert "95.5 ± 4.5 (2 seeds)" in generate_note and "90.0" not in generate_note
+    # The similar-words panel asks for "auto" (ginza, else word2vec) unless the user picks a source.
+    options = page.eval_on_selector_all("#similar-source option", "options => options.map(o => o.value)")
+    assert page.locator("#similar-source").input_value() == "auto" and options == ["auto", "word2vec"]
+    page.locator("#similar-word").fill("京都")
+    page.locator("#similar-submit").click()
+    page.wait_for_selector(".neighbours li")
+    status, answer = api(server, "/v1/similar?" + urllib.parse.urlencode({"word": "京都", "source": "auto"}))
+    assert status == 200 and answer["source"] == "word2vec" and "word2vec" in page.locator(".sim-head").inner_text()
 
 
 # ------------------------------------------------------------------ (2) similarity

@@ -146,6 +146,20 @@ def test_missing_or_damaged_model_directory(project, tmp_path, elsewhere):
         Classifier.from_dir(copy)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "garble_header"])
+@pytest.mark.parametrize(("model", "loader"), [("classifier", Classifier), ("generator", Generator)])
+def test_truncated_or_corrupt_weights_name_the_file(project, tmp_path, elsewhere, damage, model, loader):
+    """A half-copied or garbled model.safetensors is E304 naming the file and saying what to do, not SafetensorError."""
+    copy = copy_model(project, classifier_dir("topic") if model == "classifier" else GENERATOR_DIR, tmp_path)
+    weights = copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"\xff" * 16 + data[16:])
+    with pytest.raises(ModelError, match="E304") as error:
+        loader.from_dir(copy)
+    assert str(weights) in error.value.message and "damaged or truncated" in error.value.message
+    assert "Retrain" in error.value.hint
+
+
 def test_tokenizer_settings_come_from_the_model_dir(project, tmp_path, elsewhere):
     copy = copy_model(project, classifier_dir("topic"), tmp_path)
     config = json.loads((copy / "config.json").read_text(encoding="utf-8"))

@@ -221,6 +221,46 @@ def test_unknown_task_lists_valid_ones(trained_project, tmp_path):
     assert result.exit_code != 0 and result.exception.code == "E109" and "topic, sentiment" in str(result.exception)
 
 
+def test_a_positional_text_is_classified_as_one_row(trained_project, tmp_path, monkeypatch):
+    """TEXT|FILE: a text that names no file is classified as one row, the same row a file with that line gives."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke(trained_project, "classify", "京都の寺は最高")
+    assert result.exit_code == 0, result.output
+    (row,) = jsonl(result.stdout)
+    assert row["id"] == "1" and row["text"] == "京都の寺は最高" and row["error"] is None
+    assert row["topic"]["label"] in {"Gourmet", "Keitai", "Kyoto", "Sports"} and "classified 1 of 1 rows" in result.stderr
+    (tmp_path / "one.txt").write_text("京都の寺は最高\n", encoding="utf-8")
+    assert jsonl(invoke(trained_project, "classify", "one.txt").stdout) == [row]
+    assert jsonl(invoke(trained_project, "classify", "-i", "one.txt").stdout) == [row]
+    # --text: a text that looks like a file name; a file-like name that does not exist is E205, not a review.
+    literal = invoke(trained_project, "classify", "--text", "one.txt")
+    assert literal.exit_code == 0 and jsonl(literal.stdout)[0]["text"] == "one.txt"
+    missing = invoke(trained_project, "classify", "reviews/missing.csv")
+    assert missing.exit_code != 0 and missing.exception.code == "E205" and "does not exist" in missing.exception.message
+    both = invoke(trained_project, "classify", "one.txt", "--text", "京都")
+    assert both.exit_code == 2 and "Give one input" in both.stderr
+    ray = invoke(trained_project, "classify", "京都の寺は最高", "--engine", "ray", "-o", str(tmp_path / "out"))
+    assert ray.exit_code == 1 and "reads a file" in ray.stderr
+
+
+def test_explain_a_file_row_by_row(trained_project, tmp_path):
+    source = tmp_path / "reviews.csv"
+    source.write_text("no,review\nA,京都の寺は最高\nB,   \n", encoding="utf-8")
+    args = ("explain", str(source), "--text-column", "review", "--id-column", "no", "--no-html")
+    result = invoke(trained_project, *args, "--json")
+    assert result.exit_code == 0, result.output
+    rows = jsonl(result.stdout)
+    assert [row["id"] for row in rows] == ["A", "B"]
+    assert rows[0]["error"] is None and rows[0]["tasks"]["topic"]["tokens"] == ["京都", "の", "寺", "は", "最高"]
+    assert rows[0]["tasks"] == json.loads(invoke(trained_project, "explain", "京都の寺は最高", "--json", "--no-html").stdout)["tasks"]
+    assert rows[1]["tasks"] is None and "whitespace" in rows[1]["error"]
+    assert "explained 1 of 2 rows" in result.stderr
+    terminal = invoke(trained_project, *args)
+    assert (
+        terminal.exit_code == 0 and "[A] 京都の寺は最高" in terminal.stdout and "topic:" in terminal.stdout and "error:" in terminal.stdout
+    )
+
+
 def test_explain_prints_weights_and_writes_html(trained_project, tmp_path):
     result = invoke(trained_project, "explain", "京都の寺は最高", "--html-dir", str(tmp_path / "html"), "--json")
     assert result.exit_code == 0, result.output

@@ -205,7 +205,15 @@ def test_cli_prints_the_code_of_a_bad_override(tmp_path, override, expected):
     assert "Traceback" not in completed.stderr
 
 
-def test_readme_lists_every_code_as_the_code_table_does():
-    """The README's error table is `code_table()` verbatim: a new or reworded code must reach the README."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert code_table() in readme
+def test_the_documented_error_table_is_the_code_table():
+    """The docs' error table is `code_table()` verbatim (the generated reference page), so a new or reworded code
+    reaches the docs; no page keeps a hand copy that could fall behind `CODES`, and the pages link to the reference."""
+    from pipeline.cli.reference import errors_reference_markdown
+
+    assert code_table() in errors_reference_markdown()
+    header = code_table().splitlines()[0]
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    copies = [page.relative_to(REPO) for page in pages if header in page.read_text(encoding="utf-8")]
+    assert not copies, f"hand-copied error tables in {copies}: link to reference/errors.md instead"
+    for page in ("development.md", "project.md"):
+        assert "(reference/errors.md)" in (REPO / "docs" / page).read_text(encoding="utf-8"), page

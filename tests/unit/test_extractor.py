@@ -173,6 +173,30 @@ def test_cli_extract_text_file_and_explain(trained, tmp_path):
     assert result.exit_code == 2
 
 
+def test_cli_extract_reads_a_positional_file_as_input_does(trained, tmp_path):
+    """`jpipe extract FILE` reads the file (it used to extract opinions from the path string)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    reviews = tmp_path / "reviews.csv"
+    reviews.write_text("no,review\nr1,店が狭い。\nr2,ラーメンが美味しい。\n", encoding="utf-8")
+    options = ["--text-column", "review", "--id-column", "no"]
+    by_argument = runner.invoke(app, ["--dir", str(trained), "extract", str(reviews), *options])
+    assert by_argument.exit_code == 0, by_argument.output
+    rows = [json.loads(line) for line in by_argument.stdout.splitlines()]
+    assert [(row["id"], row["text"], row["error"]) for row in rows] == [("r1", "店が狭い。", None), ("r2", "ラーメンが美味しい。", None)]
+    by_input = runner.invoke(app, ["--dir", str(trained), "extract", "--input", str(reviews), *options])
+    assert [json.loads(line) for line in by_input.stdout.splitlines()] == rows
+    from_stdin = runner.invoke(app, ["--dir", str(trained), "extract", "-"], input="店が狭い。\n")
+    assert from_stdin.exit_code == 0 and [json.loads(line)["records"] for line in from_stdin.stdout.splitlines()] == [rows[0]["records"]]
+    missing = runner.invoke(app, ["--dir", str(trained), "extract", str(tmp_path / "nope.csv")])
+    assert missing.exit_code != 0 and missing.exception.code == "E205"
+    explain_file = runner.invoke(app, ["--dir", str(trained), "extract", str(reviews), *options, "--explain"])
+    assert explain_file.exit_code == 2 and "one text" in explain_file.stderr
+
+
 def test_evaluate_stage_report_and_baselines(trained):
     from pipeline.evaluation.extractor import last_predicate, topic_phrase
 

@@ -430,6 +430,27 @@ def test_score_with_theme_uses_the_theme_slot(trained_project):
         generator.score(text, theme="Food")
 
 
+def test_cli_score_takes_a_text_and_row_ids(trained_project, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    one = runner.invoke(app, ["--dir", str(trained_project), "score", "京都の寺は綺麗だ。", "--json"])
+    assert one.exit_code == 0, one.output
+    data = json.loads(one.stdout)
+    expected = Generator.from_dir(trained_project / GENERATOR_DIR).score(["京都の寺は綺麗だ。"]).perplexity
+    assert data["lines"] == 1 and data["per_line"][0]["id"] == "1" and data["perplexity"] == pytest.approx(expected, abs=1e-4)
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"no": "k1", "body": "京都の寺は綺麗だ。"}\n{"no": "k2", "body": ""}\n', encoding="utf-8")
+    rows = runner.invoke(app, ["--dir", str(trained_project), "score", str(path), "--text-field", "body", "--id-column", "no", "--json"])
+    assert rows.exit_code == 0, rows.output
+    per_line = json.loads(rows.stdout)["per_line"]
+    assert [line["id"] for line in per_line] == ["k1", "k2"] and per_line[0]["perplexity"] == pytest.approx(expected, abs=1e-4)
+    assert per_line[1]["perplexity"] is None and "empty" in per_line[1]["reason"]
+
+
 def test_cli_score_json_and_table(trained_project, tmp_path):
     from typer.testing import CliRunner
 

@@ -213,3 +213,48 @@ def test_stages_of_a_killed_run_stop_and_free_the_project_lock(tmp_path):
     assert not any(_alive(pid) for pid in pids)
     with toy_runner(project).exclusive():  # nobody holds the project lock any more
         pass
+
+
+def test_a_killed_run_shows_interrupted_and_the_next_run_removes_its_staging(tmp_path, caplog):
+    """kill -9 mid-stage: status says `interrupted` (even before the parent reaps the zombie); the next run removes
+    the dead process's staging directory, says so, and runs the stage again."""
+    import signal
+    import subprocess
+    import sys
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "wait_b").touch()  # b waits for a file that never comes (30 s at most)
+    script = f"from tests.unit.test_parallel_runner import toy_runner; from pathlib import Path; toy_runner(Path({str(project)!r})).run()"
+    run = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    staging = project / ".jpipe" / "staging" / f"b-{run.pid}"
+    deadline = time.monotonic() + 60
+    while not (staging.exists() and "b" in toy_runner(project).running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "b" in toy_runner(project).running(), "stage b never started"
+    run.send_signal(signal.SIGKILL)
+    time.sleep(0.5)  # not reaped yet: a zombie, which must not count as running
+    statuses = {s.name: s for s in toy_runner(project).status()}
+    assert statuses["b"].interrupted and not statuses["b"].running
+    assert statuses["b"].to_json()["interrupted"] is True
+    assert not statuses["c"].interrupted and statuses["a"].fresh
+    run.wait(10)
+    assert staging.exists()  # left behind by the killed process
+    (project / "wait_b").unlink()
+    with caplog.at_level("WARNING", logger="pipeline.workflow.runner"):
+        ran = toy_runner(project).run()
+    assert not staging.exists() and f"b-{run.pid}" in caplog.text
+    assert ran == ["b", "c", "d", "e"]
+    assert not any(s.interrupted or s.running for s in toy_runner(project).status())
+    assert_clean(project)
+
+
+def test_staging_of_live_processes_and_odd_names_is_kept(tmp_path):
+    project = tmp_path / "p"
+    project.mkdir()
+    root = project / ".jpipe" / "staging"
+    alive = [root / f"x-{os.getpid()}", root / f"y-rank1-{os.getppid()}", root / "report", root / "z-notapid"]
+    for path in alive:
+        path.mkdir(parents=True)
+    assert toy_runner(project).remove_dead_staging() == []
+    assert all(path.exists() for path in alive)

@@ -284,6 +284,56 @@ def test_a_project_without_generator_still_serves_classify(served_project, tmp_p
         assert_error(test_client.get("/v1/similar", params={"word": "京都"}), 404, "E331")
 
 
+def test_models_show_the_seed_spread_and_auto_is_the_default_vector_source(served_project, tmp_path):
+    """/v1/models carries the report's mean and std over seeds (the demo page shows them), and a project
+    with ginza and word2vec vectors answers /v1/similar from ginza by default and for source=auto."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from pipeline.paths import GINZA_VECTORS_DIR, METRICS
+    from pipeline.serve.app import create_app
+    from pipeline.vectors.store import make_keyed_vectors, write_vector_dir
+
+    project = tmp_path / "seeds"
+    shutil.copytree(served_project, project)
+    words = ["京都", "寺", "野球", "ラーメン"]
+    vectors = [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    meta = {"source": "ginza", "token_field": "norm", "split_mode": "C"}
+    write_vector_dir(project / GINZA_VECTORS_DIR, keyed_vectors=make_keyed_vectors(words, np.float32(vectors)), meta=meta)
+    spread = {"macro_f1": 0.5, "accuracy": 0.6, "seeds": 3, "macro_f1_mean": 0.55, "macro_f1_std": 0.02, "accuracy_mean": 0.65}
+    report = {
+        "topic": {"bilstm_attention": spread | {"accuracy_std": 0.01, "test_sentences": 40}},
+        "sentiment": {"bilstm_attention": {"macro_f1": 0.4, "accuracy": 0.5, "seeds": 1, "macro_f1_mean": 0.4, "macro_f1_std": 0.0}},
+        "generator": {"lstm": {"perplexity": 90.0, "seeds": 2, "saved_seed": 13, "perplexity_mean": 95.5, "perplexity_std": 4.5}},
+    }
+    (project / METRICS).parent.mkdir(parents=True, exist_ok=True)
+    (project / METRICS).write_text(json.dumps(report), encoding="utf-8")
+    with TestClient(create_app(project_dir=project, limits=serve_limits(), load_in_background=False)) as test_client:
+        entries = {entry["name"]: entry for entry in test_client.get("/v1/models").json()["models"]}
+        assert entries["topic"]["test_metrics"] == {**spread, "accuracy_std": 0.01, "test_sentences": 40}
+        assert entries["sentiment"]["test_metrics"]["seeds"] == 1
+        assert entries["generator"]["test_metrics"] == {
+            "perplexity": 90.0,
+            "seeds": 2,
+            "saved_seed": 13,
+            "perplexity_mean": 95.5,
+            "perplexity_std": 4.5,
+        }
+        assert test_client.get("/v1/similar", params={"word": "京都", "topn": 1}).json()["source"] == "ginza"
+        auto = test_client.get("/v1/similar", params={"word": "京都", "topn": 1, "source": "auto"}).json()
+        assert auto["source"] == "ginza" and auto["neighbours"][0]["word"] == "寺"
+        assert test_client.post("/v1/similarity", json={"pairs": [["京都", "寺"]], "source": "auto"}).json()["source"] == "ginza"
+        assert test_client.get("/v1/similar", params={"word": "京都", "topn": 1, "source": "word2vec"}).json()["source"] == "word2vec"
+
+
+def test_auto_source_order():
+    from pipeline.serve.service import auto_source
+
+    assert auto_source({"word2vec": 1, "spacy": 2, "ginza": 3}) == "ginza"
+    assert auto_source({"spacy": 1, "word2vec": 2}) == "word2vec"
+    assert auto_source({"spacy": 1, "imported": 2}) == "spacy"
+
+
 def test_a_project_without_models_is_an_error(tmp_path):
     from fastapi.testclient import TestClient
 

@@ -13,6 +13,7 @@ const LABEL_JA = {
 const TASK_JA = { topic: "トピック", sentiment: "評判 (感情)" };
 const ENDED_JA = { eos: "文末 (EOS)", max_tokens: "最大トークン数 (max tokens)" };
 const SOURCE_JA = {
+  auto: "自動 auto (GiNZA 全語彙 → word2vec)",
   word2vec: "word2vec (コーパス学習)",
   spacy: "spaCy / GiNZA (コーパス語彙)",
   ginza: "GiNZA 全語彙 (48万語)",
@@ -144,18 +145,31 @@ function enablePanel(id, enabled, message) {
   if (enabled && note) note.remove();
 }
 
+// A test figure of the report: the mean ± std over seeds when the report has several seeds
+// ("0.612 ± 0.015 (5 seeds)"), else the single figure; "-" when the report has none.
+function seedFigure(metrics, key, digits) {
+  const m = metrics || {};
+  const seeds = Number(m.seeds || 1);
+  const mean = m[`${key}_mean`];
+  const std = m[`${key}_std`];
+  if (seeds > 1 && typeof mean === "number" && typeof std === "number") {
+    return `${mean.toFixed(digits)} ± ${std.toFixed(digits)} (${seeds} seeds)`;
+  }
+  const value = m[key];
+  return typeof value === "number" ? value.toFixed(digits) : "-";
+}
+
 // One line per panel on the loaded models: test metrics from /v1/models.
 function describeModels(entries) {
-  const metric = (value, digits) => (typeof value === "number" ? value.toFixed(digits) : "-");
   const classifiers = entries.filter((entry) => entry.kind === "classifier");
   const vectors = entries.filter((entry) => entry.kind === "vectors");
   const generator = entries.find((entry) => entry.kind === "generator");
   const notes = {
     "classify-note": classifiers.length
-      ? `BiLSTM + attention · テスト macro-F1: ${classifiers.map((c) => `${TASK_JA[c.task] || c.task} ${metric((c.test_metrics || {}).macro_f1, 3)}`).join(" · ")}`
+      ? `BiLSTM + attention · テスト macro-F1: ${classifiers.map((c) => `${TASK_JA[c.task] || c.task} ${seedFigure(c.test_metrics, "macro_f1", 3)}`).join(" · ")}`
       : "",
     "similar-note": vectors.map((v) => `${v.source} ${Number(v.vocab_size || 0).toLocaleString("ja-JP")} 語 × ${v.dim} 次元`).join(" · "),
-    "generate-note": generator ? `LSTM 言語モデル · テスト perplexity ${metric((generator.test_metrics || {}).perplexity, 1)}` : "",
+    "generate-note": generator ? `LSTM 言語モデル · テスト perplexity ${seedFigure(generator.test_metrics, "perplexity", 1)}` : "",
   };
   for (const [id, text] of Object.entries(notes)) $(id).textContent = text;
 }
@@ -171,7 +185,7 @@ async function loadModels(attempt = 0) {
     const sources = namesOf(info.vector_sources || info.sources);
     const generator = entries.find((entry) => entry.kind === "generator");
     fillTasks(tasks);
-    fillSelect($("similar-source"), sources, SOURCE_JA, false);
+    fillSelect($("similar-source"), sources.length ? ["auto", ...sources] : [], SOURCE_JA, false);
     fillSelect($("gen-theme"), generator ? namesOf(generator.themes) : [], THEME_OPTIONS, true);
     enablePanel("panel-classify", tasks.length > 0, "分類モデルがありません (no classifier loaded).");
     enablePanel("panel-similar", sources.length > 0, "単語ベクトルがありません (no word vectors loaded).");
@@ -188,7 +202,7 @@ async function loadModels(attempt = 0) {
       return;
     }
     fillTasks(["topic", "sentiment"]);
-    fillSelect($("similar-source"), ["word2vec"], SOURCE_JA, false);
+    fillSelect($("similar-source"), ["auto"], SOURCE_JA, false);
     status.textContent = `モデル情報を取得できません: ${error.message}`;
     status.classList.add("bad");
   }
