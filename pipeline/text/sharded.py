@@ -147,6 +147,8 @@ def tokenize_chunk(job: dict[str, Any]) -> dict[str, Any]:
 
     fields = job["fields"]
     tokenizer = load_tokenizer(job["split_mode"], with_pos="pos" in fields)
+    # surface and norm alone (the usual store) need neither the lemma nor the POS of each morpheme
+    read = tokenizer.surfaces_and_norms if set(fields) <= {"surface", "norm"} else tokenizer.tokenize
     index: dict[str, dict[str, int]] = {field: {} for field in fields}
     ids: dict[str, array] = {field: array("I") for field in fields}  # 4 bytes an id, not a Python int object
     offsets = [0]
@@ -154,8 +156,10 @@ def tokenize_chunk(job: dict[str, Any]) -> dict[str, Any]:
     for number, sentence in enumerate(job["sentences"]):
         if _PARENT_PID is not None and number % 1000 == 0 and os.getppid() != _PARENT_PID:
             os._exit(1)  # the run was killed: an orphaned worker stops instead of finishing its chunk
-        long_lines += len(sentence.encode("utf-8")) > CHUNK_MAX_BYTES  # split by Tokenizer.tokenize, never dropped
-        tokens = tokenizer.tokenize(sentence)
+        # Split by Tokenizer.tokenize, never dropped. Most lines are too short to be long whatever their bytes (a
+        # character is at most 4): only the others are encoded to count their bytes.
+        long_lines += len(sentence) > CHUNK_MAX_BYTES // 4 and len(sentence.encode("utf-8")) > CHUNK_MAX_BYTES
+        tokens = read(sentence)
         for field in fields:
             vocab, out = index[field], ids[field]
             out.extend([vocab.setdefault(token, len(vocab)) for token in tokens[field]])

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
@@ -46,7 +47,7 @@ def split_long_text(text: str, *, max_bytes: int = CHUNK_MAX_BYTES) -> list[str]
     Pieces end at sentence ends where possible; a single over-long sentence is cut
     at character boundaries. Joining the pieces gives back ``text``.
     """
-    if len(text.encode("utf-8")) <= max_bytes:
+    if len(text) <= max_bytes // 4 or len(text.encode("utf-8")) <= max_bytes:  # a character is at most 4 bytes
         return [text]
     pieces: list[str] = []
     current, current_bytes = [], 0
@@ -87,6 +88,12 @@ class Tokenizer:
 
     >>> Tokenizer("C").tokenize("食べた")["lemma"]
     ['食べる', 'た']
+
+    What the fields cost per token is what SudachiPy costs: three reads of the morpheme (surface,
+    dictionary form, normalized form) and its POS id. Everything that depends on the POS alone (the tag,
+    spaCy's tag -> UD POS rules for it) is worked out once per POS id and kept (``_kinds``), and the
+    ``MorphemeList`` that SudachiPy fills is reused instead of being allocated per text. Each thread gets its own
+    Sudachi tokenizer and list, so one ``Tokenizer`` may serve several threads at once.
     """
 
     def __init__(self, split_mode: str = "C", *, with_pos: bool = True) -> None:
@@ -98,8 +105,9 @@ class Tokenizer:
             from sudachipy import Dictionary, SplitMode
 
             if with_pos:
-                from spacy.lang.ja import resolve_pos
+                from spacy.lang.ja import TAG_BIGRAM_MAP, TAG_MAP, TAG_ORTH_MAP, resolve_pos
                 from spacy.parts_of_speech import NAMES as POS_NAMES
+                from spacy.symbols import POS
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError(
                 "E110", f"Tokenization needs spaCy and SudachiPy ({exc}).", hint="Install them: pip install ginza ja-ginza"
@@ -109,19 +117,53 @@ class Tokenizer:
         if with_pos:
             self._resolve_pos = resolve_pos
             self._pos_names = POS_NAMES
+            self._pos_tables = (TAG_ORTH_MAP, TAG_BIGRAM_MAP, TAG_MAP, POS)
         # Same dictionary as spaCy's JapaneseTokenizer (the installed SudachiDict), same split mode.
         self._dictionary = Dictionary()
-        self._sudachi = self._dictionary.create(mode=getattr(SplitMode, split_mode))
-        self._tag_of_pos_id: dict[int, str] = {}
+        self._sudachi_mode = getattr(SplitMode, split_mode)
+        # POS id -> (tag, UD POS by the tag alone, {orth: UD POS}, {next tag: (UD POS, next token's UD POS)})
+        self._kinds: dict[int, tuple] = {}
+        self._unmapped_tags = False  # set when a tag has no entry in spaCy's TAG_MAP (see _ud_pos)
+        self._local = threading.local()
 
-    def _tag(self, morpheme) -> str:
-        pos_id = morpheme.part_of_speech_id()
-        tag = self._tag_of_pos_id.get(pos_id)
-        if tag is None:
-            # spaCy's tag: the first four POS levels joined by '-', without '*'
-            tag = "-".join(part for part in morpheme.part_of_speech()[:4] if part != "*")
-            self._tag_of_pos_id[pos_id] = tag
-        return tag
+    def _kind(self, morpheme, pos_id: int) -> tuple:
+        """What depends on the POS id only, worked out on its first occurrence."""
+        # spaCy's tag: the first four POS levels joined by '-', without '*'
+        tag = "-".join(part for part in morpheme.part_of_speech()[:4] if part != "*")
+        kind = (tag, None, None, None)
+        if self.with_pos:
+            kind = (tag, *self._pos_rules(tag))
+        self._kinds[pos_id] = kind
+        return kind
+
+    def _pos_rules(self, tag: str) -> tuple:
+        """spacy.lang.ja.resolve_pos's tables for one tag, as UD POS names (``None`` where TAG_MAP lacks a tag)."""
+        orth_map, bigram_map, tag_map, pos_key = self._pos_tables
+        names = self._pos_names
+        unigram = names[tag_map[tag][pos_key]] if pos_key in tag_map.get(tag, ()) else None
+        self._unmapped_tags = self._unmapped_tags or unigram is None
+        orth = {word: names[pos] for word, pos in orth_map[tag].items()} if tag in orth_map else None
+        bigram = {
+            second: (unigram if current is None else names[current], names[following] if following else None)
+            for (first, second), (current, following) in bigram_map.items()
+            if first == tag
+        }
+        return unigram, orth, bigram or None
+
+    def _morphemes(self, piece: str):
+        """SudachiPy's morphemes of ``piece``, from this thread's Sudachi tokenizer, into its reused ``MorphemeList``.
+
+        A Sudachi tokenizer fails in a second thread while it runs ("Already borrowed"), and a ``Morpheme`` points
+        into its list (none may outlive the loop over it: ``tokenize`` keeps none), so each thread has its own of
+        both, made on its first text (they share the loaded dictionary).
+        """
+        try:
+            sudachi, out = self._local.sudachi
+        except AttributeError:
+            sudachi = self._dictionary.create(mode=self._sudachi_mode)
+            out = sudachi.tokenize("")
+            self._local.sudachi = (sudachi, out)
+        return sudachi.tokenize(piece, out=out)
 
     def tokenize(self, text: str) -> dict[str, list[str]]:
         """Tokens of ``text`` as ``{"surface": [...], "lemma": [...], "norm": [...], "pos": [...], "tag": [...]}``.
@@ -131,30 +173,75 @@ class Tokenizer:
         surfaces: list[str] = []
         lemmas: list[str] = []
         norms: list[str] = []
-        tags: list[str] = []
+        kinds: list[tuple] = []
+        known = self._kinds
         for piece in split_long_text(text):
-            for morpheme in self._sudachi.tokenize(piece):
+            for morpheme in self._morphemes(piece):
                 surface = morpheme.surface()
                 if not surface or surface.isspace():
                     continue
+                pos_id = morpheme.part_of_speech_id()
+                kinds.append(known.get(pos_id) or self._kind(morpheme, pos_id))
                 surfaces.append(surface)
                 # spaCy: "if there's no lemma info (it's an unk) just use the surface"
                 lemmas.append(morpheme.dictionary_form() or surface)
                 norms.append(morpheme.normalized_form())
-                tags.append(self._tag(morpheme))
+        tags = [kind[0] for kind in kinds]
+        pos = self._ud_pos(surfaces, kinds, tags) if self.with_pos else []
+        return {"surface": surfaces, "lemma": lemmas, "norm": norms, "pos": pos, "tag": tags}
+
+    def surfaces_and_norms(self, text: str) -> dict[str, list[str]]:
+        """``tokenize(text)``'s ``surface`` and ``norm`` lists alone (the token store's usual fields), without
+        reading the dictionary form and POS of every morpheme for fields that nobody keeps."""
+        surfaces: list[str] = []
+        norms: list[str] = []
+        for piece in split_long_text(text):
+            for morpheme in self._morphemes(piece):
+                surface = morpheme.surface()
+                if not surface or surface.isspace():
+                    continue
+                surfaces.append(surface)
+                norms.append(morpheme.normalized_form())
+        return {"surface": surfaces, "norm": norms}
+
+    def _ud_pos(self, surfaces: list[str], kinds: list[tuple], tags: list[str]) -> list[str]:
+        """UD POS by spacy.lang.ja.resolve_pos's rules (orth map, tag bigram map, tag map), from the kept tables."""
         pos: list[str] = []
-        if not self.with_pos:
-            return {"surface": surfaces, "lemma": lemmas, "norm": norms, "pos": pos, "tag": tags}
+        decided = None  # set by the previous token's bigram rule, as in spaCy
+        last = len(kinds) - 1
+        for index, (_, unigram, orth, bigram) in enumerate(kinds):
+            if decided:
+                pos.append(decided)
+                decided = None
+                continue
+            if orth is not None:
+                name = orth.get(surfaces[index])
+                if name is not None:
+                    pos.append(name)
+                    continue
+            if bigram is not None and index < last:
+                rule = bigram.get(tags[index + 1])
+                if rule is not None:
+                    name, decided = rule
+                    pos.append(name)
+                    continue
+            pos.append(unigram)
+        if self._unmapped_tags and None in pos:
+            return self._ud_pos_by_spacy(surfaces, tags)  # a tag outside TAG_MAP: spaCy's function, and its KeyError
+        return pos
+
+    def _ud_pos_by_spacy(self, surfaces: list[str], tags: list[str]) -> list[str]:
+        pos: list[str] = []
         next_pos = None
         names = self._pos_names
         for index, (surface, tag) in enumerate(zip(surfaces, tags, strict=True)):
-            if next_pos:  # decided by the previous token's bigram rule, as in spaCy
+            if next_pos:
                 pos.append(names[next_pos])
                 next_pos = None
                 continue
             current, next_pos = self._resolve_pos(surface, tag, tags[index + 1] if index + 1 < len(tags) else None)
             pos.append(names[current])
-        return {"surface": surfaces, "lemma": lemmas, "norm": norms, "pos": pos, "tag": tags}
+        return pos
 
     def tokenize_many(self, texts: Iterable[str]) -> Iterator[dict[str, list[str]]]:
         for text in texts:
