@@ -8,7 +8,7 @@ LINT_IMPORTS ?= $(if $(wildcard .venv/bin/lint-imports),.venv/bin/lint-imports,l
 # The ten slowest tests are printed after every run.
 PYTEST ?= $(PYTHON) -m pytest -q --durations=10
 
-.PHONY: install install-browser run lint docs test test-slow test-all test-fast test-integration bench
+.PHONY: install install-system install-browser run lint docs test test-slow test-all test-fast test-integration bench
 
 install:
 	python3 -m venv .venv
@@ -16,22 +16,31 @@ install:
 	# CPU build of PyTorch (a bare `torch` would pull GBs of CUDA packages)
 	.venv/bin/pip install -q torch==2.13.0
 	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`); ray: the Ray engine and its tests;
-	# docs: MkDocs Material and mkdocstrings (`make docs`)
-	.venv/bin/pip install -q -e ".[dev,ray,docs]"
-	$(MAKE) --no-print-directory install-browser
+	# docs: MkDocs Material and mkdocstrings (`make docs`); onnx: ONNX Runtime for `jpipe export onnx` / `--backend onnx`
+	.venv/bin/pip install -q -e ".[dev,ray,docs,onnx]"
+	$(MAKE) --no-print-directory install-system
 
-# The browser test (tests/integration/test_serve_browser.py) drives Debian's chromium through Playwright
-# (`playwright install` cannot download here), with fonts-noto-cjk for Japanese. apt-get them when missing;
-# without root or apt, say so and go on: that test then skips itself.
-install-browser:
-	@if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "Noto Sans CJK"; then \
-	  echo "chromium and fonts-noto-cjk: already installed"; \
+# System packages, apt-get installed when missing (Debian, as root; `apt-get update` and a second try if the first
+# install fails): chromium and fonts-noto-cjk for the browser test (tests/integration/test_serve_browser.py drives
+# Debian's chromium through Playwright, as `playwright install` cannot download here; fonts-noto-cjk for Japanese),
+# and wrk, the load generator of `jpipe bench serve`. Without root or apt, say so and go on: the browser test then
+# skips itself, and `jpipe bench serve` falls back to its Python client. `make install-browser` is the old name.
+install-system:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	if [ -z "$$missing" ]; then \
+	  echo "chromium, fonts-noto-cjk and wrk: already installed"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-cjk \
-	    || echo "apt-get install chromium fonts-noto-cjk failed: the browser test will be skipped"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+	    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; } \
+	    || echo "apt-get install$$missing failed: the browser test will be skipped, and jpipe bench serve uses its Python client without wrk"; \
 	else \
-	  echo "chromium / fonts-noto-cjk missing, and no root or apt-get to install them: the browser test will be skipped"; \
+	  echo "missing:$$missing, and no root or apt-get to install them: the browser test will be skipped, and jpipe bench serve uses its Python client without wrk"; \
 	fi
+
+install-browser: install-system
 
 run:
 	$(PYTHON) -m pipeline run

@@ -92,6 +92,7 @@ CODES: dict[str, str] = {
     "E316": "The generator cannot write in the requested theme.",
     "E317": "A pretrained language model does not fit the classifier (sizes, vocabulary or token field).",
     "E318": "A pretrained generator language model does not fit the generator (vocabulary or shape).",
+    "E319": "The ONNX export of a model is missing or was made from other weights (the ONNX backend needs a current one).",
     "E330": "The server is still loading its models.",
     "E331": "The server has no such model loaded (classifier task, generator or vector source).",
     "E332": "The server is overloaded: too many texts wait for the classifier.",
@@ -104,6 +105,7 @@ CODES: dict[str, str] = {
     "E406": "Lock file has a newer lock format than this version reads.",
     "E407": "A stage finished without writing a declared output, or wrote an undeclared one.",
     "E408": "A stage run in a parallel process died, or failed with an error that could not be passed back.",
+    "E409": "A worker process of the local classify engine (--workers) died before it finished its rows.",
 }
 
 

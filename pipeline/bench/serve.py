@@ -1,9 +1,11 @@
 """``jpipe bench serve``: a local ``jpipe serve`` under concurrent load, beside offline batch classify.
 
 The server runs as a subprocess (``python -m pipeline serve``) on 127.0.0.1 and a free
-port. Async httpx clients send requests in a closed loop (each sends its next request
-when the previous answer arrived), for at most ``requests`` requests and ``seconds``
-seconds per endpoint:
+port. The load comes from ``wrk`` (a native load generator, :mod:`.wrk`; ``client="auto"``
+takes it when it is installed) or from Python clients (``httpx``, ``raw``). Every client
+sends its next request when the previous answer arrived (a closed loop); wrk runs
+``seconds`` seconds per endpoint, the Python clients at most ``requests`` requests and
+``seconds`` seconds:
 
 * classify: ``clients`` clients, one review per request (KNBC test sentences);
 * similar: ``similar_clients`` clients, one word of the vector vocabulary per request.
@@ -11,7 +13,9 @@ seconds per endpoint:
 Then the server is stopped (SIGTERM: graceful) and the same reviews are classified
 offline in this process (``TaskClassifiers.classify``: ``Classifier.predict`` per task on
 batches of 256, the same models and torch threads) for the throughput ratio. The
-server's RSS is sampled every second; start = after the warm-up requests.
+server's RSS is sampled every second; start = after the warm-up requests. The CPU seconds
+of the server (its process tree) and of the load client are measured per endpoint, and the
+load average is read before and after.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ STOP_TIMEOUT_S = 30.0
 WARM_UP_REQUESTS = 200
 OFFLINE_BATCH = 256
 # Goals of issue #13 (2 cores, CPU).
-CLIENTS = ("httpx", "raw")
+CLIENTS = ("auto", "wrk", "httpx", "raw")
 GOALS = {"classify_ratio": 0.7, "classify_p99_ms": 150.0, "similar_p99_ms": 10.0, "rss_growth": 0.10}
 
 
@@ -49,6 +53,40 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux ``/proc``): uvicorn's worker processes with ``--workers N``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(entry.name)] = int((entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[1])
+    tree, frontier = [pid], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def tree_rss_mb(pid: int) -> float | None:
+    """RSS of ``pid`` and its descendants, in MB."""
+    values = [value for member in process_tree(pid) if (value := process_rss_mb(member)) is not None]
+    return round(sum(values), 1) if values else None
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of ``pid`` and its living descendants."""
+    values = [value for member in process_tree(pid) if (value := process_cpu_seconds(member)) is not None]
+    return sum(values) if values else None
+
+
+def load_average() -> str | None:
+    """The first three fields of ``/proc/loadavg`` (1, 5, 15 minutes)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text(encoding="ascii").split()[:3])
+    except OSError:
+        return None
 
 
 def process_rss_mb(pid: int) -> float | None:
@@ -75,8 +113,10 @@ def process_cpu_seconds(pid: int) -> float | None:
 class ServerProcess:
     """``python -m pipeline serve`` on 127.0.0.1:``port``; stopped by PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *, project_dir: Path, port: int, overrides: list[str], log_path: Path) -> None:
+    def __init__(self, *, project_dir: Path, port: int, overrides: list[str], log_path: Path, workers: int = 1) -> None:
         command = [sys.executable, "-m", "pipeline", "--dir", str(project_dir), "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if workers > 1:
+            command += ["--workers", str(workers)]
         for override in overrides:
             command += ["--set", override]
         self.url = f"http://127.0.0.1:{port}"
@@ -140,6 +180,7 @@ def summarize(latencies: list[float], *, errors: int, seconds: float, clients: i
         "seconds": round(seconds, 2),
         "requests_per_second": round(len(latencies) / seconds, 1) if seconds > 0 else 0.0,
         "p50_ms": round(_percentile(milliseconds, 0.50), 2),
+        "p90_ms": round(_percentile(milliseconds, 0.90), 2),
         "p99_ms": round(_percentile(milliseconds, 0.99), 2),
         "max_ms": round(milliseconds[-1], 2) if milliseconds else None,
     }
@@ -242,7 +283,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            value = process_rss_mb(self.pid)
+            value = tree_rss_mb(self.pid)
             if value is not None:
                 self.samples.append(value)
             self._stop.wait(self.interval)
@@ -298,9 +339,10 @@ def _server_json(url: str, path: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _running_server(project_dir: Path, overrides: list[str]) -> Iterator[tuple[ServerProcess, float]]:
+def _running_server(project_dir: Path, overrides: list[str], workers: int = 1) -> Iterator[tuple[ServerProcess, float]]:
     with tempfile.TemporaryDirectory(prefix="jpipe-bench-serve-") as tmp:
-        server = ServerProcess(project_dir=project_dir, port=free_port(), overrides=overrides, log_path=Path(tmp) / "server.log")
+        log_path = Path(tmp) / "server.log"
+        server = ServerProcess(project_dir=project_dir, port=free_port(), overrides=overrides, log_path=log_path, workers=workers)
         try:
             ready = server.wait_ready()
             yield server, ready
@@ -308,33 +350,82 @@ def _running_server(project_dir: Path, overrides: list[str]) -> Iterator[tuple[S
             server.stop()
 
 
+def _wrk_phase(
+    url: str, *, name: str, texts: list[str], words: list[str], source: str | None, plan: dict, directory: Path
+) -> tuple[dict, float]:
+    """One endpoint under wrk: the latency row (as :func:`summarize` gives) and wrk's CPU seconds."""
+    import json
+    from urllib.parse import urlencode
+
+    from pipeline.bench.wrk import run_wrk, write_script, wrk_script
+
+    if name == "classify":
+        method, entries = "POST", [("/v1/classify", json.dumps({"texts": [text]}, ensure_ascii=False)) for text in texts]
+        clients = plan["clients"]
+    else:
+        query = {"topn": 10, **({"source": source} if source else {})}
+        method, entries = "GET", [("/v1/similar?" + urlencode({"word": word, **query}), None) for word in words]
+        clients = plan["similar_clients"]
+    script = write_script(directory / f"{name}.lua", wrk_script(method=method, requests=entries))
+    run = run_wrk(wrk=plan["wrk"], url=url + "/", script=script, connections=clients, seconds=plan["seconds"])
+    latency = run["latency_ms"]
+    row = {
+        "clients": clients,
+        "requests": run["requests"],
+        "errors": run["non_2xx"] + sum(run["socket_errors"].values()),
+        "seconds": round(run["seconds"], 2),
+        "requests_per_second": run["requests_per_second"],
+        **{f"{key}_ms": latency.get(key) for key in ("p50", "p90", "p99", "max")},
+        "wrk": {key: run[key] for key in ("command", "non_2xx", "socket_errors", "done")},
+    }
+    return row, run["client_cpu_seconds"]
+
+
+def _one_phase(server: ServerProcess, name: str, *, makers: dict, plan: dict, wrk_inputs: dict, directory: Path) -> dict[str, Any]:
+    """One endpoint under load, with the CPU seconds of the server (process tree) and of the client meanwhile."""
+    cpu_start = tree_cpu_seconds(server.pid)
+    if plan["client"] == "wrk":
+        row, client_cpu = _wrk_phase(server.url, name=name, plan=plan, directory=directory, **wrk_inputs)
+    else:
+        clients = plan["clients"] if name == "classify" else plan["similar_clients"]
+        options = dict(clients=clients, requests=plan["requests"], seconds=plan["seconds"], client=plan["client"])
+        client_start = time.process_time()
+        row = asyncio.run(run_load(url=server.url, make_request=makers[name], **options))
+        client_cpu = time.process_time() - client_start
+    cpu_end = tree_cpu_seconds(server.pid)
+    server_cpu = round(cpu_end - cpu_start, 2) if cpu_start is not None and cpu_end is not None else None
+    row["cpu_seconds"] = {"server": server_cpu, "client": round(client_cpu, 2)}
+    if name == "classify":
+        row["batching"] = _server_json(server.url, "/v1/stats")["classify"]
+    return row
+
+
 def _load_phases(server: ServerProcess, *, texts: list[str], plan: dict[str, Any]) -> dict[str, Any]:
-    """Warm-up, then classify and similar under load; RSS, CPU and batching counters of the server."""
+    """Warm-up, then classify and similar under load; RSS, CPU, batching counters of the server, load average."""
     models = _server_json(server.url, "/v1/models")
     source = models["vector_sources"][0] if models["vector_sources"] else None
     words = _similar_words(server_project(models), source) if source else []
     makers = _requests(texts, words, source)
     phases = [name for name in ("classify", "similar") if (name == "classify" and models["tasks"]) or (name == "similar" and source)]
+    warm_client = "raw" if plan["client"] == "wrk" else plan["client"]
     for name in phases:  # warm-up
         asyncio.run(
-            run_load(url=server.url, make_request=makers[name], clients=4, requests=WARM_UP_REQUESTS, seconds=30.0, client=plan["client"])
+            run_load(url=server.url, make_request=makers[name], clients=4, requests=WARM_UP_REQUESTS, seconds=30.0, client=warm_client)
         )
-    rss_start = process_rss_mb(server.pid)
-    cpu_start, client_cpu_start = process_cpu_seconds(server.pid), time.process_time()
-    results: dict[str, Any] = {}
-    with RssSampler(server.pid) as sampler:
+    results: dict[str, Any] = {"load_average": {"before": load_average()}}
+    rss_start = tree_rss_mb(server.pid)
+    wrk_inputs = {"texts": texts, "words": words, "source": source}
+    with RssSampler(server.pid) as sampler, tempfile.TemporaryDirectory(prefix="jpipe-bench-wrk-") as tmp:
         for name in phases:
-            clients = plan["clients"] if name == "classify" else plan["similar_clients"]
-            options = dict(clients=clients, requests=plan["requests"], seconds=plan["seconds"], client=plan["client"])
-            results[name] = asyncio.run(run_load(url=server.url, make_request=makers[name], **options))
-            if name == "classify":
-                results[name]["batching"] = _server_json(server.url, "/v1/stats")["classify"]
-    cpu_end = process_cpu_seconds(server.pid)
-    rss_end = process_rss_mb(server.pid)
+            results[name] = _one_phase(server, name, makers=makers, plan=plan, wrk_inputs=wrk_inputs, directory=Path(tmp))
+    results["load_average"]["after_load"] = load_average()
+    rss_end = tree_rss_mb(server.pid)
     results["rss_mb"] = {"start": rss_start, "end": rss_end, "max": max(sampler.samples, default=None), "samples": len(sampler.samples)}
+    spent = [results[name]["cpu_seconds"] for name in phases]
+    server_cpu = [entry["server"] for entry in spent]
     results["cpu_seconds"] = {
-        "server": round(cpu_end - cpu_start, 2) if cpu_start is not None and cpu_end is not None else None,
-        "clients": round(time.process_time() - client_cpu_start, 2),
+        "server": round(sum(server_cpu), 2) if None not in server_cpu else None,
+        "clients": round(sum(entry["client"] for entry in spent), 2),
     }
     results["tasks"] = models["tasks"]
     results["source"] = source
@@ -354,9 +445,14 @@ def benchmark_serve(
     seconds: float = 30.0,
     offline_reviews: int = 4000,
     overrides: list[str] | None = None,
-    client: str = "httpx",
+    client: str = "auto",
+    server_workers: int = 1,
 ) -> dict[str, Any]:
-    """Run the server benchmark (see the module docstring); one JSON-able dict with the goals beside the numbers."""
+    """Run the server benchmark (see the module docstring); one JSON-able dict with the goals beside the numbers.
+
+    ``client``: ``wrk``, ``httpx`` or ``raw`` (:data:`CLIENTS`); ``auto`` is wrk when it is installed, else raw.
+    ``server_workers``: ``jpipe serve --workers`` (uvicorn processes, each with its own models and batcher).
+    """
     from pipeline.bench.classify import benchmark_texts
     from pipeline.serve.server import serve_limits
 
@@ -365,12 +461,11 @@ def benchmark_serve(
     overrides = list(overrides or [])
     limits = serve_limits(project, overrides)
     texts, text_source = benchmark_texts(project)
-    if client not in CLIENTS:
-        raise ConfigError("E109", f"Unknown load client '{client}'.", hint=f"Valid clients: {', '.join(CLIENTS)}.")
-    plan = {"clients": clients, "similar_clients": similar_clients, "requests": requests, "seconds": seconds, "client": client}
+    client, wrk = resolve_client(client)
+    plan = {"clients": clients, "similar_clients": similar_clients, "requests": requests, "seconds": seconds, "client": client, "wrk": wrk}
     started = time.perf_counter()
-    with _running_server(project, overrides) as (server, ready_seconds):
-        rss_loaded = process_rss_mb(server.pid)
+    with _running_server(project, overrides, server_workers) as (server, ready_seconds):
+        rss_loaded = tree_rss_mb(server.pid)
         results = _load_phases(server, texts=texts, plan=plan)
         stop_started = time.perf_counter()
     results["rss_mb"]["loaded"] = rss_loaded
@@ -380,16 +475,34 @@ def benchmark_serve(
         results["offline_classify"] = offline_throughput(
             project_dir=project, texts=texts, reviews=offline_reviews, tasks=results["tasks"], threads=limits["torch_threads"]
         )
+    results["load_average"]["after"] = load_average()
     results.update(
         texts=text_source,
         client=client,
         mean_characters=round(sum(len(t) for t in texts) / len(texts), 1),
         serve_settings={key: limits[key] for key in ("max_batch_size", "max_wait_ms", "torch_threads")},
+        server_workers=server_workers,
         cpu_count=os.cpu_count(),
         total_seconds=round(time.perf_counter() - started, 1),
     )
     results["goals"] = check_goals(results)
     return results
+
+
+def resolve_client(client: str) -> tuple[str, str | None]:
+    """The load client to use and the wrk executable (None for the Python clients); ``auto`` = wrk when found, else raw."""
+    from pipeline.bench.wrk import find_wrk
+
+    if client not in CLIENTS:
+        raise ConfigError("E109", f"Unknown load client '{client}'.", hint=f"Valid clients: {', '.join(CLIENTS)}.")
+    wrk = find_wrk() if client in ("auto", "wrk") else None
+    if client == "wrk" and wrk is None:
+        raise ConfigError(
+            "E110", "The load client wrk is not installed.", hint="Install it: apt-get install wrk (`make install` does it as root)."
+        )
+    if client == "auto":
+        return ("wrk", wrk) if wrk else ("raw", None)
+    return client, wrk
 
 
 def check_goals(results: dict[str, Any]) -> dict[str, Any]:
@@ -418,22 +531,43 @@ def check_goals(results: dict[str, Any]) -> dict[str, Any]:
     return goals
 
 
-def format_report(result: dict[str, Any]) -> str:
-    """The benchmark as a text table (``--json`` prints the dict)."""
-    lines = [
-        f"server ready in {result['ready_seconds']} s; {result['cpu_count']} cores; {result.get('client', 'httpx')} clients; serve settings {result['serve_settings']}"
-    ]
-    lines.append(f"{'endpoint':<10} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+def _endpoint_lines(result: dict[str, Any]) -> list[str]:
+    head = f"{'endpoint':<10} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}"
+    lines = [head + f" {'server CPU s':>12} {'client CPU s':>12}"]
     for name in ("classify", "similar"):
         if name in result:
             row = result[name]
+            cpu = row.get("cpu_seconds", {})
+            p90 = row.get("p90_ms")
             lines.append(
-                f"{name:<10} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} {row['requests_per_second']:>8.1f} {row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f}"
+                f"{name:<10} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} {row['requests_per_second']:>8.1f}"
+                f" {row['p50_ms']:>8.2f} {p90 if p90 is not None else float('nan'):>8.2f} {row['p99_ms']:>8.2f}"
+                f" {cpu.get('server', '')!s:>12} {cpu.get('client', '')!s:>12}"
             )
+    return lines
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The benchmark as a text table (``--json`` prints the dict)."""
+    client = result.get("client", "httpx")
+    command = result.get("classify", {}).get("wrk", {}).get("command")
+    lines = [
+        f"server ready in {result['ready_seconds']} s; {result['cpu_count']} cores; load client {client}"
+        + (f" ({command})" if command else "")
+        + f"; server workers {result.get('server_workers', 1)}; serve settings {result['serve_settings']}"
+    ]
+    if result.get("load_average"):
+        load = result["load_average"]
+        lines.append(
+            f"load average (1/5/15 min): before {load.get('before')}; after the load {load.get('after_load')}; after offline {load.get('after')}"
+        )
+    lines += _endpoint_lines(result)
     if "offline_classify" in result:
         offline = result["offline_classify"]
+        ratio = result.get("goals", {}).get("classify_throughput_ratio", {}).get("value")
         lines.append(
             f"offline classify (batches of {OFFLINE_BATCH}): {offline['reviews_per_second']:.1f} reviews/s ({offline['reviews']} reviews)"
+            + (f"; served / offline = {ratio}" if ratio is not None else "")
         )
     if "classify" in result and "batching" in result["classify"]:
         batching = result["classify"]["batching"]
@@ -442,7 +576,7 @@ def format_report(result: dict[str, Any]) -> str:
         )
     rss = result["rss_mb"]
     lines.append(f"server RSS: loaded {rss['loaded']} MB, start {rss['start']} MB, end {rss['end']} MB, max {rss['max']} MB")
-    lines.append(f"CPU seconds during the load: server {result['cpu_seconds']['server']}, clients {result['cpu_seconds']['clients']}")
+    lines.append(f"CPU seconds during the load: server {result['cpu_seconds']['server']}, client {result['cpu_seconds']['clients']}")
     for name, goal in result["goals"].items():
         lines.append(f"goal {name}: {goal['value']} (goal {goal['goal']}) {'met' if goal['met'] else 'MISSED'}")
     return "\n".join(lines)

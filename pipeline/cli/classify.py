@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, state
+from pipeline.cli._app import SetOption, app, bench_app, console, fail, load_project_config, reported, state
 from pipeline.cli._inputs import (
     IdColumnOption,
     InputFileOption,
@@ -32,6 +32,11 @@ from pipeline.cli._inputs import (
 TASKS_HELP = "Comma-separated tasks, e.g. topic,sentiment (default: every trained task; `jpipe task list` shows them)."
 THREADS_HELP = "Torch threads for the models (0 = all cores but one, which tokenizes the next batch meanwhile)."
 INT8_HELP = "CPU only: int8 dynamic quantization of the models, about 1.6x faster; labels may differ from fp32 on <1% of texts."
+BACKEND_HELP = "torch, or onnx: each model's model.onnx (`jpipe export onnx`) run by ONNX Runtime, CPU only (pip install 'jpipe[onnx]')."
+WORKERS_HELP = (
+    "--engine local: worker processes that tokenize and classify chunks of rows, one torch thread each (default: the usable "
+    "cores on the CPU, 1 on a GPU; 1 = this process only). An input of one batch or less runs in this process."
+)
 ENGINE_HELP = (
     "local: this process (a reader thread + torch threads); ray: Ray Data actors, on this machine or a cluster (pip install 'jpipe[ray]')."
 )
@@ -69,6 +74,7 @@ class ModelOptions:
     device: str
     threads: int
     int8: bool
+    backend: str = "torch"
 
     def load(self):
         """The project's ``TaskClassifiers`` (one ``Classifier.from_dir`` per task)."""
@@ -82,6 +88,7 @@ class ModelOptions:
             long_policy=self.long_policy,
             batch_size=self.batch_size,
             int8=self.int8,
+            backend=self.backend,
         )
 
 
@@ -190,11 +197,13 @@ def classify(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (shown only on a terminal).")] = True,
     threads: Annotated[int, typer.Option("--threads", help=THREADS_HELP, min=0)] = 0,
     int8: Annotated[bool, typer.Option("--int8", help=INT8_HELP)] = False,
+    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)] = "torch",
     engine: Annotated[str, typer.Option("--engine", help=ENGINE_HELP)] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="--engine ray: the cluster (auto, HOST:PORT or ray://HOST:PORT); default: a local Ray.")
     ] = None,
     actors: Annotated[int, typer.Option("--actors", help="--engine ray: model actors (one CPU each).", min=1)] = 2,
+    workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP, min=1, show_default=False)] = None,
 ) -> None:
     """Classify reviews (topic and sentiment) with the trained models, streaming in batches.
 
@@ -223,17 +232,24 @@ def classify(
     source = InputOptions.build(source=where, read=read)
     target = OutputOptions.build(path=output, output_format=output_format, top_tokens=top_tokens, progress=progress, engine=engine)
     models = ModelOptions(
-        tasks=_parse_tasks(task), long_policy=long_policy, batch_size=batch_size, device=device, threads=threads, int8=int8
+        tasks=_parse_tasks(task), long_policy=long_policy, batch_size=batch_size, device=device, threads=threads, int8=int8, backend=backend
     )
+    if backend != "torch" and engine == "ray":
+        fail("The Ray engine runs the torch backend only.", "Use --engine local with --backend onnx.")
     if engine == "ray":
         summary = RayOptions(address=address, actors=actors).run(source, models, target)
     else:
-        summary = _classify(source, models, target)
+        summary = _classify(source, models, target, workers=workers)
     _report(summary, target)
 
 
-def _classify(source: InputOptions, models: ModelOptions, target: OutputOptions):
+def _classify(source: InputOptions, models: ModelOptions, target: OutputOptions, *, workers: int | None = None):
     """Read, classify and write every row; returns the ``ClassifySummary``."""
+    from pipeline.inference.workers import default_workers
+
+    workers = workers or default_workers(models.device)
+    if workers > 1 and source.source.is_file and models.backend == "torch":  # the worker processes load torch models
+        return _classify_parallel(source, models, target, workers=workers)
     from pipeline.inference.batch import run_classification
     from pipeline.io import atomic_open
 
@@ -250,11 +266,42 @@ def _classify(source: InputOptions, models: ModelOptions, target: OutputOptions)
         return run_classification(handle=handle, **options)
 
 
+def _classify_parallel(source: InputOptions, models: ModelOptions, target: OutputOptions, *, workers: int):
+    """``--workers N``: N processes classify chunks of rows (``pipeline.inference.workers``); returns the summary."""
+    from pipeline.inference.batch import task_model_dirs
+    from pipeline.inference.workers import WorkerModels, run_parallel_classification
+    from pipeline.io import atomic_open
+
+    records = source.records()  # a missing file or column fails here, before any process starts
+    directories = task_model_dirs(state.project_dir, tasks=models.tasks)
+    spec = WorkerModels(
+        model_dirs={task: str(path.resolve()) for task, path in directories.items()},
+        output_format=target.format,
+        device=models.device,
+        long_policy=models.long_policy,
+        batch_size=models.batch_size,
+        int8=models.int8,
+        threads=max(1, models.threads),
+        top_tokens=target.top_tokens,
+    )
+    options = dict(records=records, models=spec, workers=workers, progress=target.progress, load_local=models.load)
+    if target.path is None:
+        summary = run_parallel_classification(handle=sys.stdout, **options)
+        sys.stdout.flush()
+        return summary
+    with atomic_open(target.path, newline="") as handle:
+        return run_parallel_classification(handle=handle, **options)
+
+
 def _report(summary, target: OutputOptions) -> None:
     """One line on stderr with the counts; exit status 1 when no row could be classified."""
     message = f"classified {summary.classified} of {summary.rows} rows"
     if summary.errors:
         message += f"; {summary.errors} with errors (see the 'error' field), e.g. " + "; ".join(summary.error_examples[:3])
+    not_japanese = getattr(summary, "not_japanese", 0)
+    if not_japanese:
+        examples = "; ".join(getattr(summary, "not_japanese_examples", [])[:3])
+        message += f"; {not_japanese} not Japanese (labels kept, see the 'warning' field), e.g. {examples}"
     if target.path is not None:
         message += f" -> {target.path}"
     if summary.classified == 0:
@@ -500,11 +547,31 @@ def bench_classify(
         ),
     ] = "local",
     actors: Annotated[int, typer.Option("--actors", help="--engine ray: Ray actors.", min=1)] = 2,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", help="N > 1: `classify --workers 1` (in this process) against --workers N, alternating rounds.", min=1),
+    ] = 1,
+    rounds: Annotated[
+        int, typer.Option("--rounds", help="--workers, --backend onnx: timed rounds of each; the medians are compared.", min=1)
+    ] = 3,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="onnx: the torch and ONNX Runtime backends on the same texts, --rounds alternating rounds (model only, end to end).",
+        ),
+    ] = "torch",
 ) -> None:
     """End-to-end reviews/s of `classify` (tokenize + both models + JSONL output) on short reviews, and peak memory."""
     from pipeline.bench.classify import benchmark_classify, benchmark_spacy
 
     _set_inference_threads(threads)
+    if backend != "torch":
+        _print_onnx_bench(backend=backend, reviews=reviews, batch_size=batch_size, rounds=rounds, as_json=as_json)
+        return
+    if workers > 1:
+        _print_workers_bench(reviews=reviews, batch_size=batch_size, workers=workers, rounds=rounds, as_json=as_json)
+        return
     if via not in ("jpipe", "spacy") or engine not in ("local", "ray"):
         fail(f"--via must be jpipe or spacy (got {via!r}), --engine local or ray (got {engine!r}).")
     if engine == "ray":
@@ -513,7 +580,12 @@ def bench_classify(
     if via == "spacy":
         _print_spacy_bench(benchmark_spacy(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device), as_json)
         return
-    result = benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8)
+    _print_local_bench(
+        benchmark_classify(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, device=device, int8=int8), as_json
+    )
+
+
+def _print_local_bench(result: dict, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
         return
@@ -524,6 +596,64 @@ def bench_classify(
     out.print(f"tokenization alone: {result['tokenize_only_reviews_per_second']:.0f} reviews/s; peak RSS {result['peak_rss_mb']} MB")
     if result["label_agreement_with_fp32"]:
         out.print("int8 labels equal to fp32: " + ", ".join(f"{t} {100 * v:.2f}%" for t, v in result["label_agreement_with_fp32"].items()))
+
+
+def _print_workers_bench(*, reviews: int, batch_size: int, workers: int, rounds: int, as_json: bool) -> None:
+    from pipeline.bench.classify_workers import benchmark_workers
+
+    result = benchmark_workers(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, workers=workers, rounds=rounds)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(
+        f"{result['reviews']} reviews ({result['source']}, mean {result['mean_characters']} characters), {result['cores']} cores, "
+        f"{rounds} alternating rounds, wall clock with model loading; load average {result['load_average_before']} before"
+    )
+    for n in (1, workers):
+        runs = ", ".join(f"{s:.1f}" for s in result[f"seconds_workers_{n}"])
+        out.print(f"--workers {n}: {result[f'reviews_per_second_workers_{n}']:>8.0f} reviews/s (median; runs {runs} s)")
+    out.print(f"ratio {workers} / 1: {result['ratio']:.3f}; load average {result['load_average_after']} after")
+    out.print(
+        f"CPU cost: {result['reviews_per_cpu_second_workers_1']:.0f} reviews per CPU second (--workers 1), "
+        f"{result[f'reviews_per_cpu_second_workers_{workers}']:.0f} (--workers {workers}, the workers included); "
+        f"start of {workers} workers with their models: {result['startup_seconds_workers']:.1f} s"
+    )
+    for memory in result["worker_memory_mb"]:
+        out.print(
+            "worker {pid}: VmRSS {VmRSS} MB = RssAnon {RssAnon} MB (private) + RssFile {RssFile} MB (file pages, shared); peak {VmHWM} MB".format(
+                **memory
+            )
+        )
+    out.print(f"in-process engine (--workers 1): peak RSS {result['in_process_peak_rss_mb']} MB")
+
+
+def _print_onnx_bench(*, backend: str, reviews: int, batch_size: int, rounds: int, as_json: bool) -> None:
+    if backend != "onnx":
+        fail(f"Unknown --backend {backend!r}.", "Use --backend torch or --backend onnx.")
+    from pipeline.bench.classify_onnx import benchmark_onnx
+
+    with reported():
+        result = benchmark_onnx(project_dir=state.project_dir, reviews=reviews, batch_size=batch_size, rounds=rounds)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, indent=2))
+        return
+    out = console()
+    out.print(
+        f"{result['reviews']} reviews end to end, {result['model_only_texts']} texts model only ({result['source']}, "
+        f"tasks {'+'.join(result['tasks'])}), {result['threads']} thread(s), {rounds} alternating rounds, medians; CPU"
+    )
+    rates = result["reviews_per_second"]
+    for kind in ("model_only", "model_only_sorted", "end_to_end"):
+        out.print(
+            f"{kind:17s}: torch {rates['torch'][kind]:>8.0f}/s  onnx {rates['onnx'][kind]:>8.0f}/s  "
+            f"onnx/torch {result['ratio_onnx_vs_torch'][kind]:.3f}"
+        )
+    for task, agree in result["agreement"].items():
+        out.print(
+            f"{task}: labels equal {100 * agree['labels_equal']:.2f}%, largest probability difference {agree['max_probability_difference']:.1e}"
+        )
+    out.print(f"load average {result['load_average_before']} before, {result['load_average_after']} after (shared machine)")
 
 
 def _print_ray_bench(*, reviews: int, actors: int, batch_size: int, as_json: bool) -> None:

@@ -36,3 +36,46 @@ def export_spacy(
         return
     console().print(f"wrote {result['path']}: {' + '.join(result['pipe_names'])}", markup=False)
     console().print(f"doc.cats keys: {', '.join(result['labels'])}", markup=False)
+
+
+@export_app.command("onnx")
+def export_onnx(
+    model_dir: Annotated[
+        Path | None, typer.Argument(help="A classifier model directory (default: the project's trained task models, or --task's).")
+    ] = None,
+    task: Annotated[str, typer.Option("--task", help="Comma-separated tasks of the project (default: every trained task).")] = "",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write the ONNX file (one model only; default: MODEL_DIR/model.onnx).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per model.")] = False,
+) -> None:
+    """Write each classifier as model.onnx in its model directory, for `jpipe classify --backend onnx`.
+
+    The graph has dynamic batch and sequence axes and reproduces the packed BiLSTM + masked
+    attention exactly; it is checked against the torch model before it is written (atomically).
+    Needs the onnx extra: pip install 'jpipe[onnx]'. Example: `jpipe export onnx --task topic,sentiment`.
+    """
+    from pipeline.cli._app import fail
+    from pipeline.inference.onnx_backend import export_onnx as export_model
+
+    with reported():
+        if model_dir is not None:
+            directories = {model_dir.name: model_dir}
+        else:
+            from pipeline.inference.batch import parse_tasks, project_tasks, task_model_dirs
+
+            tasks = parse_tasks(task, known=project_tasks(state.project_dir)) if task.strip() else None
+            directories = task_model_dirs(state.project_dir, tasks=tasks)
+        if output is not None and len(directories) != 1:
+            fail("--output names one file, but several models are exported.", "Name one MODEL_DIR or one --task with --output.")
+        for name, directory in directories.items():
+            result = export_model(directory, output=output)
+            if as_json:
+                typer.echo(json.dumps({"model": name, **result}, ensure_ascii=False))
+                continue
+            console().print(
+                f"{name}: wrote {result['path']} ({result['bytes'] / 1e6:.1f} MB, opset {result['opset']}; "
+                f"largest difference to torch {result['max_difference_to_torch']:.1e})",
+                markup=False,
+                soft_wrap=True,
+            )

@@ -28,6 +28,20 @@ from pipeline.cli._inputs import (
 )
 
 BEAM_HELP = "Beam size of the decoder (1 = greedy)."
+WORKERS_HELP = (
+    "A file of texts: worker processes that decode chunks of rows, one torch thread each (default: the usable cores on the CPU, "
+    "1 on a GPU; 1 = this process only). An input of one chunk (32 rows) or less runs in this process."
+)
+
+
+def _extract_file(records, *, model_dir: Path | None, device: str, beam: int, output: Path | None, workers: int | None) -> tuple[int, int]:
+    """The rows of a file, in this process (``--workers 1``) or in worker processes; returns (rows, rows with errors)."""
+    from pipeline.inference.workers import default_workers
+
+    workers = workers or default_workers(device)
+    if workers > 1:
+        return _records_in_workers(records=records, model_dir=model_dir, device=device, beam=beam, output=output, workers=workers)
+    return _records_of_file(_load(model_dir, device), records=records, beam=beam, output=output)
 
 
 def _load(model_dir: Path | None, device: str):
@@ -55,6 +69,24 @@ def _records_of_file(extractor, *, records, beam: int, output: Path | None) -> t
         with atomic_open(output) as handle:
             write(handle)
     return rows, errors
+
+
+def _records_in_workers(*, records, model_dir: Path | None, device: str, beam: int, output: Path | None, workers: int) -> tuple[int, int]:
+    """``_records_of_file`` with ``workers`` processes (``pipeline.inference.extract_workers``); the same rows, in order."""
+    from pipeline.inference.extract_workers import ExtractorSpec, run_parallel_extraction
+    from pipeline.inference.extractor import default_extractor_dir
+    from pipeline.io import atomic_open
+    from pipeline.models.model_dir import require_model_dir
+
+    directory = require_model_dir(
+        model_dir or default_extractor_dir(state.project_dir), train_hint="Train it with `jpipe run train_extractor`."
+    )
+    spec = ExtractorSpec(model_dir=str(Path(directory).resolve()), device=device, beam=beam)
+    options = dict(records=records, spec=spec, workers=workers, load_local=lambda: _load(model_dir, device))
+    if output is None:
+        return run_parallel_extraction(handle=sys.stdout, **options)
+    with atomic_open(output) as handle:
+        return run_parallel_extraction(handle=handle, **options)
 
 
 def _print_records(text: str, records: list[dict], *, as_json: bool) -> None:
@@ -98,6 +130,7 @@ def extract(
     html_dir: Annotated[Path | None, typer.Option("--html-dir", help="Where --explain writes (default models/report/explain/).")] = None,
     model_dir: Annotated[Path | None, typer.Option("--model-dir", help="Extractor directory (default models/extractor).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+    workers: Annotated[int | None, typer.Option("--workers", help=WORKERS_HELP, min=1, show_default=False)] = None,
 ) -> None:
     """Extract opinions (評判): records {type, polarity, expression, target, expression_span}.
 
@@ -113,13 +146,13 @@ def extract(
     if where.is_file and explain:
         fail("--explain draws the heatmap of one text, not of a file.", 'Give the text itself: jpipe extract "..." --explain', code=2)
     records = where.records(read)  # a missing file, column or unknown format fails here, before the model loads
-    extractor = _load(model_dir, device)
     if where.is_file:
-        rows, errors = _records_of_file(extractor, records=records, beam=beam, output=output)
+        rows, errors = _extract_file(records, model_dir=model_dir, device=device, beam=beam, output=output, workers=workers)
         console(stderr=True).print(f"extracted from {rows - errors} of {rows} rows; {errors} with errors", markup=False)
         if rows and errors == rows:
             fail("No row could be read.", "Check the input format and --text-column / --text-field; each row's 'error' says why.")
         return
+    extractor = _load(model_dir, device)
     (record,) = records
     if record.error is not None:
         fail(f"Cannot extract: {record.error}.", "Give a non-empty sentence.")

@@ -634,6 +634,12 @@ class ServeSection(Section):
     )
     shutdown_timeout_s: float = setting(30.0, help="On stop, seconds that requests in flight get to finish.", min=0.0, fingerprint=False)
     device: str = setting("cpu", help=_DEVICE_HELP, choices=_DEVICES, fingerprint=False)
+    backend: str = setting(
+        "torch",
+        help="Classifier backend: torch, or onnx (each model's model.onnx from `jpipe export onnx`, run by ONNX Runtime on the CPU).",
+        choices=("torch", "onnx"),
+        fingerprint=False,
+    )
 
 
 # Section name -> class, in the order of the pipeline (and of `jpipe config`).

@@ -9,6 +9,10 @@ Rows that cannot be classified (empty or whitespace-only text, bytes that are no
 UTF-8, over-long text, a missing column or field, a bad JSON line, text without tokens)
 become output rows with an ``error`` message; the rest of the batch goes on.
 
+Every row read also carries ``language`` (``ja`` or ``other``) and ``warning``
+(``pipeline.text.language.check_language``): a text that is not Japanese keeps its
+predicted labels, with a warning that they should not be trusted.
+
 Everything streams: rows are read lazily, classified ``batch_size`` at a time and
 written out in input order, so memory does not grow with the input size.
 """
@@ -208,14 +212,27 @@ def _output_rows(prepared: tuple[list[InputRecord], list[dict | None], list[str 
         prediction = by_row.get(index, {})
         row: dict[str, Any] = {"id": record.id, "text": record.text}
         row.update({task: _task_output(prediction.get(task), top_tokens) for task in classifiers.tasks})
+        row.update(language_fields(record))
         row["error"] = errors[index]
         yield row
+
+
+def language_fields(record: InputRecord) -> dict[str, str | None]:
+    """``language`` (ja / other) and ``warning`` of a row the reader accepted; both None for a row it rejected."""
+    if record.error is not None or record.text is None:
+        return {"language": None, "warning": None}
+    from pipeline.text.language import check_language
+
+    check = check_language(record.text)
+    return {"language": "ja" if check.japanese else "other", "warning": check.warning}
 
 
 class OutputWriter:
     """Writes output rows as JSONL (nested) or CSV (flat columns) to a text handle."""
 
-    def __init__(self, handle: IO[str], *, output_format: str, tasks: tuple[str, ...], labels: dict[str, list[str]]) -> None:
+    def __init__(
+        self, handle: IO[str], *, output_format: str, tasks: tuple[str, ...], labels: dict[str, list[str]], header: bool = True
+    ) -> None:
         self.handle = handle
         self.format = output_format_for(None, output_format)
         self.tasks = tasks
@@ -223,10 +240,11 @@ class OutputWriter:
         self.columns = ["id", "text"]
         for task in tasks:
             self.columns += [task] + [f"{task}_p_{label}" for label in labels[task]] + [f"{task}_top_tokens"]
-        self.columns.append("error")
+        self.columns += ["language", "warning", "error"]
         if self.format == "csv":
             self.writer = csv.writer(handle, lineterminator="\n")
-            self.writer.writerow(self.columns)
+            if header:
+                self.writer.writerow(self.columns)
 
     def write(self, row: dict[str, Any]) -> None:
         if self.format == "jsonl":
@@ -246,7 +264,7 @@ def flat_values(row: dict[str, Any], *, tasks: tuple[str, ...], labels: dict[str
             values.append(result["label"])
             values += [result["probabilities"][label] for label in labels[task]]
             values.append(" ".join(f"{token}:{weight:.3f}" for token, weight in result["top_tokens"]))
-    values.append(row["error"])
+    values += [row.get("language"), row.get("warning"), row["error"]]
     return values
 
 
@@ -256,6 +274,22 @@ class ClassifySummary:
     classified: int = 0
     errors: int = 0
     error_examples: list[str] = field(default_factory=list)
+    not_japanese: int = 0  # rows whose language check says "other" (they keep their labels, with a warning)
+    not_japanese_examples: list[str] = field(default_factory=list)
+
+    def add(self, *, row_id: str, error: str | None, warning: str | None) -> None:
+        """Count one output row."""
+        self.rows += 1
+        if error:
+            self.errors += 1
+            if len(self.error_examples) < 5:
+                self.error_examples.append(f"row {row_id}: {error}")
+        else:
+            self.classified += 1
+        if warning:
+            self.not_japanese += 1
+            if len(self.not_japanese_examples) < 5:
+                self.not_japanese_examples.append(f"row {row_id}: {warning}")
 
 
 def run_classification(
@@ -276,13 +310,7 @@ def run_classification(
     try:
         for row in classify_records(records, classifiers, top_tokens=top_tokens):
             writer.write(row)
-            summary.rows += 1
-            if row["error"]:
-                summary.errors += 1
-                if len(summary.error_examples) < 5:
-                    summary.error_examples.append(f"row {row['id']}: {row['error']}")
-            else:
-                summary.classified += 1
+            summary.add(row_id=row["id"], error=row["error"], warning=row["warning"])
             bar.update(1)
     finally:
         bar.close()

@@ -290,7 +290,7 @@ def output_table(rows: list[dict[str, Any]], seqs: list[int], *, output_format: 
 
 
 def parquet_schema(tasks: tuple[str, ...], labels: dict[str, list[str]]):
-    """``seq``, then the columns of ``OutputWriter`` (label, one probability per class and top tokens per task)."""
+    """``seq``, then the columns of ``OutputWriter`` (label, one probability per class and top tokens per task; language, warning, error)."""
     import pyarrow as pa
 
     fields = [("seq", pa.int64()), ("id", pa.string()), ("text", pa.string())]
@@ -298,7 +298,7 @@ def parquet_schema(tasks: tuple[str, ...], labels: dict[str, list[str]]):
         fields += (
             [(task, pa.string())] + [(f"{task}_p_{label}", pa.float64()) for label in labels[task]] + [(f"{task}_top_tokens", pa.string())]
         )
-    return pa.schema([*fields, ("error", pa.string())])
+    return pa.schema([*fields, ("language", pa.string()), ("warning", pa.string()), ("error", pa.string())])
 
 
 # ---------------------------------------------------------------- write

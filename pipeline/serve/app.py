@@ -53,7 +53,7 @@ class Runtime:
 
     async def load(self) -> None:
         try:
-            models = await asyncio.to_thread(load_models, self.project_dir, device=self.limits["device"])
+            models = await asyncio.to_thread(load_models, self.project_dir, device=self.limits["device"], backend=self.limits["backend"])
         except PipelineError as exc:
             logger.error("Loading the models failed: %s", exc)
             self.status, self.error = "failed", exc

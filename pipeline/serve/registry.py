@@ -100,8 +100,10 @@ def set_torch_threads(threads: int) -> int:
     return chosen
 
 
-def load_models(project_dir: str | os.PathLike, *, device: str = "cpu") -> ServedModels:
-    """Load every model present in ``project_dir`` and warm it up (tokenizer dictionary, first forward pass)."""
+def load_models(project_dir: str | os.PathLike, *, device: str = "cpu", backend: str = "torch") -> ServedModels:
+    """Load every model present in ``project_dir`` and warm it up (tokenizer dictionary, first forward pass).
+
+    ``backend`` is the classifiers' (``torch`` or ``onnx``: their ``model.onnx`` run by ONNX Runtime)."""
     from pipeline.inference.batch import TaskClassifiers
     from pipeline.inference.classifier import Classifier
     from pipeline.inference.generator import Generator
@@ -111,7 +113,7 @@ def load_models(project_dir: str | os.PathLike, *, device: str = "cpu") -> Serve
     found = require_models(project_dir)
     served = ServedModels(project_dir=Path(project_dir))
     if found.classifiers:
-        classifiers = {task: Classifier.from_dir(path, device=device) for task, path in found.classifiers.items()}
+        classifiers = {task: Classifier.from_dir(path, device=device, backend=backend) for task, path in found.classifiers.items()}
         served.classifiers = TaskClassifiers(classifiers=classifiers)
     if found.generator is not None:
         served.generator = Generator.from_dir(found.generator, device=device)

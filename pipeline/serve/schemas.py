@@ -63,6 +63,10 @@ class RowError(BaseModel):
 class ClassifyRow(BaseModel):
     index: int = Field(description="Position of the text in the request.")
     tasks: dict[str, TaskResult] = Field(description="Result per task; empty when the row has an error.")
+    language: str | None = Field(
+        None, description='"ja", or "other" when the text is not Japanese (its labels are kept, with a warning); null with an error.'
+    )
+    warning: str | None = Field(None, description="Why the labels should not be trusted (e.g. not Japanese); null for Japanese text.")
     error: RowError | None = None
 
 

@@ -157,9 +157,10 @@ class Service:
         results = []
         for index in range(len(texts)):
             if index in errors:
-                results.append({"index": index, "tasks": {}, "error": row_error(errors[index])})
+                results.append({"index": index, "tasks": {}, "language": None, "warning": None, "error": row_error(errors[index])})
                 continue
-            results.append({"index": index, "tasks": {t: _task_json(p, explain) for t, p in by_index[index].items()}, "error": None})
+            tasks_json = {t: _task_json(p, explain) for t, p in by_index[index].items()}
+            results.append({"index": index, "tasks": tasks_json, **_language_json(texts[index]), "error": None})
         return {"results": results, "model": self._model_json(chosen)}
 
     def _model_json(self, tasks: tuple[str, ...]) -> dict[str, Any]:
@@ -312,6 +313,14 @@ class Service:
     # ------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
         return {"uptime_seconds": round(time.time() - self.started, 1), "rss_mb": rss_mb(), "classify": self.batcher.stats.to_json()}
+
+
+def _language_json(text: str) -> dict[str, str | None]:
+    """``language`` (ja / other) and ``warning`` of a text (``pipeline.text.language``): the labels stay, with the warning."""
+    from pipeline.text.language import check_language
+
+    check = check_language(text)
+    return {"language": "ja" if check.japanese else "other", "warning": check.warning}
 
 
 def _task_json(prediction, explain: bool) -> dict[str, Any]:

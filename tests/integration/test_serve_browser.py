@@ -206,6 +206,29 @@ def test_classify_panel_shows_the_servers_labels_and_attention(page, server, tmp
         assert top.locator(".pct").inner_text() == f"{100 * result['probabilities'][result['label']]:.1f}%"
 
 
+def test_a_text_that_is_not_japanese_keeps_its_label_with_a_yellow_warning(page, server, tmp_path):
+    english = "This is an English sentence about Kyoto temples."
+    box, results = page.locator("#classify-text"), page.locator("#classify-results")
+    box.fill(english)
+    page.locator("#classify-submit").click()
+    page.wait_for_selector(".task-card[data-task=sentiment] h3 .lang-warning")
+    page.screenshot(path=str(tmp_path / "not-japanese.png"), full_page=True)
+    status, answer = api(server, "/v1/classify", {"texts": [english], "tasks": ["topic", "sentiment"], "explain": True})
+    row = answer["results"][0]
+    assert status == 200 and row["error"] is None and row["language"] == "other" and row["warning"].startswith("not Japanese")
+    for task in ("topic", "sentiment"):
+        card = page.locator(f".task-card[data-task={task}]")
+        assert card.get_attribute("data-label") == row["tasks"][task]["label"]  # the label stays
+        note = card.locator("h3 .lang-warning")
+        assert row["warning"] in note.inner_text() and note.get_attribute("role") == "note"
+        assert note.evaluate("n => getComputedStyle(n).backgroundColor") == "rgb(255, 244, 194)"  # the yellow note
+
+    box.fill(REVIEW)  # Japanese: the cards come back without a note
+    page.locator("#classify-submit").click()
+    page.wait_for_function("text => document.getElementById('classify-results').dataset.text === text", arg=REVIEW)
+    assert results.locator(".task-card").count() == 2 and results.locator(".lang-warning").count() == 0
+
+
 def test_keyboard_focus_order_and_visible_focus(page, server):
     # The task boxes come in the order the server lists its tasks.
     status, models = api(server, "/v1/models")

@@ -91,7 +91,9 @@ def test_bench_serve_runs_and_stops_by_itself(trained):
 
     from pipeline.cli import app
 
-    args = ["--dir", str(trained), "bench", "serve", "--json", "--requests", "300", "--seconds", "10", "--offline-reviews", "500"]
+    # the Python client (--requests bounds it; wrk, the default when installed, runs --seconds: tests/unit/test_bench_wrk.py)
+    args = ["--dir", str(trained), "bench", "serve", "--json", "--client", "raw", "--requests", "300", "--seconds", "10"]
+    args += ["--offline-reviews", "500"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)

@@ -127,6 +127,18 @@ def test_classify_equals_the_library_and_explains(client, served_project):
     assert set(plain["tasks"]) == {"sentiment"} and set(plain["tasks"]["sentiment"]) == {"label", "probabilities"}
 
 
+def test_classify_rows_carry_language_and_a_warning_when_not_japanese(client):
+    texts = ["京都の紅葉は最高でした", "This is an English sentence about Kyoto.", "😀😀🎉", ""]
+    results = client.post("/v1/classify", json={"texts": texts}).json()["results"]
+    japanese, english, emoji, empty = results
+    assert japanese["language"] == "ja" and japanese["warning"] is None
+    assert english["language"] == "other" and english["warning"].startswith("not Japanese")
+    assert emoji["language"] == "other" and "no letters" in emoji["warning"]
+    for row in (english, emoji):  # the labels are kept beside the warning
+        assert row["error"] is None and set(row["tasks"]) == {"topic", "sentiment"} and row["tasks"]["topic"]["label"]
+    assert empty["error"]["code"] == "E236" and empty["language"] is None and empty["warning"] is None
+
+
 def test_classify_bad_rows_get_their_own_error(client):
     texts = ["京都の紅葉は最高", "", "   ", "長" * 51, "\ud800京都", "ラーメン"]
     body = json.dumps({"texts": texts}).encode("ascii")  # "\ud800" travels as a JSON escape

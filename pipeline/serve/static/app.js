@@ -266,12 +266,16 @@ function renderHeatmap(tokens, weights) {
   return [el("p", { class: "heat-title", text: "注意ヒートマップ Attention" }), map, legend];
 }
 
-function renderTask(task, result) {
+// A text that is not Japanese keeps its label, with the server's warning beside it.
+function languageNote(warning) {
+  return el("span", { class: "lang-warning", role: "note", title: "日本語ではないため、この予測は信頼できません", text: `⚠ ${warning}` });
+}
+
+function renderTask(task, result, warning) {
   const card = el("article", { class: "task-card", "data-task": task, "data-label": result.label });
-  card.append(
-    el("h3", {}, el("span", { text: `${TASK_JA[task] || task}` }), el("span", { class: "pred", text: `→ ${labelText(result.label)}` })),
-    renderBars(result.probabilities, result.label),
-  );
+  const heading = el("h3", {}, el("span", { text: `${TASK_JA[task] || task}` }), el("span", { class: "pred", text: `→ ${labelText(result.label)}` }));
+  if (warning) heading.append(languageNote(warning));
+  card.append(heading, renderBars(result.probabilities, result.label));
   if (Array.isArray(result.tokens) && Array.isArray(result.weights) && result.tokens.length) {
     card.append(...renderHeatmap(result.tokens, result.weights));
   }
@@ -290,7 +294,7 @@ async function onClassify(event) {
     const data = await api("/v1/classify", postJSON({ texts: [text], tasks, explain: true }));
     const row = data.results[0];
     if (row.error) throw new ApiError(row.error.code, row.error.message, row.error.hint);
-    results.replaceChildren(...Object.entries(row.tasks).map(([task, result]) => renderTask(task, result)));
+    results.replaceChildren(...Object.entries(row.tasks).map(([task, result]) => renderTask(task, result, row.warning)));
     results.dataset.text = text;
   } catch (error) {
     results.replaceChildren();
