@@ -104,3 +104,17 @@ def test_bench_via_spacy_reports_both_rates_and_equal_probabilities(trained_proj
     expected = result["spacy_pipe_reviews_per_second"] / result["jpipe_classify_reviews_per_second"]
     assert result["ratio"] == pytest.approx(expected, abs=0.01)
     assert result["max_probability_difference"] <= 1e-5
+
+
+def test_nlp_pipe_with_two_processes_gives_the_same_cats(trained_project):
+    """spaCy's own multiprocessing (`nlp.pipe(n_process=2)`) carries the component to its worker processes."""
+    import ja_ginza  # noqa: F401
+
+    nlp = spacy.load("ja_ginza", exclude=["parser", "ner"])
+    nlp.add_pipe("jpipe_classifier", config={"model": str(trained_project / "models/classifier")})
+    texts = TEXTS * 3
+    one = [doc.cats for doc in nlp.pipe(texts, batch_size=2)]
+    two = [doc.cats for doc in nlp.pipe(texts, batch_size=2, n_process=2)]
+    assert len(two) == len(texts)
+    for a, b in zip(one, two, strict=True):
+        assert set(a) == set(b) and all(abs(a[key] - b[key]) <= 1e-5 for key in a)
