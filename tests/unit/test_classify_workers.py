@@ -125,7 +125,14 @@ def _alive(pid: int) -> bool:
 def _start(project: Path, source: Path, target: Path) -> tuple[subprocess.Popen, set[int]]:
     """A classify run with 2 workers; returns once both workers classify (their chunks are under way)."""
     command = [*JPIPE, "--dir", str(project), "classify", str(source), "--workers", "2", "--batch-size", "8", "-o", str(target)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    # SIGINT as in a terminal: a background job (`cmd &` in a script, as CI may run the tests) inherits it ignored.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         workers = {pid for pid in _descendants(process.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")}
