@@ -131,7 +131,8 @@ class TaskClassifiers:
 
 
 # ---------------------------------------------------------------- streaming
-def _batched(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+def chunked(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
+    """Lists of ``size`` records (the last one shorter), read lazily."""
     batch: list[InputRecord] = []
     for record in records:
         batch.append(record)
@@ -184,7 +185,7 @@ def classify_records(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    batches = _batched(records, classifiers.batch_size)
+    batches = chunked(records, classifiers.batch_size)
 
     def next_batch():
         batch = next(batches, None)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from pipeline.data.readers import InputRecord
-from pipeline.inference.workers import WorkerPool, chunked, prepend
+from pipeline.inference.batch import chunked
+from pipeline.inference.workers import WorkerPool, prepend
 
 CHUNK_ROWS = 32
 _WORKER: dict[str, Any] = {}

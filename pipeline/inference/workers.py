@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from pipeline.data.readers import InputRecord
 from pipeline.errors import WorkflowError
-from pipeline.inference.batch import DEFAULT_TOP_TOKENS, ClassifySummary, OutputWriter
+from pipeline.inference.batch import DEFAULT_TOP_TOKENS, ClassifySummary, OutputWriter, chunked
 from pipeline.inference.classifier import DEFAULT_BATCH_SIZE
 
 logger = logging.getLogger(__name__)
@@ -129,18 +129,6 @@ def default_workers(device: str = "cpu") -> int:
     from pipeline.io import usable_cores
 
     return usable_cores() if device == "cpu" else 1
-
-
-def chunked(records: Iterable[InputRecord], size: int) -> Iterator[list[InputRecord]]:
-    """Lists of ``size`` records (the last one shorter), read lazily."""
-    chunk: list[InputRecord] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def run_parallel_classification(
