@@ -130,19 +130,9 @@ class RayOptions:
         """Classify on Ray; returns the ``RaySummary``."""
         if not source.source.is_file:
             fail("The Ray engine reads a file, not a single text.", "Give a file (or --input FILE), or use --engine local.")
-        from pipeline.inference.batch import task_model_dirs
         from pipeline.inference.ray_engine import RayModels, RaySource, run_ray_classification
 
-        directories = task_model_dirs(state.project_dir, tasks=models.tasks)
-        ray_models = RayModels(
-            model_dirs={task: str(path.resolve()) for task, path in directories.items()},
-            batch_size=models.batch_size,
-            device=models.device,
-            long_policy=models.long_policy,
-            int8=models.int8,
-            threads=max(1, models.threads),
-            top_tokens=target.top_tokens,
-        )
+        ray_models = RayModels(**_engine_model_fields(models, target))
         read = source.read
         ray_source = RaySource(
             path=source.source.path,
@@ -266,24 +256,29 @@ def _classify(source: InputOptions, models: ModelOptions, target: OutputOptions,
         return run_classification(handle=handle, **options)
 
 
+def _engine_model_fields(models: ModelOptions, target: OutputOptions) -> dict:
+    """What Ray actors and worker processes need to load the models: plain values, as they cross processes."""
+    from pipeline.inference.batch import task_model_dirs
+
+    directories = task_model_dirs(state.project_dir, tasks=models.tasks)
+    return {
+        "model_dirs": {task: str(path.resolve()) for task, path in directories.items()},
+        "batch_size": models.batch_size,
+        "device": models.device,
+        "long_policy": models.long_policy,
+        "int8": models.int8,
+        "threads": max(1, models.threads),
+        "top_tokens": target.top_tokens,
+    }
+
+
 def _classify_parallel(source: InputOptions, models: ModelOptions, target: OutputOptions, *, workers: int):
     """``--workers N``: N processes classify chunks of rows (``pipeline.inference.workers``); returns the summary."""
-    from pipeline.inference.batch import task_model_dirs
     from pipeline.inference.workers import WorkerModels, run_parallel_classification
     from pipeline.io import atomic_open
 
     records = source.records()  # a missing file or column fails here, before any process starts
-    directories = task_model_dirs(state.project_dir, tasks=models.tasks)
-    spec = WorkerModels(
-        model_dirs={task: str(path.resolve()) for task, path in directories.items()},
-        output_format=target.format,
-        device=models.device,
-        long_policy=models.long_policy,
-        batch_size=models.batch_size,
-        int8=models.int8,
-        threads=max(1, models.threads),
-        top_tokens=target.top_tokens,
-    )
+    spec = WorkerModels(output_format=target.format, **_engine_model_fields(models, target))
     options = dict(records=records, models=spec, workers=workers, progress=target.progress, load_local=models.load)
     if target.path is None:
         summary = run_parallel_classification(handle=sys.stdout, **options)
