@@ -17,7 +17,8 @@ install:
 	.venv/bin/pip install -q torch==2.13.0
 	# dev extras: pytest, ruff and import-linter (used by `make lint` and `make test`); ray: the Ray engine and its tests;
 	# docs: MkDocs Material and mkdocstrings (`make docs`); onnx: ONNX Runtime for `jpipe export onnx` / `--backend onnx`
-	.venv/bin/pip install -q -e ".[dev,ray,docs,onnx]"
+	# tune: Optuna and tomlkit for `jpipe tune` (its tests skip without Optuna)
+	.venv/bin/pip install -q -e ".[dev,ray,docs,onnx,tracking,tune]"
 	$(MAKE) --no-print-directory install-system
 
 # System packages, apt-get installed when missing (Debian, as root; `apt-get update` and a second try if the first

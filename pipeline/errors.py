@@ -40,6 +40,7 @@ CODES: dict[str, str] = {
     "E141": "A setting needs a token field that the token store does not keep.",
     "E142": "The Ray cluster address cannot be reached or joined.",
     "E143": "Distributed training started without the environment torchrun sets (RANK, WORLD_SIZE, ...).",
+    "E150": "A tuning search-space key that is not a [classifier] config key, or a [tune] value outside the search space.",
     # --- E2xx input data
     "E201": "Corpus source not found.",
     "E202": "Corpus download failed.",
@@ -54,6 +55,7 @@ CODES: dict[str, str] = {
     "E220": "Unknown label name (theme or sentiment class).",
     "E235": "Input has no column or field of the given name.",
     "E236": "Text cannot be classified (empty, whitespace-only or without tokens).",
+    "E237": "Input file has no rows to analyze (empty, or a header row alone).",
     "E240": "Request body is not valid JSON.",
     "E241": "Request does not match the endpoint's schema (missing field, wrong type or value out of range).",
     "E242": "Request body larger than the server's limit.",
@@ -93,6 +95,8 @@ CODES: dict[str, str] = {
     "E317": "A pretrained language model does not fit the classifier (sizes, vocabulary or token field).",
     "E318": "A pretrained generator language model does not fit the generator (vocabulary or shape).",
     "E319": "The ONNX export of a model is missing or was made from other weights (the ONNX backend needs a current one).",
+    "E320": "A classifier's calibration.json or ensemble.json is damaged (not JSON, no valid temperature or members).",
+    "E321": "The members of a seed ensemble do not fit together (labels, vocabulary, tokenizer settings or a missing member).",
     "E330": "The server is still loading its models.",
     "E331": "The server has no such model loaded (classifier task, generator or vector source).",
     "E332": "The server is overloaded: too many texts wait for the classifier.",
@@ -106,6 +110,12 @@ CODES: dict[str, str] = {
     "E407": "A stage finished without writing a declared output, or wrote an undeclared one.",
     "E408": "A stage run in a parallel process died, or failed with an error that could not be passed back.",
     "E409": "A worker process of the local classify engine (--workers) died before it finished its rows.",
+    "E410": "No run history yet in the project (.jpipe/history.db has no runs).",
+    "E411": "Unknown run id or position in the run history.",
+    "E412": "The run history (.jpipe/history.db) is damaged or not a jpipe history.",
+    "E413": "The run history has a newer schema version than this jpipe reads.",
+    "E430": "A tuning study has no finished trial (nothing to apply or report yet).",
+    "E431": "The tuning study database (.jpipe/tune.db) is corrupt or unreadable.",
 }
 
 

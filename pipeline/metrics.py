@@ -75,6 +75,67 @@ def perplexity(total_nll: float, count: int) -> float:
     return math.exp(total_nll / max(count, 1))
 
 
+# ------------------------------------------------------------ calibration
+ECE_BINS = 15
+
+
+def expected_calibration_error(probabilities, targets, *, bins: int = ECE_BINS) -> float:
+    """ECE: the mean over ``bins`` equal-width confidence bins of |accuracy - mean confidence|, weighted by the
+    share of rows in the bin (Guo et al. 2017). Confidence is the top class probability; bins are
+    ``(lo, hi]`` (the first also takes 0). 0 for no rows."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return 0.0
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    # bin i holds (i/bins, (i+1)/bins]; a confidence of exactly 0 goes to bin 0
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            total += members.sum() * abs(correct[members].mean() - confidence[members].mean())
+    return float(total / len(targets))
+
+
+def reliability_bins(probabilities, targets, *, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per confidence bin (as in :func:`expected_calibration_error`): row count, mean confidence and accuracy
+    (None for an empty bin); what a reliability diagram draws."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    counts, mean_confidence, accuracies = [], [], []
+    for b in range(bins):
+        members = index == b
+        counts.append(int(members.sum()))
+        mean_confidence.append(float(confidence[members].mean()) if members.any() else None)
+        accuracies.append(float(correct[members].mean()) if members.any() else None)
+    return {"edges": [b / bins for b in range(bins + 1)], "count": counts, "confidence": mean_confidence, "accuracy": accuracies}
+
+
+def brier_score(probabilities, targets) -> float:
+    """Multi-class Brier score: mean over rows of sum_k (p_k - [y = k])^2 (0 is perfect, 2 the worst). 0 for no rows."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return 0.0
+    onehot = np.zeros_like(probabilities)
+    onehot[np.arange(len(targets)), targets] = 1.0
+    return float(((probabilities - onehot) ** 2).sum(axis=1).mean())
+
+
+def negative_log_likelihood(probabilities, targets) -> float:
+    """Mean -log p(true class) (probabilities floored at 1e-12). 0 for no rows."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return 0.0
+    return float(-np.log(np.maximum(probabilities[np.arange(len(targets)), targets], 1e-12)).mean())
+
+
 # ------------------------------------------------------- opinion extraction
 def _prf(true_positives: int, predicted: int, gold: int) -> dict[str, float]:
     precision = true_positives / predicted if predicted else 0.0
@@ -106,6 +167,101 @@ def _type_agreement(gold: list[dict], predicted: list[dict]) -> tuple[int, int]:
     return same, matched
 
 
+# A predicted span matches a gold one when their characters overlap by at least this share of their union.
+OVERLAP_THRESHOLD = 0.5
+_SIGNS = {"＋": "+", "−": "-"}
+
+
+def span_overlap(gold: dict, predicted: dict, name: str) -> float:
+    """Characters shared by two records' ``name`` spans (``expression`` / ``target``) over their union's characters.
+
+    Spans are ``{name}_span`` = ``[start, end)`` in the sentence. A value with no span (not in the sentence,
+    e.g. an implicit target) overlaps another value fully when the two strings are equal, else not at all.
+    """
+    a, b = gold.get(f"{name}_span"), predicted.get(f"{name}_span")
+    if a and b:
+        shared = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+        union = (a[1] - a[0]) + (b[1] - b[0]) - shared
+        return shared / union if union else 0.0
+    return 1.0 if gold.get(name) and gold.get(name) == predicted.get(name) else 0.0
+
+
+def overlap_pairs(gold: list[dict], predicted: list[dict], name: str, *, threshold: float = OVERLAP_THRESHOLD) -> list[tuple[int, int]]:
+    """One-to-one (gold index, predicted index) pairs whose ``name`` spans overlap by >= ``threshold`` of their union.
+
+    Greedy by overlap: every candidate pair at or above the threshold, the largest overlap first (ties: the
+    earlier gold, then the earlier prediction), is kept when neither record is paired yet. Records with an
+    empty ``name`` take no part.
+    """
+    candidates = []
+    for i, g in enumerate(gold):
+        for j, p in enumerate(predicted):
+            if g.get(name) and p.get(name):
+                overlap = span_overlap(g, p, name)
+                if overlap >= threshold - 1e-12:
+                    candidates.append((-overlap, i, j))
+    used_gold: set[int] = set()
+    used_predicted: set[int] = set()
+    pairs = []
+    for _, i, j in sorted(candidates):
+        if i not in used_gold and j not in used_predicted:
+            used_gold.add(i)
+            used_predicted.add(j)
+            pairs.append((i, j))
+    return pairs
+
+
+def record_polarity(record: dict) -> str:
+    """``+`` / ``-`` / ``none``: the record's ``polarity`` when set, else the sign its type ends with (KNBC's ＋ / −)."""
+    value = record.get("polarity") or _SIGNS.get((record.get("type") or "")[-1:])
+    return value if value in ("+", "-") else "none"
+
+
+def overlap_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> dict[str, Any]:
+    """Overlap F1 of expressions and targets, and polarity / type accuracy on the overlap-matched expressions.
+
+    Per sentence, expressions (and, separately, non-empty targets) are paired one-to-one by
+    :func:`overlap_pairs`; precision = pairs / predicted, recall = pairs / gold. Over the expression pairs:
+    polarity accuracy (+ / - / none, :func:`record_polarity`), type accuracy (the 12 KNBC types) and, per
+    gold or predicted type, ``type_counts`` = {gold, predicted, matched (gold records of the type paired),
+    correct (paired with a prediction of the same type)}.
+    """
+    totals = {name: np.zeros(3, dtype=np.int64) for name in ("expression", "target")}
+    same_polarity = same_type = matched = 0
+    counts: dict[str, dict[str, int]] = {}
+
+    def count(kind: str, key: str) -> None:
+        counts.setdefault(kind, {"gold": 0, "predicted": 0, "matched": 0, "correct": 0})[key] += 1
+
+    for gold_records, predicted_records in zip(gold, predicted, strict=True):
+        for name in totals:
+            pairs = overlap_pairs(gold_records, predicted_records, name)
+            present = (sum(1 for r in predicted_records if r.get(name)), sum(1 for r in gold_records if r.get(name)))
+            totals[name] += (len(pairs), *present)
+            if name != "expression":
+                continue
+            for i, j in pairs:
+                g, p = gold_records[i], predicted_records[j]
+                matched += 1
+                same_polarity += record_polarity(g) == record_polarity(p)
+                same_type += g["type"] == p["type"]
+                count(g["type"], "matched")
+                if g["type"] == p["type"]:
+                    count(g["type"], "correct")
+        for record in gold_records:
+            count(record["type"], "gold")
+        for record in predicted_records:
+            count(record["type"], "predicted")
+    scores: dict[str, Any] = {f"{name}_overlap_{k}": v for name, c in totals.items() for k, v in _prf(*c.tolist()).items()}
+    scores.update(
+        polarity_accuracy=same_polarity / matched if matched else 0.0,
+        type_accuracy_overlap=same_type / matched if matched else 0.0,
+        overlap_matched=matched,
+        type_counts={kind: counts[kind] for kind in sorted(counts)},
+    )
+    return scores
+
+
 def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> dict[str, Any]:
     """Extraction scores over sentences; each record is ``{type, expression, target}``, optionally ``tokens``
     (the source token indices its expression covers, for the token-level F1).
@@ -114,7 +270,8 @@ def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> di
     string; target: non-empty targets;
     expression tokens: micro-F1 over (sentence, token index) of the expressions' tokens;
     type accuracy: over gold records whose expression is matched exactly; no opinion: a sentence
-    with no record is the positive class.
+    with no record is the positive class; and the overlap scores of :func:`overlap_scores` (records with
+    ``expression_span`` / ``target_span`` in their sentence).
     """
     keys = {
         "record": lambda r: (r["type"], r["expression"], r["target"]),
@@ -146,6 +303,7 @@ def opinion_scores(*, gold: list[list[dict]], predicted: list[list[dict]]) -> di
         gold_records=int(totals["record"][2]),
         predicted_records=int(totals["record"][1]),
     )
+    scores.update(overlap_scores(gold=gold, predicted=predicted))
     return scores
 
 

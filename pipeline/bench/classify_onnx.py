@@ -27,7 +27,8 @@ from pipeline.bench.classify import _timed_run, benchmark_texts
 from pipeline.inference.batch import TaskClassifiers, task_model_dirs
 from pipeline.inference.classifier import DEFAULT_BATCH_SIZE, Classifier
 
-MODEL_FILES = ("config.json", "vocab.json", "labels.json", "model.safetensors")
+# calibration.json: both sides apply the same temperature (the kept model's; ensembles are compared as their kept model)
+MODEL_FILES = ("config.json", "vocab.json", "labels.json", "model.safetensors", "calibration.json")
 MODEL_ONLY_TEXTS = 20_000  # tokenized once, classified by both tasks in every round
 
 
@@ -92,7 +93,7 @@ def benchmark_onnx(
         copies = _onnx_copies(directories, Path(tmp))
         sides = {
             backend: TaskClassifiers(
-                classifiers={t: Classifier.from_dir(p, batch_size=batch_size, backend=backend) for t, p in dirs.items()},
+                classifiers={t: Classifier.from_dir(p, batch_size=batch_size, backend=backend, ensemble=False) for t, p in dirs.items()},
                 batch_size=batch_size,
             )
             for backend, dirs in (("torch", directories), ("onnx", copies))

@@ -9,7 +9,7 @@ from pipeline.cli import core  # noqa: E402,F401
 from pipeline.cli._app import app, console, print_error
 from pipeline.errors import PipelineError
 
-for _optional in ("vectors", "classify", "generate", "tasks", "export", "serve", "extract"):
+for _optional in ("vectors", "classify", "generate", "tasks", "export", "serve", "extract", "tune", "analyze", "metrics"):
     try:
         __import__(f"pipeline.cli.{_optional}")
     except ModuleNotFoundError as exc:  # module not written yet in a partial checkout

@@ -129,6 +129,7 @@ CLI_TIPS = {
     "E204": "On the command line: jpipe run --source /path/to/KNBC_v1.0_090925_utf8.tar.bz2",
     "E205": "On the command line: --input FILE always reads a file (- for stdin); --text TEXT is always the text itself.",
     "E254": "On the command line: jpipe task add NAME ... --allow-rare",
+    "E431": "On the command line: jpipe tune TASK --fresh deletes it and starts the task's study again.",
 }
 
 

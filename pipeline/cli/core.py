@@ -96,7 +96,9 @@ def run(
     cores/N threads in each); a failing stage stops only the stages that depend on it.
     Examples: `jpipe run` (everything stale), `jpipe run tokenize` (tokenize and
     any stale upstream), `jpipe run tokenize --force --set tokenize.split_mode=A`, `jpipe run --jobs 2`.
+    Each run, ok or failed, appends a row to the run history (`jpipe metrics history`, `jpipe metrics diff`).
     """
+    from pipeline.workflow.history import recorded_run
     from pipeline.workflow.runner import Runner
 
     runner = Runner(state.project_dir, load_project_config([*(overrides or []), *_tokenize_options(workers, engine)], source=source))
@@ -104,7 +106,8 @@ def run(
     if dry_run:
         _print_plan(out, runner.plan(stage, force=force))
         return
-    ran = runner.run(stage, force=force, resume=resume, jobs=jobs, **_progress_printers(out))
+    with recorded_run(runner, target=stage, force=force) as history:  # one row in .jpipe/history.db (`jpipe metrics history`)
+        ran = runner.run(stage, force=force, resume=resume, jobs=jobs, **history.callbacks(_progress_printers(out)))
     if not ran:
         out.print("Everything is fresh: nothing to run.")
 

@@ -38,6 +38,20 @@ def export_spacy(
     console().print(f"doc.cats keys: {', '.join(result['labels'])}", markup=False)
 
 
+def _with_ensemble_members(directories: dict[str, Path]) -> dict[str, Path]:
+    """``directories`` plus the members of each seed ensemble (``ensemble.json``), as ``<task>/seeds/<seed>``:
+    the ONNX backend runs every member."""
+    from pipeline.models.calibration import read_ensemble
+
+    result = {}
+    for name, directory in directories.items():
+        result[name] = directory
+        spec = read_ensemble(directory)
+        for member, member_dir in zip(spec["members"], spec["member_dirs"], strict=True) if spec else ():
+            result[f"{name}/{member}"] = member_dir
+    return result
+
+
 @export_app.command("onnx")
 def export_onnx(
     model_dir: Annotated[
@@ -49,7 +63,7 @@ def export_onnx(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per model.")] = False,
 ) -> None:
-    """Write each classifier as model.onnx in its model directory, for `jpipe classify --backend onnx`.
+    """Write each classifier (and each member of a seed ensemble) as model.onnx in its model directory, for `jpipe classify --backend onnx`.
 
     The graph has dynamic batch and sequence axes and reproduces the packed BiLSTM + masked
     attention exactly; it is checked against the torch model before it is written (atomically).
@@ -68,6 +82,7 @@ def export_onnx(
             directories = task_model_dirs(state.project_dir, tasks=tasks)
         if output is not None and len(directories) != 1:
             fail("--output names one file, but several models are exported.", "Name one MODEL_DIR or one --task with --output.")
+        directories = _with_ensemble_members(directories) if output is None else directories
         for name, directory in directories.items():
             result = export_model(directory, output=output)
             if as_json:

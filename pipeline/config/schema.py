@@ -376,6 +376,16 @@ class ClassifierSection(Section):
         "the rate over the first 10% of the steps, then a long linear decay to 1/32 of it).",
         choices=("constant", "slanted_triangular"),
     )
+    calibrate: bool = setting(
+        True,
+        help="Fit a temperature on dev for each published model (each seed and the ensemble) into its calibration.json: "
+        "`jpipe classify` then gives calibrated probabilities (--no-calibration for the raw ones).",
+    )
+    ensemble: bool = setting(
+        False,
+        help="Keep every seed as an ensemble (needs seeds > 1): inference averages the seeds' calibrated probabilities "
+        "(ensemble.json in the model directory); off: the median-dev seed alone is used.",
+    )
 
     def check(self) -> None:
         if self.init == "pretrained" and self.cell != "lstm":
@@ -409,6 +419,8 @@ NEWER_KEY_DEFAULTS = {
     "unfreezing": "simple",
     "lr_decay": 2.6,
     "schedule": "constant",
+    "calibrate": True,  # calibration and ensembles act after training (the train stage's version says what it writes)
+    "ensemble": False,
 }
 
 
@@ -642,6 +654,56 @@ class ServeSection(Section):
     )
 
 
+@section
+class TuneSection(Section):
+    """``[tune]``: ``jpipe tune TASK``, the hyperparameter search of a task's classifier (the space itself is declared
+    in ``pipeline.config.search_space``). How the search runs, never what a stage outputs: nothing is fingerprinted."""
+
+    section_name: ClassVar[str] = "tune"
+    params: list[str] = setting(
+        [],
+        help="The classifier keys searched (empty: every key of the search space: learning_rate, hidden_size, dropout, "
+        "word_dropout, embedding_init, freeze_embeddings, init, batch_size, class_weights). The others keep their configured value.",
+        fingerprint=False,
+    )
+    seed: int = setting(
+        13,
+        help="Seed of the TPE sampler (trial n samples with seed + n, so a resumed study repeats an uninterrupted one).",
+        fingerprint=False,
+    )
+    pruner: str = setting(
+        "median",
+        help="Stops unpromising trials early on their dev macro-F1 per epoch: median (Optuna's MedianPruner), hyperband, or none.",
+        choices=("median", "hyperband", "none"),
+        fingerprint=False,
+    )
+    startup_trials: int = setting(
+        5, help="Random trials before TPE models the results, and before the pruner prunes.", min=0, fingerprint=False
+    )
+    warmup_epochs: int = setting(2, help="Epochs a trial always trains before the pruner may stop it.", min=0, fingerprint=False)
+    epochs: int = setting(0, help="Maximum epochs of a trial (0 = the classifier's epochs).", min=0, fingerprint=False)
+
+    def check(self) -> None:
+        from pipeline.config.search_space import check_params
+
+        check_params(self.params)
+
+
+@section
+class TrackingSection(Section):
+    """``[tracking]``: optional MLflow logging of each `jpipe run` and `jpipe tune` (``pip install 'jpipe[tracking]'``).
+    Where results are logged, never what a stage outputs: nothing is fingerprinted."""
+
+    section_name: ClassVar[str] = "tracking"
+    mlflow_uri: str = setting(
+        "",
+        help='MLflow tracking URI each run is logged to (params, headline metrics, report files), e.g. "sqlite:///mlruns.db" '
+        "(relative to the project); empty: no MLflow logging. The run history in .jpipe/history.db is kept either way.",
+        fingerprint=False,
+    )
+    experiment: str = setting("jpipe", help="MLflow experiment the runs are logged to (created when missing).", fingerprint=False)
+
+
 # Section name -> class, in the order of the pipeline (and of `jpipe config`).
 SECTIONS: dict[str, type[Section]] = {
     cls.section_name: cls
@@ -662,6 +724,8 @@ SECTIONS: dict[str, type[Section]] = {
         ExtractorSection,
         EvaluateExtractorSection,
         ServeSection,
+        TuneSection,
+        TrackingSection,
     )
 }
 SCHEMA: dict[str, dict[str, Setting]] = {name: cls.settings() for name, cls in SECTIONS.items()}

@@ -30,6 +30,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MODEL_NAMES = ("bilstm_attention", "tfidf_linear", "majority")
+ROW_NAMES = ("bilstm_attention", "bilstm_ensemble", "tfidf_linear", "majority")  # bilstm_ensemble: with [classifier] ensemble = true
 
 
 def classification_metrics(*, targets: list[int], predictions: list[int], labels: list[str]) -> dict[str, Any]:
@@ -59,6 +60,17 @@ def _bilstm_predictions(
     *, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str
 ) -> tuple[list[int], dict[str, Any]]:
     """Test-split predictions of the trained model of ``model_dir``, and its training metrics."""
+    probabilities, trained = bilstm_probabilities(
+        task=task, test=test, model_dir=model_dir, labels=labels, label_field=label_field, device=device
+    )
+    return probabilities.argmax(axis=1).tolist(), trained
+
+
+def bilstm_probabilities(
+    *, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str
+) -> tuple[Any, dict[str, Any]]:
+    """Test-split (N, C) raw softmax probabilities of the model of ``model_dir`` (its own weights: no temperature,
+    no ensemble), and its training metrics."""
     from pipeline.errors import ModelError
     from pipeline.models.batching import encode_rows
     from pipeline.models.classifier import load_classifier, predict_split
@@ -72,23 +84,31 @@ def _bilstm_predictions(
     encoded = encode_rows(
         test, loaded.vocab, token_field=loaded.token_field, label_field=label_field, labels=labels, max_tokens=loaded.max_tokens
     )
-    return predict_split(loaded.model, encoded, device=loaded.device)["predictions"].tolist(), loaded.metrics
+    return predict_split(loaded.model, encoded, device=loaded.device)["probabilities"], loaded.metrics
 
 
 SPREAD_KEYS = ("macro_f1", "accuracy")  # figures given as mean ± std over the seeds
 
 
-def score_seeds(*, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str) -> list[dict[str, Any]]:
-    """Test accuracy and macro-F1 of every seed's model (with its dev macro-F1 and best epoch)."""
+def score_seeds(
+    *, task: str, test: list[dict], model_dir: Path, labels: list[str], label_field: str, device: str, outputs: dict | None = None
+) -> list[dict[str, Any]]:
+    """Test accuracy and macro-F1 of every seed's model (with its dev macro-F1, best epoch, and test ECE / Brier / NLL
+    before and after its dev-fitted temperature); ``outputs`` (when given) gets seed -> test probabilities."""
+    from pipeline.evaluation.calibration import calibration_figures
+    from pipeline.models.calibration import model_temperature
     from pipeline.models.model_dir import seed_model_dirs
 
     index = {label: i for i, label in enumerate(labels)}
     targets = [index[row[label_field]] for row in test]
     runs = []
     for directory in seed_model_dirs(model_dir):
-        predictions, trained = _bilstm_predictions(
+        probabilities, trained = bilstm_probabilities(
             task=task, test=test, model_dir=directory, labels=labels, label_field=label_field, device=device
         )
+        if outputs is not None:
+            outputs[int(directory.name)] = probabilities
+        predictions = probabilities.argmax(axis=1).tolist()
         scores = classification_metrics(targets=targets, predictions=predictions, labels=labels)
         runs.append(
             {
@@ -97,6 +117,7 @@ def score_seeds(*, task: str, test: list[dict], model_dir: Path, labels: list[st
                 "accuracy": scores["accuracy"],
                 "dev_macro_f1": trained.get("dev_macro_f1"),
                 "best_epoch": trained.get("best_epoch"),
+                **calibration_figures(probabilities, targets, temperature=model_temperature(directory)),
             }
         )
     return runs
@@ -153,7 +174,7 @@ def label_distribution(rows: list[dict], *, labels: list[str], field: str) -> di
 
 
 def _bilstm_row(
-    predictions: list[int],
+    probabilities,
     targets: list[int],
     *,
     trained: dict,
@@ -163,16 +184,52 @@ def _bilstm_row(
     labels: list[str],
     field: str,
     device: str,
-) -> dict[str, Any]:
-    """The kept model's figures (its ``predictions``), with every seed's (``per_seed``) and their mean ± std."""
+) -> tuple[dict[str, Any], dict[int, Any]]:
+    """The kept model's figures (its test ``probabilities``), with every seed's (``per_seed``) and their mean ± std;
+    ``calibration``: test ECE / Brier / NLL before and after the temperatures (kept model, and mean ± std over the seeds).
+    Also returns seed -> test probabilities."""
+    from pipeline.evaluation.calibration import calibration_figures, spread
+    from pipeline.models.calibration import model_temperature
+
     saved = {
-        **classification_metrics(targets=targets, predictions=predictions, labels=labels),
+        **classification_metrics(targets=targets, predictions=probabilities.argmax(axis=1).tolist(), labels=labels),
         **{key: trained.get(key) for key in ("dev_macro_f1", "best_epoch", "embedding_init")},
     }
-    runs = score_seeds(task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device)
+    kept = calibration_figures(probabilities, targets, temperature=model_temperature(model_dir))
+    outputs: dict[int, Any] = {}
+    runs = score_seeds(task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device, outputs=outputs)
     if runs:  # the kept model is one of the seeds: which one
         saved = {**saved, "saved_seed": trained.get("seed_summary", {}).get("saved_seed"), "per_seed": runs}
-    return with_spread(saved, runs)
+    saved["calibration"] = {**kept, **spread(runs or [kept])}
+    return with_spread(saved, runs), outputs
+
+
+def _ensemble_row(
+    targets: list[int], *, outputs: dict[int, Any], task: str, test: list[dict], model_dir: Path, labels: list[str], field: str, device: str
+) -> tuple[dict[str, Any], Any, Any] | None:
+    """The ``bilstm_ensemble`` row (one run: std 0) and its test probabilities before / after, when ``model_dir`` is an ensemble."""
+    from pipeline.evaluation.calibration import ensemble_row
+    from pipeline.models.calibration import model_temperature, read_ensemble
+
+    spec = read_ensemble(model_dir)
+    if spec is None:
+        return None
+    member_probabilities = []
+    for directory in spec["member_dirs"]:
+        seed = int(directory.name) if directory.name.isdigit() else None
+        if seed not in outputs:
+            outputs[seed] = bilstm_probabilities(
+                task=task, test=test, model_dir=directory, labels=labels, label_field=field, device=device
+            )[0]
+        member_probabilities.append(outputs[seed])
+    row, before, after = ensemble_row(
+        member_probabilities,
+        targets,
+        member_temperatures=[model_temperature(directory) for directory in spec["member_dirs"]],
+        temperature=spec["temperature"],
+        labels=labels,
+    )
+    return with_spread(row), before, after
 
 
 def _baseline_rows(
@@ -216,20 +273,23 @@ def evaluate_task(
         from pipeline.errors import InputError
 
         raise InputError("E209", f"Task {task} has no test rows.", hint=f"Give tasks.{task}.test_data, or raise tasks.{task}.test_ratio.")
-    bilstm_predictions, trained = _bilstm_predictions(
+    probabilities, trained = bilstm_probabilities(
         task=task, test=test, model_dir=model_dir, labels=labels, label_field=field, device=device
     )
+    bilstm_predictions = probabilities.argmax(axis=1).tolist()
     tfidf_predictions, baselines = _baseline_rows(train=train, test=test, targets=targets, labels=labels, field=field, section=section)
-    bilstm = _bilstm_row(
-        bilstm_predictions, targets, trained=trained, task=task, test=test, model_dir=model_dir, labels=labels, field=field, device=device
-    )
+    where = dict(task=task, test=test, model_dir=model_dir, labels=labels, field=field, device=device)
+    bilstm, outputs = _bilstm_row(probabilities, targets, trained=trained, **where)
+    ensemble = _ensemble_row(targets, outputs=outputs, **where)
     result = {
         "bilstm_attention": bilstm,
+        **({"bilstm_ensemble": ensemble[0]} if ensemble else {}),
         **baselines,
         "label_distribution": label_distribution(rows, labels=labels, field=field),
     }
-    result["comparisons"] = noise_comparisons(result)
+    result["comparisons"] = noise_comparisons(result, ROW_NAMES)
     plot_data = {
+        "reliability": _reliability_data(probabilities, targets, model_dir=model_dir, ensemble=ensemble),
         "labels": labels,
         "confusion": {
             "bilstm_attention": confusion_matrix(targets, bilstm_predictions, num_classes=len(labels)),
@@ -239,6 +299,23 @@ def evaluate_task(
         "best_epoch": trained.get("best_epoch"),
     }
     return result, plot_data
+
+
+def _reliability_data(probabilities, targets: list[int], *, model_dir: Path, ensemble) -> dict[str, Any]:
+    """What ``calibration.png`` draws: the published model's test probabilities before and after calibration."""
+    from pipeline.models.calibration import apply_temperature, model_temperature
+
+    if ensemble is not None:
+        row, before, after = ensemble
+        return {
+            "before": before,
+            "after": after,
+            "targets": targets,
+            "title": f"seed ensemble of {row['members']}, T = {row['calibration']['temperature']}",
+        }
+    temperature = model_temperature(model_dir)
+    after = apply_temperature(probabilities, temperature)
+    return {"before": probabilities, "after": after, "targets": targets, "title": f"kept model, T = {temperature}"}
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -310,8 +387,9 @@ def plot_training_curve(*, task: str, log: list[dict], best_epoch: int | None, p
 
 
 def evaluate_task_stage(ctx) -> dict[str, Any]:
-    """Stage ``evaluate_<task>``: ``report.json``, ``confusion.png`` and ``training.png`` of one task."""
+    """Stage ``evaluate_<task>``: ``report.json``, ``confusion.png``, ``training.png`` and ``calibration.png`` of one task."""
     from pipeline.data.tasks import label_field, task_labels, task_rows_file
+    from pipeline.evaluation.calibration import plot_reliability
     from pipeline.io import write_json
     from pipeline.paths import classifier_dir, task_report_dir
     from pipeline.text.tokenize import read_token_rows
@@ -334,6 +412,7 @@ def evaluate_task_stage(ctx) -> dict[str, Any]:
     plot_confusion(task=task, plot_data=plot_data, metrics=result, path=out / "confusion.png")
     if plot_data["train_log"]:
         plot_training_curve(task=task, log=plot_data["train_log"], best_epoch=plot_data["best_epoch"], path=out / "training.png")
+    plot_reliability(task=task, **plot_data["reliability"], path=out / "calibration.png")
     write_json(out / "report.json", result)
     bilstm = result["bilstm_attention"]
     logger.info(
@@ -349,4 +428,9 @@ def evaluate_task_stage(ctx) -> dict[str, Any]:
     summary = {f"{name}_macro_f1": result[name]["macro_f1"] for name in MODEL_NAMES}
     if bilstm["seeds"] > 1:
         summary.update(bilstm_attention_macro_f1_mean=bilstm["macro_f1_mean"], bilstm_attention_macro_f1_std=bilstm["macro_f1_std"])
+    calibration = bilstm["calibration"]
+    summary.update(bilstm_attention_ece_before=calibration["ece_before_mean"], bilstm_attention_ece_after=calibration["ece_after_mean"])
+    if "bilstm_ensemble" in result:
+        ensemble = result["bilstm_ensemble"]
+        summary.update(bilstm_ensemble_macro_f1=ensemble["macro_f1"], bilstm_ensemble_ece_after=ensemble["calibration"]["ece_after"])
     return summary

@@ -13,8 +13,11 @@ Systems, all trained on the training split only (the test split is never used fo
   type from TF-IDF + LinearSVC on the span and its sentence;
 * with ``ablations``: ``seq2seq_no_copy`` and ``seq2seq_no_scheduled_sampling`` (trained here).
 
-Scores (``pipeline.metrics.opinion_scores``): record / expression / target precision-recall-F1,
-expression token-level F1, type accuracy on matched expressions, "no opinion" precision / recall.
+Scores (``pipeline.metrics.opinion_scores``, one code path for every system): record / expression / target
+precision-recall-F1, expression token-level F1, type accuracy on matched expressions, "no opinion" precision /
+recall; and the overlap scores (``pipeline.metrics.overlap_scores``): expression and target overlap F1 (spans
+sharing >= 50 % of their union's characters, paired one-to-one greedily by overlap), polarity and type accuracy
+on the overlap-matched expressions, per-type gold / predicted / matched / correct counts.
 Output: ``models/report/extractor.json``.
 """
 
@@ -41,19 +44,38 @@ _REPORTED = (
     "target_f1",
     "no_opinion_precision",
     "no_opinion_recall",
+    "expression_overlap_f1",
+    "expression_overlap_precision",
+    "expression_overlap_recall",
+    "target_overlap_f1",
+    "polarity_accuracy",
+    "type_accuracy_overlap",
 )
-_COMPARED = ("record_f1", "typed_expression_f1", "expression_f1", "expression_tokens_f1", "target_f1")
+_COMPARED = (
+    "record_f1",
+    "typed_expression_f1",
+    "expression_f1",
+    "expression_tokens_f1",
+    "target_f1",
+    "expression_overlap_f1",
+    "target_overlap_f1",
+    "polarity_accuracy",
+    "type_accuracy_overlap",
+)
+_TYPE_COUNTS = ("gold", "predicted", "matched", "correct")
 
 
 # ------------------------------------------------------------------ scoring
 def with_tokens(records: list[dict], *, text: str, tokens: list[str]) -> list[dict]:
-    """Records with ``tokens``: the indices of the sentence tokens their expression covers (for token-level F1)."""
+    """Records with ``tokens``: the indices of the sentence tokens their expression covers (for token-level F1),
+    and ``expression_span`` / ``target_span`` in the sentence (for the overlap scores; kept when already set)."""
     offsets = token_offsets(text, tokens)
     result = []
     for record in records:
-        span = find_span(text, record["expression"])
+        span = record.get("expression_span") or find_span(text, record["expression"])
         covered = covering_tokens(offsets, span) if span else None
-        result.append({**record, "tokens": tuple(range(*covered)) if covered else ()})
+        target_span = record.get("target_span") or find_span(text, record.get("target") or "")
+        result.append({**record, "tokens": tuple(range(*covered)) if covered else (), "expression_span": span, "target_span": target_span})
     return result
 
 
@@ -74,7 +96,17 @@ def mean_std(runs: list[dict[str, Any]]) -> dict[str, Any]:
         mean, std = spread(run[key] for run in runs)
         result[key], result[f"{key}_std"] = round(mean, 4), round(std, 4)
     result["per_seed"] = [{key: round(run[key], 4) for key in ("seed", *_REPORTED)} for run in runs]
+    result["type_counts"] = mean_type_counts(runs)
     return result
+
+
+def mean_type_counts(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per type: the gold / predicted / matched / correct counts (``opinion_scores``' ``type_counts``), mean over seeds."""
+    kinds = sorted({kind for run in runs for kind in run.get("type_counts", {})})
+    return {
+        kind: {key: round(sum(run.get("type_counts", {}).get(kind, {}).get(key, 0) for run in runs) / len(runs), 1) for key in _TYPE_COUNTS}
+        for kind in kinds
+    }
 
 
 def comparisons(report: dict[str, Any], *, reference: str = "seq2seq") -> dict[str, dict[str, Any]]:
@@ -266,11 +298,15 @@ def evaluate_extractor_stage(ctx) -> dict[str, Any]:
         handle.write(extractor_table(report))
     for name in runs:
         logger.info(
-            "%s: record F1 %.4f ± %.4f, expression F1 %.4f",
+            "%s: record F1 %.4f ± %.4f, expression F1 %.4f, expression overlap F1 %.4f ± %.4f, polarity accuracy %.4f ± %.4f",
             name,
             report[name]["record_f1"],
             report[name]["record_f1_std"],
             report[name]["expression_f1"],
+            report[name]["expression_overlap_f1"],
+            report[name]["expression_overlap_f1_std"],
+            report[name]["polarity_accuracy"],
+            report[name]["polarity_accuracy_std"],
         )
     return {f"{name}_record_f1": report[name]["record_f1"] for name in runs}
 
@@ -285,6 +321,10 @@ _SYSTEM_NAMES = {
     "seq2seq_no_scheduled_sampling": "seq2seq, scheduled sampling off (beam {beam})",
 }
 _TABLE_COLUMNS = (
+    ("expression_overlap_f1", "expr overlap F1"),
+    ("target_overlap_f1", "target overlap F1"),
+    ("polarity_accuracy", "polarity acc (overlap)"),
+    ("type_accuracy_overlap", "type acc (overlap)"),
     ("record_f1", "record F1"),
     ("typed_expression_f1", "type+expr F1"),
     ("expression_f1", "expr exact F1"),
@@ -318,7 +358,30 @@ def extractor_table(report: dict[str, Any]) -> str:
     for name, scores in report.get("comparisons", {}).items():
         parts = [f"{title} {_verdict(scores[key])}" for key, title in _TABLE_COLUMNS if key in scores]
         lines.append(f"- vs {_SYSTEM_NAMES[name].format(beam=report['beam'])}: " + "; ".join(parts))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _type_count_lines(report, systems)) + "\n"
+
+
+def _type_count_lines(report: dict[str, Any], systems: list[str]) -> list[str]:
+    """Per type: gold records, then for each system predicted · matched (overlap) · correct type, means over seeds."""
+    shown = [name for name in systems if report[name].get("type_counts")]
+    if not shown:
+        return []
+    kinds = sorted({kind for name in shown for kind in report[name]["type_counts"]})
+    lines = [
+        "",
+        "Per type (mean over seeds): gold records, then per system predicted · matched (expression overlap >= 50 %) · same type:",
+        "",
+        "| type | gold | " + " | ".join(_SYSTEM_NAMES[name].format(beam=report["beam"]) for name in shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for kind in kinds:
+        gold = next((report[n]["type_counts"][kind]["gold"] for n in shown if kind in report[n]["type_counts"]), 0)
+        cells = []
+        for name in shown:
+            counts = report[name]["type_counts"].get(kind, {"predicted": 0, "matched": 0, "correct": 0})
+            cells.append(f"{counts['predicted']:g} · {counts['matched']:g} · {counts['correct']:g}")
+        lines.append(f"| {kind} | {gold:g} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _verdict(comparison: dict[str, Any]) -> str:

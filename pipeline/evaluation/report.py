@@ -14,7 +14,8 @@ from typing import Any
 
 from pipeline.io import read_json, write_json
 
-ROWS = ("bilstm_attention", "tfidf_linear", "majority")
+ROWS = ("bilstm_attention", "bilstm_ensemble", "tfidf_linear", "majority")  # bilstm_ensemble: with [classifier] ensemble = true
+CALIBRATION_FIGURES = (("ece", "ECE"), ("brier", "Brier"))
 
 
 def _spread(row: dict[str, Any], key: str = "macro_f1") -> tuple[float, float, int]:
@@ -53,8 +54,36 @@ def classifier_table(tasks: dict[str, dict[str, Any]]) -> str:
                 noise = within_noise(mean_a=mean_a, std_a=std_a, mean_b=mean_b, std_b=std_b)
                 verdict = "within noise" if noise else f"{'above' if mean_a > mean_b else 'below'} by more than the spread"
                 lines.append(f"- {a} vs {b}: {mean_a - mean_b:+.4f} (spread {max(std_a, std_b):.4f}): {verdict}")
-        lines.append("")
+        lines += ["", *calibration_lines(report)]
     return "\n".join(lines)
+
+
+def calibration_lines(report: dict[str, Any]) -> list[str]:
+    """The task's test ECE (15 bins) and Brier before / after the dev-fitted temperatures (none in an older report)."""
+    rows = []
+    bilstm = report.get("bilstm_attention", {}).get("calibration")
+    if bilstm:
+        cells = [
+            f"{bilstm[f'{key}_{when}_mean']:.4f} ± {bilstm[f'{key}_{when}_std']:.4f}"
+            for key, _ in CALIBRATION_FIGURES
+            for when in ("before", "after")
+        ]
+        rows.append(f"| bilstm_attention (mean ± std over the seeds) | {' | '.join(cells)} |")
+    ensemble = report.get("bilstm_ensemble", {}).get("calibration")
+    if ensemble:
+        cells = [f"{ensemble[f'{key}_{when}']:.4f}" for key, _ in CALIBRATION_FIGURES for when in ("before", "after")]
+        rows.append(f"| bilstm_ensemble (T = {ensemble['temperature']}) | {' | '.join(cells)} |")
+    if not rows:
+        return []
+    header = " | ".join(f"{name} {when}" for _, name in CALIBRATION_FIGURES for when in ("before", "after"))
+    return [
+        "Calibration on test (temperatures fitted on dev; ECE over 15 bins):",
+        "",
+        f"| model | {header} |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def stage_times(project_dir) -> dict[str, Any]:
@@ -104,6 +133,8 @@ def report_stage(ctx) -> dict[str, Any]:
         if model.get("seeds", 1) > 1:
             summary[f"{task}_macro_f1_mean"] = model["macro_f1_mean"]
             summary[f"{task}_macro_f1_std"] = model["macro_f1_std"]
+        if "calibration" in model:
+            summary[f"{task}_ece_after_mean"] = model["calibration"]["ece_after_mean"]
     for name in ("lstm", "ngram"):
         value = metrics["generator"].get(name, {}).get("perplexity")
         if value is not None:

@@ -60,6 +60,7 @@ class WorkerModels:
     int8: bool = False
     threads: int = 1  # torch threads per worker
     top_tokens: int = DEFAULT_TOP_TOKENS
+    calibrated: bool = True  # the models' dev-fitted temperatures (calibration.json)
 
 
 @dataclass
@@ -96,7 +97,13 @@ def _classifiers(models: WorkerModels):
         from pipeline.inference.classifier import Classifier
 
         torch.set_num_threads(max(1, models.threads))
-        options = dict(device=models.device, long_policy=models.long_policy, batch_size=models.batch_size, int8=models.int8)
+        options = dict(
+            device=models.device,
+            long_policy=models.long_policy,
+            batch_size=models.batch_size,
+            int8=models.int8,
+            calibrated=models.calibrated,
+        )
         _WORKER["classifiers"] = TaskClassifiers(
             classifiers={task: Classifier.from_dir(path, **options) for task, path in models.model_dirs.items()},
             batch_size=models.batch_size,

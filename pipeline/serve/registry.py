@@ -171,6 +171,8 @@ def describe(served: ServedModels, found: Found) -> list[dict[str, Any]]:
         entries.append(
             {"name": task, "kind": "classifier", "task": task, "labels": classifier.labels, "format_version": version}
             | {"max_tokens": classifier.max_tokens, "split_mode": classifier.split_mode, "test_metrics": metrics}
+            # calibrated probabilities (1.0: none, or an old model directory); a seed ensemble's member count (1: one model)
+            | {"temperature": classifier.temperature, "ensemble_members": max(1, len(classifier.members))}
         )
     if served.generator is not None:
         generator = served.generator

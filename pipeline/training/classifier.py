@@ -18,13 +18,16 @@ What is specific to the classifier (``ClassifierTraining``):
 The best-dev-F1 weights are written as the model directory. With ``seeds`` > 1 the stage
 trains one model per seed (``seed, seed + 1, ...``, each with its own resumable checkpoint);
 the model directory is the seed with the median dev macro-F1, and every seed's model is kept
-in its ``seeds/<seed>/`` for evaluation to score.
+in its ``seeds/<seed>/`` for evaluation to score. With ``calibrate`` (default) each published
+model gets a dev-fitted temperature (``calibration.json``), and with ``ensemble`` the model
+directory also lists every seed as an ensemble (``ensemble.json``): ``pipeline.training.calibration``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +46,7 @@ from pipeline.models.runtime import pick_device, seed_everything
 from pipeline.models.vocab import Vocab, embedding_matrix, read_word2vec_text
 from pipeline.text.tokenize import read_token_rows
 from pipeline.training import distributed
+from pipeline.training.calibration import calibrate_trained, training_settings
 from pipeline.training.loop import DevStats, EarlyStopping, LoopSettings, StepRunner, TrainStats, checkpoint_signature, train
 from pipeline.training.seeds import publish_seeds, train_seeds
 from pipeline.training.stage_io import (
@@ -303,11 +307,13 @@ def train_classifier(
     signature: str,
     lm_dir: Path | None = None,
     name: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainedModel:
     """Train on ``data.splits['train']`` with early stopping on ``data.splits['dev']`` macro-F1.
 
     ``lm_dir`` (init = pretrained): the ``pretrain_lm`` output the embedding and LSTM start from.
     ``name``: how logs and progress bars call the run (default: the task).
+    ``on_epoch``: called with each epoch's log record (``dev_macro_f1`` ...), e.g. a tuning trial's pruner.
     """
     name = name or task
     device = pick_device(section["device"])
@@ -335,6 +341,7 @@ def train_classifier(
     settings = LoopSettings(
         name=name, epochs=section["epochs"], stopping=stopping, work_dir=Path(work_dir), signature=signature, resume=resume
     )
+    settings.on_epoch = on_epoch
     result = train(training, steps=steps, settings=settings)
     return TrainedModel(
         model=model,
@@ -384,7 +391,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
             data=data,
             work_dir=work_dir,
             resume=ctx.resume,
-            signature=checkpoint_signature(section, task=task, **inputs),
+            signature=checkpoint_signature(training_settings(section), task=task, **inputs),
             lm_dir=lm_dir,
             name=name,
         ),
@@ -396,6 +403,7 @@ def train_task_stage(ctx) -> dict[str, Any]:
         from pipeline.paths import task_stats
 
         split_mode = read_json(ctx.input(task_stats(task))).get("split_mode")
-    return publish_seeds(
+    summary = publish_seeds(
         ctx, classifier_dir(task), trained, token_field=section["token_field"], monitor="dev_macro_f1", config=config, split_mode=split_mode
     )
+    return {**summary, **calibrate_trained(ctx, classifier_dir(task), trained, dev_split=data.splits["dev"], section=section)}

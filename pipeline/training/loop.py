@@ -29,7 +29,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -154,6 +154,9 @@ class LoopSettings:
     work_dir: Path
     signature: str  # what a checkpoint must match to be resumed (see checkpoint_signature)
     resume: bool = False
+    # Called with each epoch's record once it is logged and checkpointed (``jpipe tune`` reports dev macro-F1 to its
+    # pruner here); an exception it raises stops the run.
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
 
 
 @dataclass
@@ -238,6 +241,8 @@ class TrainingLoop:
             if log:
                 self._save_checkpoint()
                 log.write(record)
+            if self.settings.on_epoch is not None:
+                self.settings.on_epoch(record)
         self.task.model.load_state_dict(self.best_state)
         self.task.model.eval()
         return self._result(seconds_this_run=time.perf_counter() - started)

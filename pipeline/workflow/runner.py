@@ -191,6 +191,7 @@ class Runner:
         self._running_since: dict[str, str] = {}
         # stage name -> how its function is called (default: in this process); e.g. data-parallel training
         self.executors: dict[str, Callable[[StageContext], dict | None]] = {}
+        self.last_plan: list[tuple[str, list[str]]] | None = None  # what the last `run` planned (the run history records it)
         self._check_graph()
         self._load_lock()
 
@@ -383,7 +384,7 @@ class Runner:
                 self._write_lock()
             self.remove_dead_staging()
             forced = set(self.order) if force and target is None else {target} if force else set()
-            plan = self.plan(target, force=force)
+            plan = self.last_plan = self.plan(target, force=force)
             try:
                 if jobs > 1:
                     from pipeline.workflow.parallel import run_parallel

@@ -221,6 +221,7 @@ def _train_task_stage(task: str) -> Stage:
         inputs=_classifier_inputs(task),
         outputs=(classifier_dir(task),),
         section=f"tasks.{task}.classifier",
+        version=2,  # 2: calibration.json (dev temperature) per published model; ensemble.json with ensemble = true
         task=task,
         help=f"BiLSTM + attention classifier of task {task}.",
     )
@@ -233,7 +234,7 @@ def _evaluate_task_stage(task: str) -> Stage:
         inputs=_evaluate_inputs(task),
         outputs=(task_report_dir(task),),
         section="evaluate_classifiers",
-        version=3,  # 3: test figures as mean ± std over the classifier's seeds, noise comparisons
+        version=4,  # 4: test ECE / Brier before and after calibration, calibration.png, the ensemble row
         task=task,
         help=f"Test-split metrics of task {task} against majority and TF-IDF baselines; label distribution; plots.",
     )
@@ -397,7 +398,7 @@ _FIXED: list[Stage] = [
         inputs=(TOKENS, SENTENCES, EXTRACTOR_DIR),
         outputs=(EXTRACTOR_REPORT, EXTRACTOR_TABLE),
         section="evaluate_extractor",
-        version=2,  # 2: every seed train_extractor trained; comparisons with noise marks; extractor.md
+        version=3,  # 2: every seed train_extractor trained; comparisons with noise marks; extractor.md; 3: overlap scores
         help="Opinion extraction on the test articles: seq2seq against TF-IDF + last predicate and BIO-tagger baselines.",
     ),
     Stage(
@@ -405,7 +406,7 @@ _FIXED: list[Stage] = [
         func="pipeline.evaluation.report:report_stage",
         inputs=_report_inputs,
         outputs=(METRICS, CLASSIFIERS_REPORT, CLASSIFIERS_TABLE),
-        version=3,  # 3: classifiers.md, the tasks' rows as mean ± std with "within noise" marks
+        version=4,  # 4: classifiers.md gains each task's test ECE / Brier before and after calibration, and the ensemble row
         help="Merge every evaluation into models/report/metrics.json (tasks also into classifiers.json and classifiers.md).",
         optional_inputs=(EXTRACTOR_REPORT,),  # merged when the extractor was evaluated
     ),

@@ -163,7 +163,7 @@ def test_evaluate_stage_report_shape_and_figures(clf_project):
         assert report[task]["bilstm_attention"]["macro_f1"] >= 0.8
     for task in ("topic", "sentiment"):
         figures = clf_project / "models/report/tasks" / task
-        assert sorted(p.name for p in figures.iterdir()) == ["confusion.png", "report.json", "training.png"]
+        assert sorted(p.name for p in figures.iterdir()) == ["calibration.png", "confusion.png", "report.json", "training.png"]
         assert [png_size(figures / name) for name in ("confusion.png", "training.png")] == [(1210, 528), (1100, 440)]  # figsize x 110 dpi
 
 

@@ -58,7 +58,7 @@ def test_help_does_not_import_heavy_libraries():
         "from typer.testing import CliRunner\n"
         "from pipeline.cli import app\n"
         "runner = CliRunner()\n"
-        "for args in (['--help'], ['run', '--help'], ['status', '--help'], ['bench', '--help']):\n"
+        "for args in (['--help'], ['run', '--help'], ['status', '--help'], ['bench', '--help'], ['metrics', '--help']):\n"
         "    assert runner.invoke(app, args).exit_code == 0, args\n"
         "heavy = [m for m in ('torch', 'spacy', 'gensim', 'sklearn', 'matplotlib') if m in sys.modules]\n"
         "print(','.join(heavy))\n"

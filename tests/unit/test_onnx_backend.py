@@ -182,3 +182,18 @@ def test_bench_compares_both_backends_on_the_same_texts(project: Path) -> None:
     assert result["agreement"]["topic"]["labels_equal"] == 1.0
     assert result["agreement"]["topic"]["max_probability_difference"] <= TOLERANCE
     assert result["load_average_before"]
+
+
+def test_onnx_backend_applies_the_temperature_outside_the_graph(model_dir: Path) -> None:
+    """calibration.json's temperature scales the ONNX probabilities as it scales torch's (softmax(log p / T))."""
+    export_onnx(model_dir)
+    (model_dir / "calibration.json").write_text(json.dumps({"temperature": 2.5, "fitted_on": "dev"}), encoding="utf-8")
+    texts = ["京都のお寺でラーメンを食べた。", "携帯の電池が切れた"]
+    torch_backend = Classifier.from_dir(model_dir).predict(texts)
+    onnx_backend = Classifier.from_dir(model_dir, backend="onnx").predict(texts)
+    raw = Classifier.from_dir(model_dir, backend="onnx", calibrated=False).predict(texts)
+    for expected, actual, uncalibrated in zip(torch_backend, onnx_backend, raw, strict=True):
+        assert actual.label == expected.label == uncalibrated.label
+        for label, p in expected.probabilities.items():
+            assert abs(actual.probabilities[label] - p) <= TOLERANCE
+        assert max(abs(actual.probabilities[k] - uncalibrated.probabilities[k]) for k in actual.probabilities) > 1e-3
