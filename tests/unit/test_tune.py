@@ -244,3 +244,45 @@ def test_cli_tunes_reports_and_applies(project):
     best = best_params(open_study(project, "topic"))
     effective = load_config(project).classifier_for("topic")
     assert {key: effective[key] for key in best} == pytest.approx(best, rel=1e-5)
+
+
+def _tune_process(project: Path, trials: int):
+    """``jpipe tune topic --trials N`` in a process of its own (one torch thread, as the uninterrupted run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "pipeline", "--dir", str(project), "tune", "topic", "--trials", str(trials)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_real_kill_mid_study_resumes_as_if_uninterrupted(project, tmp_path):
+    """SIGKILL a real ``jpipe tune`` once two trials are stored, run it again: same trials, scores and best value."""
+    import signal
+    import time
+
+    from pipeline.workflow.tune import open_study
+
+    uninterrupted = tmp_path / "whole"
+    shutil.copytree(project, uninterrupted)
+    assert _tune_process(uninterrupted, 5).wait(timeout=300) == 0
+
+    killed = _tune_process(project, 5)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and killed.poll() is None:
+        if (project / ".jpipe" / "tune.db").exists() and len(finished(open_study(project, "topic"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert killed.poll() is None, "the study ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    stored = len(finished(open_study(project, "topic")))
+    assert 2 <= stored < 5
+
+    resume = _tune_process(project, 5)
+    assert resume.wait(timeout=300) == 0, resume.stderr.read()
+    whole, resumed = open_study(uninterrupted, "topic"), open_study(project, "topic")
+    assert len(finished(resumed)) == 5
+    assert finished(resumed) == finished(whole)
+    assert resumed.best_value == whole.best_value
