@@ -369,7 +369,8 @@ def _type_count_lines(report: dict[str, Any], systems: list[str]) -> list[str]:
     kinds = sorted({kind for name in shown for kind in report[name]["type_counts"]})
     lines = [
         "",
-        "Per type (mean over seeds): gold records, then per system predicted · matched (expression overlap >= 50 %) · same type:",
+        "Per type (mean over seeds): gold records, then per system predicted (records given this type) · matched (gold records of "
+        "this type whose expression a prediction overlaps by >= 50 %) · same type (of those, the prediction has this type):",
         "",
         "| type | gold | " + " | ".join(_SYSTEM_NAMES[name].format(beam=report["beam"]) for name in shown) + " |",
         "|---|---|" + "---|" * len(shown),
