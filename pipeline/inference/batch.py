@@ -105,6 +105,23 @@ class TaskClassifiers:
         classifiers = {task: Classifier.from_dir(path, **options) for task, path in task_model_dirs(project_dir, tasks=tasks).items()}
         return cls(classifiers=classifiers, batch_size=options.get("batch_size", DEFAULT_BATCH_SIZE))
 
+    @classmethod
+    def from_engine_models(cls, models: Any) -> TaskClassifiers:
+        """The models of an engine's settings (the worker pool's or Ray's: ``model_dirs``, ``device``,
+        ``long_policy``, ``batch_size``, ``int8``, ``calibrated``, ``threads``), with torch at ``threads`` threads."""
+        import torch
+
+        torch.set_num_threads(max(1, models.threads))
+        options = dict(
+            device=models.device,
+            long_policy=models.long_policy,
+            batch_size=models.batch_size,
+            int8=models.int8,
+            calibrated=models.calibrated,
+        )
+        classifiers = {task: Classifier.from_dir(path, **options) for task, path in models.model_dirs.items()}
+        return cls(classifiers=classifiers, batch_size=models.batch_size)
+
     @property
     def tasks(self) -> tuple[str, ...]:
         return tuple(self.classifiers)

@@ -227,23 +227,9 @@ class ClassifyActor:
     def __init__(
         self, *, models: RayModels, source: RaySource, directory: str, output_format: str, crash_marker: str | None = None
     ) -> None:
-        import torch
-
         from pipeline.inference.batch import TaskClassifiers
-        from pipeline.inference.classifier import Classifier
 
-        torch.set_num_threads(max(1, models.threads))
-        options = dict(
-            device=models.device,
-            long_policy=models.long_policy,
-            batch_size=models.batch_size,
-            int8=models.int8,
-            calibrated=models.calibrated,
-        )
-        self.classifiers = TaskClassifiers(
-            classifiers={task: Classifier.from_dir(path, **options) for task, path in models.model_dirs.items()},
-            batch_size=models.batch_size,
-        )
+        self.classifiers = TaskClassifiers.from_engine_models(models)
         self.top_tokens = models.top_tokens
         self.source, self.directory, self.output_format = source, directory, output_format
         self.crash_marker = crash_marker

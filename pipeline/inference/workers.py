@@ -91,23 +91,9 @@ def _init_worker(parent_pid: int) -> None:
 def _classifiers(models: WorkerModels):
     """The worker's ``TaskClassifiers``, loaded on the first call."""
     if "classifiers" not in _WORKER:
-        import torch
-
         from pipeline.inference.batch import TaskClassifiers
-        from pipeline.inference.classifier import Classifier
 
-        torch.set_num_threads(max(1, models.threads))
-        options = dict(
-            device=models.device,
-            long_policy=models.long_policy,
-            batch_size=models.batch_size,
-            int8=models.int8,
-            calibrated=models.calibrated,
-        )
-        _WORKER["classifiers"] = TaskClassifiers(
-            classifiers={task: Classifier.from_dir(path, **options) for task, path in models.model_dirs.items()},
-            batch_size=models.batch_size,
-        )
+        _WORKER["classifiers"] = TaskClassifiers.from_engine_models(models)
     return _WORKER["classifiers"]
 
 
